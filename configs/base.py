@@ -1,0 +1,78 @@
+"""Defaults shared by every task config; task configs override what they need.
+
+Fields map one-to-one onto `research.train.train_and_evaluate` and the modules it builds.
+"""
+
+import ml_collections
+
+from research.attention import ATTENTION, default_options
+from research.errors import UserError
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    # Data: `task` names an entry of research.tasks.TASKS; its own options live in task_options.
+    config.task = "listops"
+    config.task_options = ml_collections.ConfigDict()
+    config.data_dir = ""  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.batch_size = 32
+    config.eval_batch_size = 32
+
+    # Loop: steps are optimizer updates; evaluation covers each split completely.
+    config.num_train_steps = 5_000
+    config.log_every_steps = 100
+    config.eval_every_steps = 1_000
+    config.test_params = "last"  # "last" or "best_val": which parameters the test score uses
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.schedule = "rsqrt"  # rsqrt | cosine | constant
+    # For rsqrt this is LRA's constant c in c * min(1, s/w) / sqrt(max(s, w)), not the peak rate.
+    config.optimizer.learning_rate = 0.05
+    config.optimizer.warmup_steps = 1_000
+    config.optimizer.weight_decay = 0.1
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.98
+    config.optimizer.eps = 1e-9
+    config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
+
+    config.model = ml_collections.ConfigDict()
+    config.model.head = "classifier"
+    config.model.attention = "full"
+    config.model.attention_options = ml_collections.ConfigDict(
+        {name: default_options(name) for name in ATTENTION}
+    )
+    config.model.causal = False
+    config.model.vocab_size = ml_collections.config_dict.placeholder(int)  # set by the task
+    config.model.num_classes = ml_collections.config_dict.placeholder(int)  # set by the task
+    config.model.max_len = 2_000
+    config.model.emb_dim = 512
+    config.model.num_heads = 8
+    config.model.qkv_dim = 512  # total over heads, as in LRA
+    config.model.mlp_dim = 1_024
+    config.model.num_layers = 4
+    config.model.dropout_rate = 0.1
+    config.model.attention_dropout_rate = 0.1
+    config.model.positional = "learned"  # learned | sinusoidal | none
+    config.model.pool = "cls"  # cls | mean
+    config.model.token_init_std = 1.0
+    config.model.position_init_std = 0.02
+    return config
+
+
+def parse_args(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
+    """Parses a config string argument `key=value,key=value` against the keys of `defaults`.
+
+    An unknown key or a malformed item is a one-line error listing the valid keys.
+    """
+    values = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in defaults:
+            raise UserError(
+                f"config argument {item!r} is not valid; use key=value with keys: "
+                f"{', '.join(sorted(defaults))}"
+            )
+        values[key] = value
+    return values

@@ -1,0 +1,1 @@
+"""Self-attention variants compared on long-range dependency tasks."""

@@ -1,0 +1,75 @@
+"""The interface every attention variant shares.
+
+A variant subclasses `SelfAttention` and implements `attend(q, k, v, key_mask)`; the base class owns
+the query/key/value and output projections, so every variant takes the same inputs
+(`x_BTE`, a key padding mask `key_mask_BT` with True = real token) and returns the same shape.
+"""
+
+import jax
+from flax import nnx
+from jax import Array
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention with pluggable scoring.
+
+    Args:
+      in_features: E, the width of the residual stream.
+      num_heads: H.
+      qkv_features: total query/key/value width over all heads (LRA's `qkv_dim`); D = qkv / H.
+      causal: when True, position i sees only positions <= i.
+      dropout_rate: dropout on attention weights, where the variant has weights to drop.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        num_heads: int,
+        qkv_features: int | None = None,
+        causal: bool = False,
+        dropout_rate: float = 0.0,
+        rngs: nnx.Rngs,
+    ):
+        qkv_features = qkv_features or in_features
+        if qkv_features % num_heads:
+            raise ValueError(
+                f"qkv_features={qkv_features} is not divisible by num_heads={num_heads}"
+            )
+        self.num_heads = num_heads
+        self.head_dim = qkv_features // num_heads
+        self.causal = causal
+        self.dropout_rate = dropout_rate
+        heads = (num_heads, self.head_dim)
+        self.query = nnx.LinearGeneral(in_features, heads, rngs=rngs)
+        self.key = nnx.LinearGeneral(in_features, heads, rngs=rngs)
+        self.value = nnx.LinearGeneral(in_features, heads, rngs=rngs)
+        self.out = nnx.LinearGeneral(heads, in_features, axis=(-2, -1), rngs=rngs)
+
+    def __call__(
+        self,
+        x_BTE: Array,
+        key_mask_BT: Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        """Returns y_BTE. `rngs` needs a `dropout` stream unless deterministic or rate is 0."""
+        q_BTHD, k_BTHD, v_BTHD = self.query(x_BTE), self.key(x_BTE), self.value(x_BTE)
+        dropout_key = None
+        if not deterministic and self.dropout_rate > 0.0:
+            dropout_key = rngs.dropout()
+        out_BTHD = self.attend(q_BTHD, k_BTHD, v_BTHD, key_mask_BT, dropout_key=dropout_key)
+        return self.out(out_BTHD)
+
+    def attend(
+        self,
+        q_BTHD: Array,
+        k_BSHD: Array,
+        v_BSHD: Array,
+        key_mask_BS: Array | None,
+        *,
+        dropout_key: jax.Array | None,
+    ) -> Array:
+        """Mixes values by query-key scores into out_BTHD; padded keys must contribute nothing."""
+        raise NotImplementedError

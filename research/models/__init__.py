@@ -1,0 +1,37 @@
+"""Model registry: `config.model.head` -> model class, plus config validation for models."""
+
+from flax import nnx
+
+from research.attention import resolve_options
+from research.errors import UserError, check_choice, check_positive
+from research.models.encoder import POSITIONAL
+from research.models.heads import POOLING, Classifier
+
+MODELS = {
+    "classifier": Classifier,
+}
+
+
+def validate_model_config(config) -> None:
+    """Checks `config.model` before anything is built; raises UserError naming the bad field."""
+    check_choice("config.model.head", config.head, sorted(MODELS))
+    check_choice("config.model.pool", config.pool, POOLING)
+    check_choice("config.model.positional", config.positional, POSITIONAL)
+    resolve_options(config.attention, config.attention_options.get(config.attention, {}))
+    for field in ("vocab_size", "max_len", "emb_dim", "num_heads", "mlp_dim", "num_layers"):
+        check_positive(f"config.model.{field}", config[field])
+    qkv = config.qkv_dim or config.emb_dim
+    if qkv % config.num_heads:
+        raise UserError(
+            f"config.model.qkv_dim={qkv} must be divisible by config.model.num_heads="
+            f"{config.num_heads}"
+        )
+    for field in ("dropout_rate", "attention_dropout_rate"):
+        if not 0.0 <= config[field] < 1.0:
+            raise UserError(f"config.model.{field}={config[field]!r} must lie in [0, 1)")
+
+
+def build_model(config, *, rngs: nnx.Rngs) -> nnx.Module:
+    """Validates `config` (= config.model) and builds the model it names."""
+    validate_model_config(config)
+    return MODELS[config.head](config, rngs=rngs)

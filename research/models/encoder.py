@@ -1,0 +1,144 @@
+"""Transformer encoder with an attention slot: embeddings, N pre-norm blocks, a final norm.
+
+The attention variant is built by `research.attention.make_attention`, so this module knows only the
+shared interface. Masks: `mask_BT` is True for real tokens, False for padding.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import Array
+
+from research.attention import make_attention
+
+POSITIONAL = ("learned", "sinusoidal", "none")
+
+
+def sinusoidal_positions(length: int, features: int) -> Array:
+    """pos_TE: the fixed sin/cos table of Vaswani et al. (sin on even, cos on odd features)."""
+    position = jnp.arange(length)[:, None]
+    inv_freq = jnp.exp(jnp.arange(0, features, 2) * (-math.log(10000.0) / features))
+    table = jnp.zeros((length, features))
+    table = table.at[:, 0::2].set(jnp.sin(position * inv_freq))
+    return table.at[:, 1::2].set(jnp.cos(position * inv_freq[: features // 2]))
+
+
+class Embedding(nnx.Module):
+    """Token embedding plus positions, with an optional learned CLS vector in front.
+
+    With `cls=True` the output is one position longer than the input and position 0 holds CLS.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        max_len: int,
+        features: int,
+        positional: str,
+        cls: bool,
+        token_init_std: float,
+        position_init_std: float,
+        rngs: nnx.Rngs,
+    ):
+        self.positional = positional
+        self.tokens = nnx.Embed(
+            vocab_size, features, embedding_init=nnx.initializers.normal(token_init_std), rngs=rngs
+        )
+        self.cls = nnx.Param(jnp.zeros((1, 1, features))) if cls else None
+        length = max_len + int(cls)
+        if positional == "learned":
+            init = nnx.initializers.normal(position_init_std)
+            self.positions = nnx.Param(init(rngs.params(), (length, features)))
+        elif positional == "sinusoidal":
+            self.positions = nnx.Variable(sinusoidal_positions(length, features))
+        else:
+            self.positions = None
+
+    def __call__(self, tokens_BT: Array, mask_BT: Array) -> tuple[Array, Array]:
+        """Returns (x_BLE, mask_BL), L = T or T + 1 with CLS."""
+        x_BTE = self.tokens(tokens_BT)
+        if self.cls is not None:
+            batch = tokens_BT.shape[0]
+            cls_B1E = jnp.broadcast_to(self.cls[...], (batch, 1, x_BTE.shape[-1]))
+            x_BTE = jnp.concatenate([cls_B1E, x_BTE], axis=1)
+            mask_BT = jnp.concatenate([jnp.ones((batch, 1), bool), mask_BT], axis=1)
+        if self.positions is not None:
+            x_BTE = x_BTE + self.positions[: x_BTE.shape[1]][None]
+        return x_BTE, mask_BT
+
+
+class Mlp(nnx.Module):
+    """Linear -> GELU -> dropout -> Linear."""
+
+    def __init__(self, features: int, hidden: int, dropout_rate: float, *, rngs: nnx.Rngs):
+        self.up = nnx.Linear(features, hidden, rngs=rngs)
+        self.down = nnx.Linear(hidden, features, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate)
+
+    def __call__(self, x: Array, *, deterministic: bool, rngs: nnx.Rngs | None) -> Array:
+        hidden = self.dropout(jax.nn.gelu(self.up(x)), deterministic=deterministic, rngs=rngs)
+        return self.down(hidden)
+
+
+class EncoderBlock(nnx.Module):
+    """Pre-norm residual block: x + Attn(LN(x)), then x + Mlp(LN(x))."""
+
+    def __init__(self, config, *, rngs: nnx.Rngs):
+        width = config.emb_dim
+        self.attention_norm = nnx.LayerNorm(width, rngs=rngs)
+        self.attention = make_attention(
+            config.attention,
+            config.attention_options.get(config.attention, {}),
+            in_features=width,
+            num_heads=config.num_heads,
+            qkv_features=config.qkv_dim,
+            causal=config.causal,
+            dropout_rate=config.attention_dropout_rate,
+            rngs=rngs,
+        )
+        self.mlp_norm = nnx.LayerNorm(width, rngs=rngs)
+        self.mlp = Mlp(width, config.mlp_dim, config.dropout_rate, rngs=rngs)
+        self.dropout = nnx.Dropout(config.dropout_rate)
+
+    def __call__(self, x_BTE, mask_BT, *, deterministic: bool, rngs: nnx.Rngs | None):
+        y = self.attention(
+            self.attention_norm(x_BTE), mask_BT, deterministic=deterministic, rngs=rngs
+        )
+        x_BTE = x_BTE + self.dropout(y, deterministic=deterministic, rngs=rngs)
+        y = self.mlp(self.mlp_norm(x_BTE), deterministic=deterministic, rngs=rngs)
+        return x_BTE + self.dropout(y, deterministic=deterministic, rngs=rngs)
+
+
+class Encoder(nnx.Module):
+    """Embedding, `num_layers` pre-norm blocks and a final LayerNorm.
+
+    `config` is `config.model` (see configs/base.py); its fields name every hyperparameter here.
+    """
+
+    def __init__(self, config, *, rngs: nnx.Rngs):
+        self.embedding = Embedding(
+            vocab_size=config.vocab_size,
+            max_len=config.max_len,
+            features=config.emb_dim,
+            positional=config.positional,
+            cls=config.pool == "cls",
+            token_init_std=config.token_init_std,
+            position_init_std=config.position_init_std,
+            rngs=rngs,
+        )
+        self.dropout = nnx.Dropout(config.dropout_rate)
+        self.blocks = nnx.List([EncoderBlock(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.final_norm = nnx.LayerNorm(config.emb_dim, rngs=rngs)
+
+    def __call__(
+        self, tokens_BT: Array, mask_BT: Array, *, deterministic: bool, rngs: nnx.Rngs | None
+    ) -> tuple[Array, Array]:
+        """Returns (encoded_BLE, mask_BL); L = T + 1 when a CLS vector is prepended."""
+        x_BTE, mask_BT = self.embedding(tokens_BT, mask_BT)
+        x_BTE = self.dropout(x_BTE, deterministic=deterministic, rngs=rngs)
+        for block in self.blocks:
+            x_BTE = block(x_BTE, mask_BT, deterministic=deterministic, rngs=rngs)
+        return self.final_norm(x_BTE), mask_BT

@@ -1,0 +1,50 @@
+"""Models built from the encoder: pooling and classification heads.
+
+Every model takes the batch dict produced by `research.tasks.pipeline` and returns logits_BC.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import Array
+
+from research.models.encoder import Encoder
+
+POOLING = ("cls", "mean")
+
+
+def pool(encoded_BLE: Array, mask_BL: Array, kind: str) -> Array:
+    """pooled_BE: position 0 (the CLS vector) or the mean over real tokens only."""
+    if kind == "cls":
+        return encoded_BLE[:, 0]
+    weights_BL1 = mask_BL[..., None].astype(encoded_BLE.dtype)
+    count_B1 = jnp.maximum(weights_BL1.sum(axis=1), 1.0)
+    return (encoded_BLE * weights_BL1).sum(axis=1) / count_B1
+
+
+class MlpClassifier(nnx.Module):
+    """Linear -> ReLU -> Linear to `num_classes` logits (LRA's classifier head)."""
+
+    def __init__(self, in_features: int, hidden: int, num_classes: int, *, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(in_features, hidden, rngs=rngs)
+        self.logits = nnx.Linear(hidden, num_classes, rngs=rngs)
+
+    def __call__(self, x_BF: Array) -> Array:
+        return self.logits(jax.nn.relu(self.hidden(x_BF)))
+
+
+class Classifier(nnx.Module):
+    """Encoder -> pooling -> MLP head; reads batch["tokens"] and batch["mask"]."""
+
+    def __init__(self, config, *, rngs: nnx.Rngs):
+        self.pool_kind = config.pool
+        self.encoder = Encoder(config, rngs=rngs)
+        self.head = MlpClassifier(config.emb_dim, config.mlp_dim, config.num_classes, rngs=rngs)
+
+    def __call__(
+        self, batch: dict, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> Array:
+        encoded_BLE, mask_BL = self.encoder(
+            batch["tokens"], batch["mask"], deterministic=deterministic, rngs=rngs
+        )
+        return self.head(pool(encoded_BLE, mask_BL, self.pool_kind))

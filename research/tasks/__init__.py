@@ -1,0 +1,66 @@
+"""Task registry: `config.task` -> `Task` (its TFDS builder, vocabulary and classes)."""
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import tensorflow_datasets as tfds
+
+from research.errors import check_choice
+from research.tasks import listops
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What the training loop needs to know about a task.
+
+    builder_config: maps `config.task_options` to a `tfds.core.BuilderConfig` (validating it).
+    sequence_fields: the token fields of an example; each gets a padding mask in the batch.
+    """
+
+    name: str
+    builder_class: type[tfds.core.GeneratorBasedBuilder]
+    builder_config: Callable
+    vocab_size: int
+    num_classes: int
+    sequence_fields: tuple[str, ...] = ("tokens",)
+
+
+TASKS = {
+    "listops": Task(
+        name="listops",
+        builder_class=listops.ListOps,
+        builder_config=listops.builder_config,
+        vocab_size=len(listops.VOCAB),
+        num_classes=listops.NUM_CLASSES,
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+    check_choice("config.task", name, sorted(TASKS))
+    return TASKS[name]
+
+
+def data_dir(config_data_dir: str) -> str:
+    """`config.data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    path = config_data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    return os.path.expanduser(path)
+
+
+def prepare_builder(task: Task, task_options, config_data_dir: str) -> tfds.core.DatasetBuilder:
+    """Builds the dataset once (array_record) and returns its builder; later calls reuse it."""
+    builder = task.builder_class(
+        config=task.builder_config(task_options),
+        data_dir=data_dir(config_data_dir),
+        file_format="array_record",
+    )
+    builder.download_and_prepare()
+    return builder
+
+
+def load_sources(builder: tfds.core.DatasetBuilder) -> dict:
+    """split -> random-access data source (`tfds.data_source` reads array_record, no TensorFlow)."""
+    return {split: builder.as_data_source(split=split) for split in SPLITS}
