@@ -17,6 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.task = "listops"
     config.task_options = ml_collections.ConfigDict()
     config.data_dir = ""  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.truncate = False  # cut inputs longer than model.max_len (else they are an error)
     config.batch_size = 32
     config.eval_batch_size = 32
 

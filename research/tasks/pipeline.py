@@ -25,7 +25,7 @@ def mask_field(token_field: str) -> str:
 def pad_example(
     example: dict, *, max_len: int, sequence_fields: Sequence[str], truncate: bool = False
 ) -> dict:
-    """One example -> fixed-length int32 tokens and masks; too long is an error unless truncating."""
+    """One example -> fixed-length int32 tokens and masks; too long fails unless truncating."""
     out = {"label": np.int32(example["label"])}
     for field in sequence_fields:
         tokens = np.asarray(example[field])
