@@ -28,7 +28,7 @@ def sinusoidal_positions(length: int, features: int) -> Array:
 class Embedding(nnx.Module):
     """Token embedding plus positions, with an optional learned CLS vector in front.
 
-    With `cls=True` the output is one position longer than the input and position 0 holds CLS.
+    With `prepend_cls=True` the output is one position longer and position 0 holds CLS.
     """
 
     def __init__(
@@ -38,7 +38,7 @@ class Embedding(nnx.Module):
         max_len: int,
         features: int,
         positional: str,
-        cls: bool,
+        prepend_cls: bool,
         token_init_std: float,
         position_init_std: float,
         rngs: nnx.Rngs,
@@ -47,8 +47,8 @@ class Embedding(nnx.Module):
         self.tokens = nnx.Embed(
             vocab_size, features, embedding_init=nnx.initializers.normal(token_init_std), rngs=rngs
         )
-        self.cls = nnx.Param(jnp.zeros((1, 1, features))) if cls else None
-        length = max_len + int(cls)
+        self.cls = nnx.Param(jnp.zeros((1, 1, features))) if prepend_cls else None
+        length = max_len + int(prepend_cls)
         if positional == "learned":
             init = nnx.initializers.normal(position_init_std)
             self.positions = nnx.Param(init(rngs.params(), (length, features)))
@@ -124,7 +124,7 @@ class Encoder(nnx.Module):
             max_len=config.max_len,
             features=config.emb_dim,
             positional=config.positional,
-            cls=config.pool == "cls",
+            prepend_cls=config.pool == "cls",
             token_init_std=config.token_init_std,
             position_init_std=config.position_init_std,
             rngs=rngs,

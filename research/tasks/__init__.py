@@ -57,6 +57,7 @@ def prepare_builder(task: Task, task_options, config_data_dir: str) -> tfds.core
         data_dir=data_dir(config_data_dir),
         file_format="array_record",
     )
+    tfds.disable_progress_bar()
     builder.download_and_prepare()
     return builder
 

@@ -1,0 +1,68 @@
+"""ListOps with a Transformer, mirroring LRA's released config (lra_benchmarks/listops/configs).
+
+Run it (the data is generated on first use, then reused):
+
+  ./launch.sh train --config configs/listops.py --workdir runs/listops
+  ./launch.sh train --config configs/listops.py:size=tiny --workdir runs/listops_tiny
+  ./launch.sh train --config configs/listops.py:size=tiny,attention=full \
+      --config.model.num_layers=1 --workdir runs/listops_1layer
+
+Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>.
+To train on the LRA release instead of generated data, point
+--config.task_options.release_dir at the folder holding basic_{train,val,test}.tsv.
+"""
+
+import ml_collections
+
+from configs import base
+from research.errors import check_choice
+
+SIZES = ("base", "tiny")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = base.parse_args(arg, {"size": "base", "attention": "full"})
+    check_choice("config argument size", args["size"], SIZES)
+    config = base.get_config()
+    config.task = "listops"
+    config.task_options = ml_collections.ConfigDict(
+        dict(
+            num_train=96_000,
+            num_val=2_000,
+            num_test=2_000,
+            min_length=500,
+            max_length=2_000,
+            max_depth=10,
+            max_args=10,
+            seed=0,
+            release_dir="",
+        )
+    )
+    config.model.attention = args["attention"]
+    # LRA: length 2000, emb 512, 8 heads, 4 layers, qkv 512, mlp 1024, batch 32, 5k steps.
+    config.model.max_len = 2_000
+    config.batch_size = 32
+    config.num_train_steps = 5_000
+    config.optimizer.schedule = "rsqrt"
+    config.optimizer.learning_rate = 0.05
+    config.optimizer.warmup_steps = 1_000
+    config.optimizer.weight_decay = 0.1
+    if args["size"] == "tiny":
+        _shrink_to_tiny(config)
+    return config
+
+
+def _shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
+    """Short expressions and a small model: a few minutes on a 2-core CPU."""
+    config.task_options.update(
+        num_train=5_000, num_val=500, num_test=500, min_length=10, max_length=64, max_depth=4
+    )
+    config.model.update(max_len=64, emb_dim=64, num_heads=4, qkv_dim=64, mlp_dim=128, num_layers=2)
+    config.model.dropout_rate = 0.0
+    config.model.attention_dropout_rate = 0.0
+    config.batch_size = 32
+    config.eval_batch_size = 100
+    config.num_train_steps = 1_000
+    config.log_every_steps = 50
+    config.eval_every_steps = 250
+    config.optimizer.warmup_steps = 200

@@ -1,0 +1,88 @@
+"""Encoder and classifier: shapes, positions, pooling, and that padding never changes the logits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import listops
+from research.errors import UserError
+from research.models import build_model
+from research.models.encoder import sinusoidal_positions
+from research.models.heads import pool
+
+
+def model_config(**overrides):
+    config = listops.get_config("size=tiny").model
+    config.vocab_size, config.num_classes = 16, 10
+    config.update(max_len=12, emb_dim=16, num_heads=2, qkv_dim=16, mlp_dim=32, num_layers=2)
+    config.update(overrides)
+    return config
+
+
+def batch(lengths, max_len=12, seed=0):
+    rng = np.random.default_rng(seed)
+    mask = np.arange(max_len)[None] < np.array(lengths)[:, None]
+    tokens = np.where(mask, rng.integers(1, 16, mask.shape), 0)
+    return {"tokens": jnp.asarray(tokens, jnp.int32), "mask": jnp.asarray(mask)}
+
+
+def test_sinusoidal_table():
+    table = sinusoidal_positions(50, 8)
+    assert table.shape == (50, 8)
+    np.testing.assert_allclose(table[0, 0::2], 0.0, atol=1e-7)
+    np.testing.assert_allclose(table[0, 1::2], 1.0)
+    np.testing.assert_allclose(table[7, 2], np.sin(7 / 10000 ** (2 / 8)), rtol=1e-5)
+    np.testing.assert_allclose(table[7, 3], np.cos(7 / 10000 ** (2 / 8)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("pool_kind", ["cls", "mean"])
+@pytest.mark.parametrize("positional", ["learned", "sinusoidal", "none"])
+def test_logits_shape_and_padding_invariance(pool_kind, positional):
+    model = build_model(model_config(pool=pool_kind, positional=positional), rngs=nnx.Rngs(0))
+    inputs = batch([12, 5, 1])
+    logits = model(inputs)
+    assert logits.shape == (3, 10)
+    scrambled = dict(inputs, tokens=jnp.where(inputs["mask"], inputs["tokens"], 7))
+    np.testing.assert_allclose(model(scrambled), logits, atol=1e-5)
+
+
+def test_mean_pool_ignores_padding():
+    encoded = jnp.arange(2 * 3 * 1, dtype=jnp.float32).reshape(2, 3, 1)
+    mask = jnp.array([[True, True, False], [True, False, False]])
+    np.testing.assert_allclose(pool(encoded, mask, "mean")[:, 0], [0.5, 3.0])
+    np.testing.assert_allclose(pool(encoded, mask, "cls")[:, 0], [0.0, 3.0])
+
+
+def test_dropout_only_in_training():
+    model = build_model(model_config(dropout_rate=0.5), rngs=nnx.Rngs(0))
+    inputs = batch([12, 6])
+    np.testing.assert_allclose(model(inputs), model(inputs))
+    train_a = model(inputs, deterministic=False, rngs=nnx.Rngs(dropout=1))
+    train_b = model(inputs, deterministic=False, rngs=nnx.Rngs(dropout=2))
+    assert not np.allclose(train_a, train_b)
+
+
+def test_init_is_a_function_of_the_seed():
+    a = nnx.state(build_model(model_config(), rngs=nnx.Rngs(3)), nnx.Param)
+    b = nnx.state(build_model(model_config(), rngs=nnx.Rngs(3)), nnx.Param)
+    assert all(jax.tree.leaves(jax.tree.map(lambda x, y: bool((x == y).all()), a, b)))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"pool": "max"}, "config.model.pool='max' is not valid; choose one of: cls, mean"),
+        ({"attention": "nope"}, "config.model.attention='nope' is not valid; choose one of"),
+        ({"positional": "rotary"}, "config.model.positional='rotary'"),
+        ({"qkv_dim": 15}, "config.model.qkv_dim=15 must be divisible"),
+        ({"num_layers": 0}, "config.model.num_layers=0"),
+        ({"dropout_rate": 1.0}, "config.model.dropout_rate=1.0 must lie in"),
+        ({"head": "regressor"}, "config.model.head='regressor'"),
+    ],
+)
+def test_bad_model_config_is_a_one_line_error(overrides, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")) as error:
+        build_model(model_config(**overrides), rngs=nnx.Rngs(0))
+    assert "\n" not in str(error.value)
