@@ -27,6 +27,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 1_000
     config.test_params = "last"  # "last" or "best_val": which parameters the test score uses
 
+    # Devices and resuming (research/parallel.py, research/checkpoint.py).
+    config.parallelism = "jit"  # jit (NamedSharding over all devices) | pmap
+    config.fsdp = False  # jit only: shard parameters and optimizer state across devices
+    config.checkpoint_every_steps = 1_000  # 0 = only at the end and on preemption
+    config.checkpoints_to_keep = 3  # 0 = keep all
+    config.allow_config_change = False  # resume a workdir whose model or task config differs
+    config.compilation_cache_dir = "~/.cache/research/jax"  # "" = no persistent cache
+
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.schedule = "rsqrt"  # rsqrt | cosine | constant
     # For rsqrt this is LRA's constant c in c * min(1, s/w) / sqrt(max(s, w)), not the peak rate.

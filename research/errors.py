@@ -23,3 +23,7 @@ def check_positive(field: str, value: object, *, allow_zero: bool = False) -> No
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise UserError(f"{field}={value!r} is not valid; it must be an integer {bound}")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the step."""

@@ -9,7 +9,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from research.errors import UserError
+from research.errors import NonFiniteLossError, UserError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -60,6 +60,9 @@ def main(argv: list[str]) -> None:
         train_and_evaluate(config, FLAGS.workdir)
     except UserError as error:
         fail(str(error))
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

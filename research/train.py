@@ -20,8 +20,8 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from research import tasks
-from research.errors import UserError, check_choice, check_positive
+from research import checkpoint, parallel, tasks
+from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
 from research.metrics import MetricWriter
 from research.models import build_model, validate_model_config
 from research.tasks.pipeline import eval_batches, train_dataset
@@ -115,11 +115,9 @@ class TrainState:
     dropout_key: jax.Array
 
 
-def create_train_state(
-    config: ml_collections.ConfigDict, optimizer
-) -> tuple[nnx.GraphDef, TrainState]:
+def create_train_state(config: ml_collections.ConfigDict, optimizer):
     """Initialises the model from `config.seed`; returns its graphdef and the initial state."""
-    init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
+    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     model = build_model(config.model, rngs=nnx.Rngs(params=init_key))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     state = TrainState(
@@ -132,11 +130,10 @@ def create_train_state(
     return graphdef, state
 
 
-def classification_metrics(logits_BC: jax.Array, labels_B: jax.Array, weights_B: jax.Array) -> dict:
+def classification_metrics(logits_BC, labels_B, weights_B) -> dict:
     """Weighted sums (not means), so batches and devices can be added up exactly."""
-    losses_B = optax.softmax_cross_entropy_with_integer_labels(
-        logits_BC.astype(jnp.float32), labels_B
-    )
+    logits_BC = logits_BC.astype(jnp.float32)
+    losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BC, labels_B)
     correct_B = (jnp.argmax(logits_BC, axis=-1) == labels_B).astype(jnp.float32)
     return {
         "loss_sum": (losses_B * weights_B).sum(),
@@ -145,11 +142,17 @@ def classification_metrics(logits_BC: jax.Array, labels_B: jax.Array, weights_B:
     }
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer):
-    """(state, batch) -> (state, metrics): one AdamW update on the mean cross-entropy."""
+def make_train_step(graphdef: nnx.GraphDef, optimizer, axis_name: str | None = None):
+    """(state, batch) -> (state, metrics): one AdamW update on the mean cross-entropy.
+
+    With `axis_name` (under pmap) each device sees its slice of the batch and gradients are
+    averaged across devices; under jit the batch is one global array and XLA does the same.
+    """
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         dropout_key = jax.random.fold_in(state.dropout_key, state.step)
+        if axis_name:
+            dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
         weights_B = jnp.ones(batch["label"].shape, jnp.float32)
 
         def loss_fn(params):
@@ -159,11 +162,14 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer):
             rest = nnx.state(model, nnx.Not(nnx.Param))
             return sums["loss_sum"] / sums["count"], (sums, rest)
 
-        (loss, (sums, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (_, (sums, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if axis_name:
+            grads = jax.lax.pmean(grads, axis_name)
+            sums = jax.lax.psum(sums, axis_name)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
-            "loss": loss,
+            "loss": sums["loss_sum"] / sums["count"],
             "accuracy": sums["correct"] / sums["count"],
             "grad_norm": optax.tree.norm(grads),
         }
@@ -175,30 +181,16 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer):
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef):
-    """(params, rest, batch) -> weighted metric sums, dropout off."""
+def make_eval_step(graphdef: nnx.GraphDef, axis_name: str | None = None):
+    """(params, rest, batch) -> weighted metric sums over the global batch, dropout off."""
 
     def eval_step(params, rest, batch: dict) -> dict:
         model = nnx.merge(graphdef, params, rest)
         logits_BC = model(batch, deterministic=True)
-        return classification_metrics(logits_BC, batch["label"], batch["weight"])
+        sums = classification_metrics(logits_BC, batch["label"], batch["weight"])
+        return jax.lax.psum(sums, axis_name) if axis_name else sums
 
     return eval_step
-
-
-def evaluate(eval_step, params, rest, batches) -> dict[str, float]:
-    """Mean loss and accuracy over every example the batches hold."""
-    totals = None
-    for batch in batches:
-        sums = eval_step(params, rest, batch)
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    count = max(float(totals["count"]), 1.0)
-    return {
-        "loss": float(totals["loss_sum"]) / count,
-        "accuracy": float(totals["correct"]) / count,
-        "examples": float(totals["count"]),
-    }
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -214,101 +206,252 @@ def check_lengths(builder, config: ml_collections.ConfigDict) -> None:
         )
 
 
-def _mean_metrics(history: list[dict]) -> dict[str, float]:
-    history = jax.device_get(history)
-    return {name: float(np.mean([m[name] for m in history])) for name in history[0]}
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains `config` in `workdir`; writes metrics.jsonl, tensorboard/, results.json.
-
-    Returns the final results: test accuracy and loss, the last validation scores, and which
-    parameters (last or best-validation) the test score belongs to.
-    """
-    task = tasks.get_task(config.task)
-    config = resolve_config(config, task)
-    builder = tasks.prepare_builder(task, config.task_options, config.data_dir)
+def prepare_data(task: tasks.Task, config, topology: parallel.Topology):
+    """Builds the dataset (process 0 first, so a shared disk is written once) and its sources."""
+    if topology.is_main_process:
+        builder = tasks.prepare_builder(task, config.task_options, config.data_dir)
+    topology.barrier("data prepared")
+    if not topology.is_main_process:
+        builder = tasks.prepare_builder(task, config.task_options, config.data_dir)
     check_lengths(builder, config)
-    sources = tasks.load_sources(builder)
+    return tasks.load_sources(builder)
 
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as file:
-        file.write(config.to_json(indent=2))
 
-    optimizer = create_optimizer(config, config.num_train_steps)
-    graphdef, state = create_train_state(config, optimizer)
-    train_step = jax.jit(make_train_step(graphdef, optimizer), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(graphdef))
-    data_options = dict(
-        max_len=config.model.max_len,
-        sequence_fields=task.sequence_fields,
-        truncate=config.truncate,
-    )
+def enable_compilation_cache(directory: str) -> None:
+    """JAX's persistent compilation cache: a restarted run skips most of its compile time."""
+    if directory:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-    def run_eval(split: str, params) -> dict[str, float]:
-        batches = eval_batches(sources[split], batch_size=config.eval_batch_size, **data_options)
-        return evaluate(eval_step, params, state.rest, batches)
 
-    train_iter = iter(
-        train_dataset(
-            sources["train"], batch_size=config.batch_size, seed=config.seed, **data_options
+class Run:
+    """One training run's wiring: data, compiled steps, checkpoints and outputs in `workdir`."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.started = time.perf_counter()
+        task = tasks.get_task(config.task)
+        self.config = config = resolve_config(config, task)
+        self.topology = topology = parallel.Topology.from_config(config)
+        checkpoint.check_resumable(workdir, config)
+        self.workdir = workdir
+        self.sources = prepare_data(task, config, topology)
+        self.data_options = dict(
+            max_len=config.model.max_len,
+            sequence_fields=task.sequence_fields,
+            truncate=config.truncate,
+            shard_index=topology.process_index,
+            shard_count=topology.process_count,
         )
-    )
-    writer = MetricWriter(workdir)
-    best_val, best_params, best_step = -1.0, None, 0
-    history: list[dict] = []
-    interval_start = time.perf_counter()
-    progress = tqdm(total=config.num_train_steps, desc="train", unit="step", file=sys.stderr)
-    for step in range(1, config.num_train_steps + 1):
-        state, metrics = train_step(state, next(train_iter))
-        history.append(metrics)
-        progress.update(1)
-        last_step = step == config.num_train_steps
-        if (config.log_every_steps and step % config.log_every_steps == 0) or last_step:
-            summary = _mean_metrics(history)
-            if not np.isfinite(summary["loss"]):
-                raise FloatingPointError(f"non-finite training loss at step {step}")
-            summary["steps_per_second"] = len(history) / (time.perf_counter() - interval_start)
-            writer.write(step, "train", summary)
-            progress.set_postfix(
-                loss=f"{summary['loss']:.4f}",
-                acc=f"{summary['accuracy']:.3f}",
-                steps_per_s=f"{summary['steps_per_second']:.1f}",
-            )
-            history, interval_start = [], time.perf_counter()
-        if (config.eval_every_steps and step % config.eval_every_steps == 0) or last_step:
-            val = run_eval("validation", state.params)
-            writer.write(step, "validation", val)
-            progress.write(
-                f"step {step}: validation loss {val['loss']:.4f} accuracy {val['accuracy']:.4f}"
-            )
-            if val["accuracy"] > best_val:
-                best_val, best_step = val["accuracy"], step
-                if config.test_params == "best_val":
-                    best_params = jax.device_get(state.params)
-            interval_start = time.perf_counter()
-    progress.close()
+        enable_compilation_cache(config.compilation_cache_dir)
 
-    test_params = best_params if config.test_params == "best_val" else state.params
-    test = run_eval("test", test_params)
-    writer.write(config.num_train_steps, "test", test)
-    writer.close()
-    results = {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "test_examples": test["examples"],
-        "validation_accuracy": val["accuracy"],
-        "best_validation_accuracy": best_val,
-        "best_validation_step": best_step,
-        "test_params": config.test_params,
-        "test_params_step": best_step if config.test_params == "best_val" else step,
-        "num_train_steps": config.num_train_steps,
-    }
-    with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as file:
-        json.dump(results, file, indent=2)
-    print(
-        f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}, "
-        f"{int(test['examples'])} examples, {config.test_params} parameters from step "
-        f"{results['test_params_step']}); results in {os.path.join(workdir, 'results.json')}"
-    )
-    return results
+        optimizer = create_optimizer(config, config.num_train_steps)
+        self.graphdef, initial = create_train_state(config, optimizer)
+        axis = parallel.AXIS if topology.mode == "pmap" else None
+        self.train_step = topology.compile_train_step(
+            make_train_step(self.graphdef, optimizer, axis), initial
+        )
+        self.eval_step = topology.compile_eval_step(make_eval_step(self.graphdef, axis))
+        self.abstract_state = topology.abstract_state(initial)
+        self.initial_state = initial
+
+        if topology.is_main_process:
+            os.makedirs(workdir, exist_ok=True)
+            with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as file:
+                file.write(config.to_json(indent=2))
+        self.checkpoints = checkpoint.Checkpoints(
+            os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep
+        )
+        self.best = checkpoint.BestParams(os.path.join(workdir, "best"))
+        self.writer = MetricWriter(workdir) if topology.is_main_process else None
+
+    # ------------------------------------------------------------------------- pieces
+
+    def log(self, step: int, split: str, metrics: dict) -> None:
+        if self.writer:
+            self.writer.write(step, split, metrics)
+
+    def say(self, message: str) -> None:
+        if self.topology.is_main_process:
+            tqdm.write(message, file=sys.stderr)
+
+    def evaluate(self, split: str, state) -> dict[str, float]:
+        """Mean loss and accuracy over every example of `split`."""
+        batches = eval_batches(
+            self.sources[split], batch_size=self.config.eval_batch_size, **self.data_options
+        )
+        totals = None
+        for batch in batches:
+            sums = self.eval_step(state.params, state.rest, self.topology.put_batch(batch))
+            sums = self.topology.unreplicate_metrics(sums)
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        totals = jax.device_get(totals)
+        count = max(float(totals["count"]), 1.0)
+        return {
+            "loss": float(totals["loss_sum"]) / count,
+            "accuracy": float(totals["correct"]) / count,
+            "examples": float(totals["count"]),
+        }
+
+    def restore_or_init(self, train_iter):
+        """The latest checkpoint's state (moving `train_iter` to its position), else a fresh one."""
+        latest = self.checkpoints.latest_step()
+        if latest is None:
+            return self.topology.put_state(self.initial_state), 0
+        host = self.checkpoints.restore(latest, self.abstract_state, train_iter)
+        self.say(f"resumed from the checkpoint at step {latest} in {self.workdir}")
+        return self.topology.put_state(host), latest
+
+    def save(self, step: int, state, train_iter) -> None:
+        self.checkpoints.save(step, self.topology.host_state(state), train_iter)
+
+    # ------------------------------------------------------------------------- the loop
+
+    def train(self) -> dict:
+        config, topology = self.config, self.topology
+        train_iter = iter(
+            train_dataset(
+                self.sources["train"],
+                batch_size=config.batch_size,
+                seed=config.seed,
+                **self.data_options,
+            )
+        )
+        state, start_step = self.restore_or_init(train_iter)
+        num_steps = config.num_train_steps
+        history: list[tuple[int, dict]] = []
+        interval_start = time.perf_counter()
+        val = None
+        progress = tqdm(
+            total=num_steps,
+            initial=start_step,
+            desc="train",
+            unit="step",
+            file=sys.stderr,
+            disable=not topology.is_main_process,
+        )
+        with checkpoint.PreemptionHandler() as preemption:
+            for step in range(start_step + 1, num_steps + 1):
+                state, metrics = self.train_step(state, topology.put_batch(next(train_iter)))
+                history.append((step, topology.unreplicate_metrics(metrics)))
+                progress.update(1)
+                if step == start_step + 1:
+                    jax.block_until_ready(metrics)
+                    seconds = time.perf_counter() - self.started
+                    self.log(
+                        step,
+                        "startup",
+                        {"time_to_first_step": seconds, "resumed_from_step": start_step},
+                    )
+                    self.say(
+                        f"first step done {seconds:.1f}s after start "
+                        f"(resumed from step {start_step})"
+                    )
+                    interval_start = time.perf_counter()
+                last = step == num_steps
+                if (config.log_every_steps and step % config.log_every_steps == 0) or last:
+                    summary = summarize(history)
+                    summary["steps_per_second"] = len(history) / (
+                        time.perf_counter() - interval_start
+                    )
+                    self.log(step, "train", summary)
+                    progress.set_postfix(
+                        loss=f"{summary['loss']:.4f}",
+                        acc=f"{summary['accuracy']:.3f}",
+                        steps_per_s=f"{summary['steps_per_second']:.1f}",
+                    )
+                    history, interval_start = [], time.perf_counter()
+                if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
+                    val = self.evaluate("validation", state)
+                    self.log(step, "validation", val)
+                    self.say(
+                        f"step {step}: validation loss {val['loss']:.4f} "
+                        f"accuracy {val['accuracy']:.4f}"
+                    )
+                    if config.test_params == "best_val":
+                        self.best.offer(step, val["accuracy"], topology.host_state(state).params)
+                    interval_start = time.perf_counter()
+                preempted = topology.any_process(preemption.received is not None)
+                every = config.checkpoint_every_steps
+                if preempted or last or (every and step % every == 0):
+                    summarize(history)  # raises on a non-finite loss before anything is saved
+                    self.save(step, state, train_iter)
+                if preempted:
+                    self.checkpoints.wait()
+                    progress.close()
+                    self.say(
+                        f"stopped by signal at step {step}; checkpoint saved in "
+                        f"{self.workdir}; run the same command again to resume"
+                    )
+                    return {"preempted": True, "step": step}
+        progress.close()
+        self.checkpoints.wait()
+        return self.finish(state, val)
+
+    def finish(self, state, val) -> dict:
+        """Scores the chosen parameters on the test split and writes results.json."""
+        config = self.config
+        step = int(jax.device_get(self.topology.host_state(state).step))
+        if val is None:  # nothing left to train: the workdir held a finished run
+            val = self.evaluate("validation", state)
+        if config.test_params == "best_val" and self.best.step is not None:
+            params = self.best.restore(self.abstract_state.params)
+            test = self.evaluate("test", state.replace(params=self.topology.put_state(params)))
+            params_step = self.best.step
+        else:
+            test = self.evaluate("test", state)
+            params_step = step
+        self.log(step, "test", test)
+        results = {
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "test_examples": test["examples"],
+            "validation_accuracy": val["accuracy"],
+            "best_validation_accuracy": self.best.accuracy,
+            "best_validation_step": self.best.step,
+            "test_params": config.test_params,
+            "test_params_step": params_step,
+            "num_train_steps": config.num_train_steps,
+        }
+        if self.topology.is_main_process:
+            with open(os.path.join(self.workdir, "results.json"), "w", encoding="utf-8") as file:
+                json.dump(results, file, indent=2)
+            print(
+                f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}, "
+                f"{int(test['examples'])} examples, {config.test_params} parameters from step "
+                f"{params_step}); results in {os.path.join(self.workdir, 'results.json')}"
+            )
+        return results
+
+    def close(self) -> None:
+        self.checkpoints.close()
+        if self.writer:
+            self.writer.close()
+
+
+def summarize(history: list[tuple[int, dict]]) -> dict[str, float]:
+    """Means of the step metrics; a non-finite loss raises NonFiniteLossError naming its step."""
+    if not history:
+        return {}
+    steps = [step for step, _ in history]
+    values = jax.device_get([metrics for _, metrics in history])
+    for step, metrics in zip(steps, values, strict=True):
+        if not np.isfinite(metrics["loss"]):
+            raise NonFiniteLossError(
+                f"the training loss became {float(metrics['loss'])} at step {step}; "
+                "the last checkpoint saved before it is kept"
+            )
+    return {name: float(np.mean([m[name] for m in values])) for name in values[0]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains `config` in `workdir`, resuming its latest checkpoint if there is one.
+
+    Writes config.json, metrics.jsonl, tensorboard/, checkpoints/ and results.json, and returns
+    the results (test accuracy and loss, validation scores, which parameters were tested), or
+    {"preempted": True, "step": ...} when a signal stopped it after saving a checkpoint.
+    """
+    run = Run(config, workdir)
+    try:
+        return run.train()
+    finally:
+        run.close()

@@ -43,10 +43,6 @@ def pad_example(
     return out
 
 
-def _sharded(source, shard_index: int, shard_count: int) -> grain.MapDataset:
-    return grain.MapDataset.source(source)[shard_index::shard_count]
-
-
 def train_dataset(
     source,
     *,
@@ -58,12 +54,19 @@ def train_dataset(
     shard_index: int = 0,
     shard_count: int = 1,
 ) -> grain.IterDataset:
-    """Endless batches of this process's shard, reshuffled every epoch; `iter()` it to read."""
+    """Endless batches: this process's rows of every global batch; `iter()` it to read.
+
+    Global batch b holds examples [b*B, (b+1)*B) of the stream that shuffles the whole split
+    (reseeded every epoch); process i of p reads only rows [i*B/p, (i+1)*B/p) of it. So the global
+    batches, and hence training, are the same for any number of processes, and within an epoch no
+    example is read twice or by two processes.
+    """
     pad = functools.partial(
         pad_example, max_len=max_len, sequence_fields=sequence_fields, truncate=truncate
     )
-    dataset = _sharded(source, shard_index, shard_count).shuffle(seed).repeat(None).map(pad)
-    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = grain.MapDataset.source(source).shuffle(seed).repeat(None).map(pad)
+    dataset = dataset.batch(batch_size // shard_count, drop_remainder=True)
+    dataset = dataset[shard_index::shard_count]
     return dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
 
 
@@ -77,23 +80,26 @@ def eval_batches(
     shard_index: int = 0,
     shard_count: int = 1,
 ) -> Iterator[dict]:
-    """Every example of the shard once, in order, in batches of exactly `batch_size`.
+    """Every example once, in order, as this process's rows of global batches of `batch_size`.
 
-    The last batch is completed with zero rows of weight 0, so one compiled step serves all batches
-    and no example is dropped from the score.
+    Rows past the end are zero with weight 0, so every batch has the same shape (one compiled
+    step), every process runs the same number of steps, and no example is dropped from the score.
     """
     pad = functools.partial(
         pad_example, max_len=max_len, sequence_fields=sequence_fields, truncate=truncate
     )
-    dataset = _sharded(source, shard_index, shard_count).map(pad).batch(batch_size)
-    for batch in dataset:
+    local_size = batch_size // shard_count
+    num_batches = -(-len(source) // batch_size)
+    dataset = grain.MapDataset.source(source).map(pad).batch(local_size)[shard_index::shard_count]
+    empty = {k: np.zeros((0, *np.shape(v)), np.asarray(v).dtype) for k, v in pad(source[0]).items()}
+    rows = iter(dataset)
+    for _ in range(num_batches):
+        batch = next(rows, empty)  # empty: this process's part of the last global batch
         size = len(batch["label"])
-        batch["weight"] = np.ones(size, np.float32)
-        if size < batch_size:
-            batch = {
-                key: np.concatenate(
-                    [value, np.zeros((batch_size - size, *value.shape[1:]), value.dtype)]
-                )
-                for key, value in batch.items()
-            }
-        yield batch
+        batch = dict(batch, weight=np.ones(size, np.float32))
+        yield {
+            key: np.concatenate(
+                [value, np.zeros((local_size - size, *value.shape[1:]), value.dtype)]
+            )
+            for key, value in batch.items()
+        }

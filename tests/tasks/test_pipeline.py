@@ -40,6 +40,7 @@ def test_two_token_fields_get_their_own_masks():
 
 
 def _train(source, seed, **kwargs):
+    """Global batches of 4 (or this shard's rows of them)."""
     dataset = pipeline.train_dataset(
         source, batch_size=4, max_len=8, sequence_fields=("tokens",), seed=seed, **kwargs
     )
@@ -62,13 +63,15 @@ def test_each_epoch_is_a_permutation_reshuffled():
     assert epoch1.tolist() != epoch2.tolist()
 
 
-def test_shards_are_disjoint_and_cover_the_data():
+def test_processes_read_disjoint_rows_of_the_same_global_batches():
     source = make_source(24)
-    seen = []
-    for index in range(3):
-        iterator = _train(source, 0, shard_index=index, shard_count=3)
-        seen += np.concatenate([b["label"] for b in take(iterator, 2)]).tolist()
-    assert sorted(seen) == list(range(24))
+    single = [b["label"].tolist() for b in take(_train(source, 0), 12)]  # two epochs
+    shards = [take(_train(source, 0, shard_index=i, shard_count=2), 12) for i in range(2)]
+    combined = [a["label"].tolist() + b["label"].tolist() for a, b in zip(*shards, strict=True)]
+    assert shards[0][0]["label"].shape == (2,)
+    assert combined == single
+    first_epoch = [label for batch in combined[:6] for label in batch]
+    assert sorted(first_epoch) == list(range(24))
 
 
 def test_iterator_state_restores_position():
@@ -90,3 +93,30 @@ def test_eval_batches_cover_every_example_once_with_fixed_shape():
     labels = np.concatenate([b["label"] for b in batches])
     assert weights.tolist() == [1.0] * 10 + [0.0] * 2
     assert labels[:10].tolist() == list(range(10))
+
+
+def test_eval_shards_run_the_same_number_of_batches_and_cover_everything():
+    source = make_source(10)
+    shards = [
+        list(
+            pipeline.eval_batches(
+                source,
+                batch_size=4,
+                max_len=8,
+                sequence_fields=("tokens",),
+                shard_index=i,
+                shard_count=2,
+            )
+        )
+        for i in range(2)
+    ]
+    assert [len(batches) for batches in shards] == [3, 3]
+    assert all(b["tokens"].shape == (2, 8) for batches in shards for b in batches)
+    seen = [
+        int(label)
+        for batches in shards
+        for batch in batches
+        for label, weight in zip(batch["label"], batch["weight"], strict=True)
+        if weight
+    ]
+    assert sorted(seen) == list(range(10))

@@ -1,0 +1,180 @@
+"""Checkpoints (orbax) and resuming: what is saved, when a workdir may be resumed, and preemption.
+
+A checkpoint holds the whole `TrainState` (step, parameters, optimizer state, the model's other
+state, the dropout base key) and the grain iterator state of every process, so a resumed run
+continues bit for bit. Orbax writes each checkpoint to a temporary folder and renames it when
+complete: a process killed mid-save leaves the previous checkpoint intact, and the partial folder
+is removed on the next start.
+"""
+
+import json
+import os
+import signal
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from research.errors import UserError
+
+# Fields that define what a checkpoint is; resuming with any of these changed is refused.
+STRUCTURAL_PREFIXES = ("task", "task_options.", "model.", "batch_size")
+NON_STRUCTURAL = ("model.dropout_rate", "model.attention_dropout_rate")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict, new: dict) -> list[str]:
+    """`field: old -> new` for every structural field that differs."""
+    old_flat, new_flat = _flatten(saved), _flatten(new)
+    differences = []
+    for field in sorted(set(old_flat) | set(new_flat)):
+        if not field.startswith(STRUCTURAL_PREFIXES) or field in NON_STRUCTURAL:
+            continue
+        old, value = old_flat.get(field, "<absent>"), new_flat.get(field, "<absent>")
+        if old != value:
+            differences.append(f"{field}: {old!r} -> {value!r}")
+    return differences
+
+
+def check_resumable(workdir: str, config) -> None:
+    """Refuses to resume a workdir whose checkpoints were made with a different model or task."""
+    saved_path = os.path.join(workdir, "config.json")
+    if config.allow_config_change or not os.path.exists(saved_path):
+        return
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return
+    with open(saved_path, encoding="utf-8") as file:
+        saved = json.load(file)
+    differences = config_differences(saved, json.loads(config.to_json()))
+    if differences:
+        raise UserError(
+            f"--workdir {workdir} holds checkpoints of a different run ({'; '.join(differences)});"
+            " use a new --workdir, or set --config.allow_config_change=True to resume anyway"
+        )
+
+
+class Checkpoints:
+    """An orbax CheckpointManager for (TrainState, grain iterator) pairs."""
+
+    def __init__(self, directory: str, *, keep: int, use_async: bool = True):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep or None,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=use_async,
+        )
+        self.manager = ocp.CheckpointManager(
+            os.path.abspath(directory),
+            options=options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "data": grain.checkpoint.CheckpointHandler(),
+            },
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_iterator) -> None:
+        """Starts saving (asynchronously); `state` in host layout (Topology.host_state)."""
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.checkpoint.CheckpointSave(data_iterator),
+            ),
+            force=True,
+        )
+
+    def restore(self, step: int, abstract_state, data_iterator):
+        """Returns the saved state laid out as `abstract_state`; moves the iterator in place."""
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=grain.checkpoint.CheckpointRestore(data_iterator),
+            ),
+        )
+        return restored.state
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+class BestParams:
+    """The best-validation parameters so far, in their own orbax folder so they survive a resume.
+
+    `step` and `accuracy` are None until something was offered; `score.json` records them.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = os.path.abspath(directory)
+        self.step, self.accuracy = None, None
+        score = os.path.join(self.directory, "score.json")
+        if os.path.exists(score):
+            with open(score, encoding="utf-8") as file:
+                saved = json.load(file)
+            self.step, self.accuracy = saved["step"], saved["accuracy"]
+        self._manager = None
+
+    @property
+    def manager(self) -> ocp.CheckpointManager:
+        if self._manager is None:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=1, cleanup_tmp_directories=True, enable_async_checkpointing=False
+            )
+            self._manager = ocp.CheckpointManager(
+                os.path.join(self.directory, "params"), options=options
+            )
+        return self._manager
+
+    def offer(self, step: int, accuracy: float, params) -> None:
+        """Keeps `params` if `accuracy` beats the best so far."""
+        if self.accuracy is not None and accuracy <= self.accuracy:
+            return
+        self.manager.save(step, args=ocp.args.StandardSave(params), force=True)
+        self.step, self.accuracy = step, accuracy
+        if jax.process_index() == 0:
+            with open(os.path.join(self.directory, "score.json"), "w", encoding="utf-8") as file:
+                json.dump({"step": step, "accuracy": accuracy}, file)
+
+    def restore(self, abstract_params):
+        return self.manager.restore(self.step, args=ocp.args.StandardRestore(abstract_params))
+
+
+class PreemptionHandler:
+    """Turns SIGTERM / SIGINT into a request to checkpoint and stop at the next step boundary.
+
+    A second SIGINT falls through to Python's default (KeyboardInterrupt), so a user can still
+    abort at once.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> "PreemptionHandler":
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
