@@ -61,7 +61,7 @@ def _shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
     config.model.dropout_rate = 0.0
     config.model.attention_dropout_rate = 0.0
     config.batch_size = 32
-    config.eval_batch_size = 100
+    config.eval_batch_size = 128
     config.num_train_steps = 1_000
     config.log_every_steps = 50
     config.eval_every_steps = 250

@@ -1,7 +1,8 @@
 """Command-line entry point: `python -m research.main --config FILE[:ARGS] --workdir DIR`.
 
 Thin on purpose: it parses flags and calls `research.train.train_and_evaluate`. Mistakes a user can
-fix (research.errors.UserError) are printed as one line and exit with status 2.
+fix (research.errors.UserError) are printed as one line and exit with status 2; a non-finite loss
+exits with 1; a run stopped by SIGTERM/SIGINT exits with 75 after saving a checkpoint.
 """
 
 import sys
@@ -12,6 +13,7 @@ from ml_collections import config_flags
 from research.errors import NonFiniteLossError, UserError
 
 FLAGS = flags.FLAGS
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run again
 config_flags.DEFINE_config_file(
     "config",
     None,
@@ -19,7 +21,18 @@ config_flags.DEFINE_config_file(
     "Override single fields with --config.model.num_layers=2.",
     lock_config=True,
 )
-flags.DEFINE_string("workdir", None, "Directory for metrics, TensorBoard files and results.")
+flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics, TensorBoard files and results."
+)
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Start jax.distributed (one process per host). On TPU pods and under SLURM the other "
+    "settings are detected; elsewhere give the three flags below.",
+)
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, with --distributed.")
+flags.DEFINE_integer("num_processes", None, "Number of processes, with --distributed.")
+flags.DEFINE_integer("process_id", None, "This process's index, with --distributed.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -45,9 +58,24 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(str(error).splitlines()[0])
 
 
+def start_distributed() -> None:
+    """jax.distributed.initialize; gloo makes collectives work between CPU-only processes too
+    (it affects CPU computations only, so it is harmless on GPU and TPU hosts)."""
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.distributed:
+        start_distributed()
     from research.train import train_and_evaluate
 
     try:
@@ -57,12 +85,14 @@ def main(argv: list[str]) -> None:
         path = FLAGS["config"].config_filename
         fail(f"--config: cannot read {path!r}; give a file such as configs/listops.py[:args]")
     try:
-        train_and_evaluate(config, FLAGS.workdir)
+        results = train_and_evaluate(config, FLAGS.workdir)
     except UserError as error:
         fail(str(error))
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    if results.get("preempted"):
+        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

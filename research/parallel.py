@@ -106,7 +106,14 @@ class Topology:
     def put_state(self, state):
         """Host or checkpoint layout -> the layout the step expects."""
         if self.mode == "pmap":
-            return jax.device_put_replicated(state, jax.local_devices())
+            devices = jax.local_devices()
+            stacked = NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS))
+            return jax.tree.map(
+                lambda x: jax.device_put(
+                    jnp.broadcast_to(x, (len(devices), *np.shape(x))), stacked
+                ),
+                state,
+            )
         return jax.device_put(state, self._state_sharding(state))
 
     def host_state(self, state):

@@ -329,7 +329,7 @@ class Run:
             file=sys.stderr,
             disable=not topology.is_main_process,
         )
-        with checkpoint.PreemptionHandler() as preemption:
+        with progress, checkpoint.PreemptionHandler() as preemption:
             for step in range(start_step + 1, num_steps + 1):
                 state, metrics = self.train_step(state, topology.put_batch(next(train_iter)))
                 history.append((step, topology.unreplicate_metrics(metrics)))
@@ -383,7 +383,6 @@ class Run:
                         f"{self.workdir}; run the same command again to resume"
                     )
                     return {"preempted": True, "step": step}
-        progress.close()
         self.checkpoints.wait()
         return self.finish(state, val)
 

@@ -1,0 +1,122 @@
+"""Checkpoints and resuming, in process: a stopped-and-resumed run equals an uninterrupted one bit
+for bit, a conflicting config is refused, and a non-finite loss keeps the last good checkpoint."""
+
+import os
+import signal
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from research import train
+from research.errors import NonFiniteLossError, UserError
+from research.metrics import read_metrics
+
+
+def checkpoint_steps(workdir) -> list[int]:
+    folder = os.path.join(workdir, "checkpoints")
+    return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+
+
+def saved_state(workdir, step: int | None = None) -> dict:
+    """The TrainState saved at `step` (default: the latest) as a tree of numpy arrays."""
+    step = step if step is not None else checkpoint_steps(workdir)[-1]
+    path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "state")
+    checkpointer = ocp.StandardCheckpointer()
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        checkpointer.metadata(path).item_metadata.tree,
+    )
+    return jax.tree.map(np.asarray, checkpointer.restore(path, target))
+
+
+def assert_trees_equal(a, b) -> None:
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture
+def resumable(tiny_listops):
+    config = tiny_listops
+    config.num_train_steps = 12
+    config.log_every_steps = 3
+    config.eval_every_steps = 6
+    config.checkpoint_every_steps = 4
+    config.model.dropout_rate = 0.1  # resuming must also restore the dropout randomness
+    return config
+
+
+def stop_with_sigterm_at(monkeypatch, stop_step: int) -> None:
+    """Sends this process a real SIGTERM when the run logs `stop_step`."""
+    original = train.Run.log
+
+    def log(self, step, split, metrics):
+        original(self, step, split, metrics)
+        if step == stop_step and split == "train":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train.Run, "log", log)
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted_run_bit_for_bit(
+    resumable, tmp_path, monkeypatch
+):
+    straight = train.train_and_evaluate(resumable, str(tmp_path / "straight"))
+    with monkeypatch.context() as patch:
+        stop_with_sigterm_at(patch, 6)
+        stopped = train.train_and_evaluate(resumable, str(tmp_path / "resumed"))
+    assert stopped == {"preempted": True, "step": 6}
+    assert checkpoint_steps(tmp_path / "resumed") == [4, 6]
+    resumed = train.train_and_evaluate(resumable, str(tmp_path / "resumed"))
+
+    assert_trees_equal(saved_state(tmp_path / "straight"), saved_state(tmp_path / "resumed"))
+    assert resumed == straight
+    losses = {
+        name: [(r["step"], r["loss"]) for r in read_metrics(str(tmp_path / name))
+               if r["split"] == "train" and r["step"] > 6]
+        for name in ("straight", "resumed")
+    }
+    assert losses["resumed"] == losses["straight"]
+    startup = [r for r in read_metrics(str(tmp_path / "resumed")) if r["split"] == "startup"]
+    assert [r["resumed_from_step"] for r in startup] == [0, 6]
+    assert all(r["time_to_first_step"] > 0 for r in startup)
+
+
+def test_keeps_the_last_n_checkpoints(resumable, tmp_path):
+    resumable.checkpoints_to_keep = 2
+    train.train_and_evaluate(resumable, str(tmp_path))
+    assert checkpoint_steps(tmp_path) == [8, 12]
+
+
+def test_finished_run_restarted_only_reevaluates(resumable, tmp_path):
+    first = train.train_and_evaluate(resumable, str(tmp_path))
+    again = train.train_and_evaluate(resumable, str(tmp_path))
+    assert again == first
+    assert checkpoint_steps(tmp_path)[-1] == 12
+
+
+def test_conflicting_config_is_refused_unless_allowed(resumable, tmp_path):
+    train.train_and_evaluate(resumable, str(tmp_path))
+    resumable.model.num_layers = 3
+    resumable.task_options.num_test = 32
+    with pytest.raises(UserError, match=r"model.num_layers: 2 -> 3; task_options.num_test: 64 -> 32"):
+        train.train_and_evaluate(resumable, str(tmp_path))
+    resumable.model.num_layers = 2
+    resumable.allow_config_change = True
+    resumable.num_train_steps = 14
+    results = train.train_and_evaluate(resumable, str(tmp_path))
+    assert results["test_examples"] == 32 and checkpoint_steps(tmp_path)[-1] == 14
+
+
+def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(resumable, tmp_path):
+    train.train_and_evaluate(resumable, str(tmp_path))
+    good = saved_state(tmp_path, 12)
+    resumable.num_train_steps = 20
+    resumable.optimizer.learning_rate = float("inf")
+    with pytest.raises(NonFiniteLossError, match="became nan at step 14"):
+        train.train_and_evaluate(resumable, str(tmp_path))
+    assert checkpoint_steps(tmp_path)[-1] == 12
+    assert_trees_equal(saved_state(tmp_path, 12), good)

@@ -1,0 +1,89 @@
+"""Data parallelism end to end on CPU: 8 simulated devices (jit with NamedSharding, jit with FSDP,
+pmap) and two processes joined by jax.distributed all end where one device does, to float
+tolerance, with the same global batch."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from research.parallel import fsdp_spec
+from tests.test_checkpoint import saved_state
+from tests.test_faults import ROOT, cli
+
+pytestmark = pytest.mark.slow
+
+
+def run_with_devices(command, devices: int, timeout=300):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    result = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def assert_close(a, b):
+    """Equal to float tolerance, except softmax attention's key bias: it shifts every logit of a
+    query equally, so its true gradient is exactly zero and what it receives is rounding noise,
+    which Adam scales up to full-size steps (it differs even between two summation orders)."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    leaves = jax.tree_util.tree_leaves_with_path(a)
+    for (path, x), y in zip(leaves, jax.tree.leaves(b), strict=True):
+        name = jax.tree_util.keystr(path)
+        if "['key']['bias']" not in name:
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=2e-5, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def one_device(data_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("one_device") / "run"
+    run_with_devices(cli(data_dir, workdir, "--config.num_train_steps=10"), 1)
+    return saved_state(workdir)
+
+
+@pytest.mark.parametrize(
+    "mode", [["--config.parallelism=jit"], ["--config.fsdp=True"], ["--config.parallelism=pmap"]]
+)
+def test_eight_devices_match_one_device(data_dir, tmp_path, one_device, mode):
+    workdir = tmp_path / "run"
+    run_with_devices(cli(data_dir, workdir, "--config.num_train_steps=10", *mode), 8)
+    assert_close(saved_state(workdir), one_device)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_match_one_process(data_dir, tmp_path, one_device):
+    workdir, port = tmp_path / "run", free_port()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    processes = [
+        subprocess.Popen(
+            cli(data_dir, workdir, "--config.num_train_steps=10", "--distributed",
+                f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                f"--process_id={index}"),
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for index in range(2)
+    ]  # fmt: skip
+    outputs = [process.communicate(timeout=300) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+    assert "test accuracy" in outputs[0][0] and "test accuracy" not in outputs[1][0]
+    assert sorted(os.listdir(workdir / "checkpoints" / "10" / "data")) == [
+        "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"
+    ]  # fmt: skip
+    assert_close(saved_state(workdir), one_device)
+
+
+def test_fsdp_shards_the_largest_divisible_axis():
+    assert fsdp_spec((64, 128), 8) == jax.sharding.PartitionSpec(None, "data")
+    assert fsdp_spec((6, 5), 8) == jax.sharding.PartitionSpec()
+    assert fsdp_spec((), 8) == jax.sharding.PartitionSpec()
