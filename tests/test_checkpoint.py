@@ -102,7 +102,8 @@ def test_conflicting_config_is_refused_unless_allowed(resumable, tmp_path):
     train.train_and_evaluate(resumable, str(tmp_path))
     resumable.model.num_layers = 3
     resumable.task_options.num_test = 32
-    with pytest.raises(UserError, match=r"model.num_layers: 2 -> 3; task_options.num_test: 64 -> 32"):
+    expected = r"model.num_layers: 2 -> 3; task_options.num_test: 64 -> 32"
+    with pytest.raises(UserError, match=expected):
         train.train_and_evaluate(resumable, str(tmp_path))
     resumable.model.num_layers = 2
     resumable.allow_config_change = True

@@ -5,7 +5,6 @@ tolerance, with the same global batch."""
 import os
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
