@@ -5,6 +5,10 @@
 #   ./launch.sh train --config configs/listops.py:size=tiny --workdir runs/listops_tiny
 #   ./launch.sh test [pytest arguments]      lint, format check, then the test suite
 #   ./launch.sh python [arguments]           the environment's python
+#   ./launch.sh tpu --name N --zone Z --accelerator v4-32 [--project P] [--version V] [--dry-run]
+#       -- --config configs/listops.py --workdir gs://bucket/run
+#                                            create or reuse a TPU VM slice, copy this tree to
+#                                            every worker, install, train on all workers at once
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -12,12 +16,12 @@ VENV="${RESEARCH_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
 usage() {
-  sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 ensure_venv() {
-  local stamp
-  stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  local stamp extras="${RESEARCH_EXTRAS:-test}"
+  stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" <(echo "$extras") | sha256sum | cut -c1-16)"
   [[ -f "$stamp" ]] && return 0
   if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     echo "error: $PYTHON is not Python 3.11 or newer; set PYTHON=/path/to/python3.11" >&2
@@ -26,9 +30,71 @@ ensure_venv() {
   echo "Setting up $VENV (first use; takes a minute or two)..." >&2
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet --editable "$ROOT[test]"
+  "$VENV/bin/python" -m pip install --quiet --editable "$ROOT[$extras]"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
+}
+
+# Prints a command (quoted so that it can be pasted) with --dry-run, runs it otherwise.
+run_or_print() {
+  if [[ "$dry_run" == 1 ]]; then
+    printf '%q ' "$@" | sed 's/ $//'
+    echo
+  else
+    "$@"
+  fi
+}
+
+tpu() {
+  local name="" zone="" accelerator="" project="" version="tpu-ubuntu2204-base"
+  dry_run=0
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --name | --zone | --accelerator | --project | --version)
+        [[ $# -ge 2 ]] || { echo "error: $1 needs a value" >&2; exit 2; }
+        local key="${1#--}"
+        printf -v "$key" '%s' "$2"
+        shift 2
+        ;;
+      --dry-run) dry_run=1; shift ;;
+      --) shift; break ;;
+      *)
+        echo "error: unknown tpu option '$1'; valid: --name --zone --accelerator --project" \
+          "--version --dry-run, then -- and the train arguments" >&2
+        exit 2
+        ;;
+    esac
+  done
+  for required in name zone accelerator; do
+    [[ -n "${!required}" ]] || { echo "error: launch.sh tpu needs --$required" >&2; exit 2; }
+  done
+  [[ " $* " == *" --workdir"* ]] || {
+    echo "error: give the train arguments after --, including --workdir gs://BUCKET/PATH" >&2
+    exit 2
+  }
+  local vm=(gcloud compute tpus tpu-vm) where=(--zone "$zone")
+  [[ -n "$project" ]] && where+=(--project "$project")
+  local archive="${TMPDIR:-/tmp}/research-code.tar.gz"
+  local remote
+  remote="set -e; mkdir -p ~/research; tar xzf ~/research-code.tar.gz -C ~/research; cd ~/research;"
+  remote+=" RESEARCH_EXTRAS=tpu ./launch.sh train --distributed$(printf ' %q' "$@")"
+
+  if [[ "$dry_run" == 1 ]]; then
+    echo "# create the slice unless it exists:"
+    run_or_print "${vm[@]}" describe "$name" "${where[@]}"
+    run_or_print "${vm[@]}" create "$name" "${where[@]}" --accelerator-type "$accelerator" \
+      --version "$version"
+    echo "# pack this tree (tracked and untracked, not ignored files):"
+    echo "git ls-files -co --exclude-standard -z | tar czf $(printf '%q' "$archive") --null -T -"
+  else
+    if ! "${vm[@]}" describe "$name" "${where[@]}" >/dev/null 2>&1; then
+      "${vm[@]}" create "$name" "${where[@]}" --accelerator-type "$accelerator" \
+        --version "$version"
+    fi
+    (cd "$ROOT" && git ls-files -co --exclude-standard -z | tar czf "$archive" --null -T -)
+  fi
+  run_or_print "${vm[@]}" scp "$archive" "$name:~/research-code.tar.gz" --worker=all "${where[@]}"
+  run_or_print "${vm[@]}" ssh "$name" --worker=all "${where[@]}" --command "$remote"
 }
 
 command="${1:-}"
@@ -45,6 +111,9 @@ case "$command" in
     "$VENV/bin/ruff" format --check .
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  tpu)
+    tpu "$@"
+    ;;
   python)
     ensure_venv
     exec "$VENV/bin/python" "$@"
@@ -53,7 +122,7 @@ case "$command" in
     usage
     ;;
   *)
-    echo "error: unknown command '${command}'; valid: train, test, python" >&2
+    echo "error: unknown command '${command}'; valid: train, test, python, tpu" >&2
     usage
     exit 2
     ;;

@@ -8,14 +8,15 @@ is removed on the next start.
 """
 
 import json
-import os
 import signal
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from research.errors import UserError
+from research.paths import workdir_path
 
 # Fields that define what a checkpoint is; resuming with any of these changed is refused.
 STRUCTURAL_PREFIXES = ("task", "task_options.", "model.", "batch_size")
@@ -47,13 +48,13 @@ def config_differences(saved: dict, new: dict) -> list[str]:
 
 def check_resumable(workdir: str, config) -> None:
     """Refuses to resume a workdir whose checkpoints were made with a different model or task."""
-    saved_path = os.path.join(workdir, "config.json")
-    if config.allow_config_change or not os.path.exists(saved_path):
+    directory = workdir_path(workdir)
+    saved_path = directory / "config.json"
+    if config.allow_config_change or not saved_path.exists():
         return
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if not (directory / "checkpoints").is_dir():
         return
-    with open(saved_path, encoding="utf-8") as file:
-        saved = json.load(file)
+    saved = json.loads(saved_path.read_text())
     differences = config_differences(saved, json.loads(config.to_json()))
     if differences:
         raise UserError(
@@ -65,14 +66,14 @@ def check_resumable(workdir: str, config) -> None:
 class Checkpoints:
     """An orbax CheckpointManager for (TrainState, grain iterator) pairs."""
 
-    def __init__(self, directory: str, *, keep: int, use_async: bool = True):
+    def __init__(self, directory: epath.Path, *, keep: int, use_async: bool = True):
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep or None,
             cleanup_tmp_directories=True,
             enable_async_checkpointing=use_async,
         )
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
+            directory,
             options=options,
             item_handlers={
                 "state": ocp.StandardCheckpointHandler(),
@@ -118,13 +119,11 @@ class BestParams:
     `step` and `accuracy` are None until something was offered; `score.json` records them.
     """
 
-    def __init__(self, directory: str):
-        self.directory = os.path.abspath(directory)
+    def __init__(self, directory: epath.Path):
+        self.directory = directory
         self.step, self.accuracy = None, None
-        score = os.path.join(self.directory, "score.json")
-        if os.path.exists(score):
-            with open(score, encoding="utf-8") as file:
-                saved = json.load(file)
+        if (directory / "score.json").exists():
+            saved = json.loads((directory / "score.json").read_text())
             self.step, self.accuracy = saved["step"], saved["accuracy"]
         self._manager = None
 
@@ -134,9 +133,7 @@ class BestParams:
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=1, cleanup_tmp_directories=True, enable_async_checkpointing=False
             )
-            self._manager = ocp.CheckpointManager(
-                os.path.join(self.directory, "params"), options=options
-            )
+            self._manager = ocp.CheckpointManager(self.directory / "params", options=options)
         return self._manager
 
     def offer(self, step: int, accuracy: float, params) -> None:
@@ -146,8 +143,8 @@ class BestParams:
         self.manager.save(step, args=ocp.args.StandardSave(params), force=True)
         self.step, self.accuracy = step, accuracy
         if jax.process_index() == 0:
-            with open(os.path.join(self.directory, "score.json"), "w", encoding="utf-8") as file:
-                json.dump({"step": step, "accuracy": accuracy}, file)
+            score = json.dumps({"step": step, "accuracy": accuracy})
+            (self.directory / "score.json").write_text(score)
 
     def restore(self, abstract_params):
         return self.manager.restore(self.step, args=ocp.args.StandardRestore(abstract_params))

@@ -5,36 +5,49 @@ TensorFlow. Only the process that owns logging (process 0 on a pod) should creat
 """
 
 import json
-import os
 import time
 
 from tensorboardX import SummaryWriter
 
+from research.paths import is_remote, workdir_path
+
 
 class MetricWriter:
-    """Appends `{"step", "split", <name>: value, "time"}` records and mirrors them as scalars."""
+    """Appends `{"step", "split", <name>: value, "time"}` records and mirrors them as scalars.
+
+    Buckets cannot append to a file, so on a remote workdir the JSON lines file is rewritten
+    whole at each write (it stays small: one line per logged interval).
+    """
 
     def __init__(self, workdir: str):
-        os.makedirs(workdir, exist_ok=True)
-        self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
-        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._tensorboard = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
+        directory = workdir_path(workdir)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.jsonl_path = directory / "metrics.jsonl"
+        self._remote = is_remote(directory)
+        self._lines = []
+        if self._remote and self.jsonl_path.exists():
+            self._lines = self.jsonl_path.read_text().splitlines()
+        self._tensorboard = SummaryWriter(logdir=str(directory / "tensorboard"))
 
     def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
         record = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
         record["time"] = time.time()
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        line = json.dumps(record)
+        if self._remote:
+            self._lines.append(line)
+            self.jsonl_path.write_text("\n".join(self._lines) + "\n")
+        else:
+            with self.jsonl_path.open("a") as file:
+                file.write(line + "\n")
         for name, value in metrics.items():
             self._tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
         self._tensorboard.flush()
 
     def close(self) -> None:
-        self._jsonl.close()
         self._tensorboard.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:
     """All records of a workdir's metrics.jsonl, oldest first."""
-    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as file:
-        return [json.loads(line) for line in file if line.strip()]
+    text = (workdir_path(workdir) / "metrics.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

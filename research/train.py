@@ -24,6 +24,7 @@ from research import checkpoint, parallel, tasks
 from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
 from research.metrics import MetricWriter
 from research.models import build_model, validate_model_config
+from research.paths import workdir_path
 from research.tasks.pipeline import eval_batches, train_dataset
 
 SCHEDULES = ("rsqrt", "cosine", "constant")
@@ -254,14 +255,14 @@ class Run:
         self.abstract_state = topology.abstract_state(initial)
         self.initial_state = initial
 
+        self.directory = directory = workdir_path(workdir)
         if topology.is_main_process:
-            os.makedirs(workdir, exist_ok=True)
-            with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as file:
-                file.write(config.to_json(indent=2))
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "config.json").write_text(config.to_json(indent=2))
         self.checkpoints = checkpoint.Checkpoints(
-            os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep
+            directory / "checkpoints", keep=config.checkpoints_to_keep
         )
-        self.best = checkpoint.BestParams(os.path.join(workdir, "best"))
+        self.best = checkpoint.BestParams(directory / "best")
         self.writer = MetricWriter(workdir) if topology.is_main_process else None
 
     # ------------------------------------------------------------------------- pieces
@@ -412,12 +413,11 @@ class Run:
             "num_train_steps": config.num_train_steps,
         }
         if self.topology.is_main_process:
-            with open(os.path.join(self.workdir, "results.json"), "w", encoding="utf-8") as file:
-                json.dump(results, file, indent=2)
+            (self.directory / "results.json").write_text(json.dumps(results, indent=2))
             print(
                 f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}, "
                 f"{int(test['examples'])} examples, {config.test_params} parameters from step "
-                f"{params_step}); results in {os.path.join(self.workdir, 'results.json')}"
+                f"{params_step}); results in {self.directory / 'results.json'}"
             )
         return results
 

@@ -86,3 +86,11 @@ def test_fsdp_shards_the_largest_divisible_axis():
     assert fsdp_spec((64, 128), 8) == jax.sharding.PartitionSpec(None, "data")
     assert fsdp_spec((6, 5), 8) == jax.sharding.PartitionSpec()
     assert fsdp_spec((), 8) == jax.sharding.PartitionSpec()
+
+
+def test_a_checkpoint_from_eight_sharded_devices_resumes_on_one(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    run_with_devices(cli(data_dir, workdir, "--config.num_train_steps=6", "--config.fsdp=True"), 8)
+    result = run_with_devices(cli(data_dir, workdir, "--config.num_train_steps=8"), 1)
+    assert "resumed from the checkpoint at step 6" in result.stderr
+    assert int(saved_state(workdir)["step"]) == 8
