@@ -4,6 +4,8 @@
 #
 #   ./launch.sh train --config configs/listops.py:size=tiny --workdir runs/listops_tiny
 #   ./launch.sh test [pytest arguments]      lint, format check, then the test suite
+#   ./launch.sh bench [--lengths 512,1024 --variants full,local ...]
+#                                            attention speed and memory -> docs/benchmarks/
 #   ./launch.sh python [arguments]           the environment's python
 #   ./launch.sh tpu --name N --zone Z --accelerator v4-32 [--project P] [--version V] [--dry-run]
 #       -- --config configs/listops.py --workdir gs://bucket/run
@@ -16,7 +18,7 @@ VENV="${RESEARCH_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
 usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 ensure_venv() {
@@ -111,6 +113,11 @@ case "$command" in
     "$VENV/bin/ruff" format --check .
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  bench)
+    ensure_venv
+    cd "$ROOT"
+    exec "$VENV/bin/python" -m research.bench "$@"
+    ;;
   tpu)
     tpu "$@"
     ;;
@@ -122,7 +129,7 @@ case "$command" in
     usage
     ;;
   *)
-    echo "error: unknown command '${command}'; valid: train, test, python, tpu" >&2
+    echo "error: unknown command '${command}'; valid: train, test, bench, python, tpu" >&2
     usage
     exit 2
     ;;

@@ -1,0 +1,395 @@
+"""Speed and memory of every attention variant against sequence length: `./launch.sh bench`.
+
+For each variant and length it times forward plus backward of one attention layer (median of
+repeats, compilation excluded) and reads its peak memory two ways: the compiled program's own
+memory analysis (arguments + outputs + temporaries) and the growth of the process's resident set.
+It also times whole train steps of the ListOps base model, measures the machine's matmul
+throughput, and reports FLOP utilisation and every ratio to dense full attention measured in the
+same run. Writes bench.csv, bench.png (log-log) and bench.md (LRA table 2 style) to --out.
+"""
+
+import csv
+import dataclasses
+import os
+import statistics
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import psutil
+from absl import app, flags
+from flax import nnx
+
+from research.attention import make_attention
+from research.attention.base import SelfAttention
+from research.attention.masks import attention_mask
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("lengths", ["512", "1024", "2048", "3072", "4096", "8192", "16384"], "N.")
+flags.DEFINE_list("long_lengths", ["32768"], "Extra lengths for variants linear in N.")
+flags.DEFINE_list("variants", [], "Variants to run (default: all in VARIANTS).")
+flags.DEFINE_integer("batch", 8, "Batch size of the attention-layer benchmark.")
+flags.DEFINE_integer("heads", 4, "Heads.")
+flags.DEFINE_integer("head_dim", 64, "Width of each head.")
+flags.DEFINE_integer("repeats", 3, "Timed repeats (the median is reported).")
+flags.DEFINE_list("train_lengths", ["1024", "2048"], "Lengths of the train-step benchmark.")
+flags.DEFINE_list(
+    "train_variants", ["full", "local", "linear", "performer"], "Train-step variants."
+)
+flags.DEFINE_integer("train_batch", 32, "Batch of the train-step benchmark (ListOps: 32).")
+flags.DEFINE_float("memory_fraction", 0.6, "Skip programs needing more than this much of RAM.")
+flags.DEFINE_string("out", "docs/benchmarks", "Output folder.")
+
+
+class XlaReferenceAttention(SelfAttention):
+    """`jax.nn.dot_product_attention` (XLA), the baseline that dense full attention must match."""
+
+    def attend(self, q_BTHD, k_BSHD, v_BSHD, key_mask_BS, *, dropout_key):
+        mask = attention_mask(
+            key_mask_BS, causal=self.causal, q_len=q_BTHD.shape[1], kv_len=k_BSHD.shape[1]
+        )
+        return jax.nn.dot_product_attention(q_BTHD, k_BSHD, v_BSHD, mask=mask)
+
+
+# label -> (registry name, options, FLOPs are N^2 (quadratic) or linear in N)
+VARIANTS = {
+    "xla_reference": (None, {}, True),
+    "full": ("full", {"implementation": "dense"}, True),
+    "full_chunked": ("full", {"implementation": "chunked", "chunk_size": 512}, True),
+    "local": ("local", {"window": 128}, False),
+    "block_local": ("block_local", {"block_size": 128, "neighbours": True}, False),
+    "linear": ("linear", {}, False),
+    "performer": ("performer", {"num_features": 256}, False),
+    "rope": ("rope", {}, True),
+    "alibi": ("alibi", {}, True),
+    "t5": ("t5", {}, True),
+    "shaw": ("shaw", {}, True),
+}
+
+
+@dataclasses.dataclass
+class Row:
+    kind: str  # "layer" or "train_step"
+    variant: str
+    length: int
+    batch: int
+    seconds: float = float("nan")
+    tokens_per_second: float = float("nan")
+    compiled_bytes: float = float("nan")
+    rss_bytes: float = float("nan")
+    flops: float = float("nan")
+    flop_utilisation: float = float("nan")
+    time_vs_full: float = float("nan")
+    memory_vs_full: float = float("nan")
+    status: str = "ok"
+
+
+class PeakRss:
+    """Samples the resident set size in a thread; `peak - start` is the growth during the block."""
+
+    def __enter__(self):
+        self.process, self.start = psutil.Process(), psutil.Process().memory_info().rss
+        self.peak, self.running = self.start, True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def compiled_bytes(compiled) -> int:
+    analysis = compiled.memory_analysis()
+    return int(
+        analysis.temp_size_in_bytes
+        + analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+        - analysis.alias_size_in_bytes
+    )
+
+
+def time_compiled(compiled, args, repeats: int) -> tuple[float, int]:
+    """Median seconds over `repeats` after one warm-up call, and the RSS growth meanwhile."""
+    jax.block_until_ready(compiled(*args))
+    times = []
+    with PeakRss() as rss:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(*args))
+            times.append(time.perf_counter() - start)
+    return statistics.median(times), rss.growth
+
+
+def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matmul throughput: the ceiling for utilisation figures."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    compiled = jax.jit(lambda x, y: x @ y).lower(a, a).compile()
+    seconds, _ = time_compiled(compiled, (a, a), repeats)
+    return 2 * size**3 / seconds
+
+
+def build_layer(label: str, width: int, heads: int) -> SelfAttention:
+    name, options, _ = VARIANTS[label]
+    base = dict(in_features=width, num_heads=heads, qkv_features=width, rngs=nnx.Rngs(0))
+    if name is None:
+        return XlaReferenceAttention(**base)
+    return make_attention(name, options, **base)
+
+
+def layer_row(label: str, length: int, peak_flops: float, budget: float) -> Row:
+    """Forward + backward of one attention layer on (batch, length, heads * head_dim) inputs."""
+    batch, heads, head_dim = FLAGS.batch, FLAGS.heads, FLAGS.head_dim
+    row = Row("layer", label, length, batch)
+    layer = build_layer(label, heads * head_dim, heads)
+    graphdef, params = nnx.split(layer)
+    x = jax.random.normal(jax.random.PRNGKey(1), (batch, length, heads * head_dim))
+    mask = jnp.ones((batch, length), bool)
+
+    def loss(params, x):
+        return jnp.sum(nnx.merge(graphdef, params)(x, mask))
+
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
+    row.compiled_bytes = compiled_bytes(compiled)
+    if row.compiled_bytes > budget:
+        row.status = f"skipped: needs {row.compiled_bytes / 2**30:.1f} GiB"
+        return row
+    row.seconds, row.rss_bytes = time_compiled(compiled, (params, x), FLAGS.repeats)
+    row.tokens_per_second = batch * length / row.seconds
+    if VARIANTS[label][2]:  # exact attention: 4BHN^2d forward, twice that backward
+        row.flops = 12 * batch * heads * length**2 * head_dim
+        row.flop_utilisation = row.flops / row.seconds / peak_flops
+    return row
+
+
+def train_step_row(label: str, length: int, peak_flops: float, budget: float) -> Row:
+    """One optimizer step of the ListOps base model (emb 512, 8 heads, 4 layers) at `length`."""
+    from configs import listops
+    from research.train import create_optimizer, create_train_state, make_train_step
+
+    config = listops.get_config()
+    name, options, _ = VARIANTS[label]
+    config.model.update(vocab_size=16, num_classes=10, max_len=length, attention=name)
+    config.model.attention_options[name].update(options)
+    row = Row("train_step", label, length, FLAGS.train_batch)
+    optimizer = create_optimizer(config, config.num_train_steps)
+    graphdef, state = create_train_state(config, optimizer)
+    rng = np.random.default_rng(0)
+    batch = {
+        "tokens": jnp.asarray(rng.integers(1, 16, (row.batch, length)), jnp.int32),
+        "mask": jnp.ones((row.batch, length), bool),
+        "label": jnp.asarray(rng.integers(0, 10, row.batch), jnp.int32),
+    }
+    compiled = jax.jit(make_train_step(graphdef, optimizer)).lower(state, batch).compile()
+    row.compiled_bytes = compiled_bytes(compiled)
+    if row.compiled_bytes > budget:
+        row.status = f"skipped: needs {row.compiled_bytes / 2**30:.1f} GiB"
+        return row
+    row.seconds, row.rss_bytes = time_compiled(compiled, (state, batch), FLAGS.repeats)
+    row.tokens_per_second = row.batch * length / row.seconds
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    row.flops = float(cost.get("flops", float("nan")))
+    row.flop_utilisation = row.flops / row.seconds / peak_flops
+    return row
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """time_vs_full and memory_vs_full: each row against dense full attention, same kind and N."""
+    full = {(r.kind, r.length): r for r in rows if r.variant == "full" and r.status == "ok"}
+    for row in rows:
+        reference = full.get((row.kind, row.length))
+        if reference and row.status == "ok":
+            row.time_vs_full = row.seconds / reference.seconds
+            row.memory_vs_full = row.compiled_bytes / reference.compiled_bytes
+
+
+def write_csv(rows: list[Row], path: str) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=[f.name for f in dataclasses.fields(Row)])
+        writer.writeheader()
+        writer.writerows(dataclasses.asdict(row) for row in rows)
+
+
+def write_plot(rows: list[Row], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(12, 5))
+    layer_rows = [r for r in rows if r.kind == "layer" and r.status == "ok"]
+    for label in dict.fromkeys(r.variant for r in layer_rows):
+        points = sorted((r.length, r.seconds, r.compiled_bytes) for r in layer_rows
+                        if r.variant == label)  # fmt: skip
+        lengths = [p[0] for p in points]
+        time_axis.plot(lengths, [p[1] for p in points], marker="o", label=label)
+        memory_axis.plot(lengths, [p[2] / 2**20 for p in points], marker="o", label=label)
+    for axis, ylabel in ((time_axis, "seconds (forward + backward)"),
+                         (memory_axis, "compiled peak memory (MiB)")):  # fmt: skip
+        axis.set(xscale="log", yscale="log", xlabel="sequence length", ylabel=ylabel)
+        axis.grid(True, which="both", alpha=0.3)
+    time_axis.legend(fontsize=8)
+    figure.suptitle(
+        f"one attention layer, batch {FLAGS.batch}, {FLAGS.heads} heads x {FLAGS.head_dim}"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
+    """The issue's targets as (target, measured, met); met is None when not measured."""
+    layer = {(r.variant, r.length): r for r in rows if r.kind == "layer" and r.status == "ok"}
+
+    def get(variant, length, field):
+        row = layer.get((variant, length))
+        return getattr(row, field) if row else float("nan")
+
+    def check(description, measured, ok):
+        return (description, measured, None if "nan" in measured else bool(ok))
+
+    out = []
+    ratios = [get("full", n, "seconds") / get("xla_reference", n, "seconds")
+              for n in (1024, 2048, 3072, 4096)]  # fmt: skip
+    out.append(check("dense full no slower than jax.nn.dot_product_attention, 1K-4K",
+                     ", ".join(f"{r:.2f}x" for r in ratios), max(ratios) <= 1.0))  # fmt: skip
+    exact = [v for v in ("full", "full_chunked", "xla_reference") if (v, 4096) in layer]
+    best = min(exact, key=lambda v: get(v, 4096, "seconds")) if exact else "full"
+    utilisation = get(best, 4096, "flop_utilisation")
+    out.append(check("fastest exact path at 4K >= 60% of matmul throughput",
+                     f"{best}: {utilisation:.0%}", utilisation >= 0.6))  # fmt: skip
+    memory_16k = get("full_chunked", 16384, "compiled_bytes") / get("full", 16384, "compiled_bytes")
+    out.append(check("chunked exact path at 16K <= 1/8 of dense memory",
+                     f"{memory_16k:.3f}", memory_16k <= 0.125))  # fmt: skip
+    speed = get("full", 4096, "seconds") / get("local", 4096, "seconds")
+    memory = get("local", 4096, "compiled_bytes") / get("full", 4096, "compiled_bytes")
+    out.append(check("sliding window w=128 at 4K: >= 8x faster, <= 1/10 memory",
+                     f"{speed:.1f}x, {memory:.3f}", speed >= 8 and memory <= 0.1))  # fmt: skip
+    per_token = [get("local", n, "seconds") / n for n in (1024, 16384)]
+    drift = per_token[1] / per_token[0]
+    out.append(check("sliding window time per token within 25%, 1K to 16K",
+                     f"{drift:.2f}x", 0.75 <= drift <= 1.25))  # fmt: skip
+    for variant in ("linear", "performer"):
+        speed = get("full", 4096, "seconds") / get(variant, 4096, "seconds")
+        longest = max((n for (v, n) in layer if v == variant), default=4096)
+        scaling = (get(variant, longest, "seconds") / longest) / (
+            get(variant, 4096, "seconds") / 4096
+        )
+        out.append(check(f"{variant} at 4K >= 6x faster than dense; time linear to {longest}",
+                         f"{speed:.1f}x; per-token time x{scaling:.2f} from 4K",
+                         speed >= 6 and scaling <= 1.25))  # fmt: skip
+    steps = [r for r in rows if r.kind == "train_step" and r.variant == "full" and r.status == "ok"]
+    best_step = max((r.flop_utilisation for r in steps), default=float("nan"))
+    out.append(check("ListOps base train step at >= 1K: >= 40% of matmul throughput",
+                     f"{best_step:.0%}", best_step >= 0.4))  # fmt: skip
+    return out
+
+
+def write_markdown(rows: list[Row], path: str, peak_flops: float, seconds: float) -> None:
+    layer = {(r.variant, r.length): r for r in rows if r.kind == "layer"}
+    variants = list(dict.fromkeys(r.variant for r in rows if r.kind == "layer"))
+    table_lengths = [n for n in (1024, 2048, 3072, 4096) if any(k[1] == n for k in layer)]
+
+    def cell(variant, length, value):
+        row = layer.get((variant, length))
+        return value(row) if row and row.status == "ok" else "-"
+
+    head = " | ".join(f"{n // 1024}K" for n in table_lengths)
+    lines = [
+        "# Attention benchmark",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, JAX {jax.__version__} on "
+        f"{jax.devices()[0].platform}; float32 matmul throughput "
+        f"{peak_flops / 1e9:.1f} GFLOP/s. One attention layer (projections included), forward "
+        f"plus backward, batch {FLAGS.batch}, {FLAGS.heads} heads of width {FLAGS.head_dim}; "
+        f"median of {FLAGS.repeats}. The whole run took {seconds / 60:.1f} minutes.",
+        "",
+        "## Steps per second (speed-up over dense full attention at 4K)",
+        "",
+        f"| variant | {head} | speed-up at 4K |",
+        "|---|" + "---|" * (len(table_lengths) + 1),
+    ]
+    for variant in variants:
+        cells = [cell(variant, n, lambda r: f"{1 / r.seconds:.2f}") for n in table_lengths]
+        speedup = cell(variant, 4096, lambda r: f"{1 / r.time_vs_full:.1f}x")
+        lines.append(f"| {variant} | {' | '.join(cells)} | {speedup} |")
+    lines += ["", "## Peak memory (compiled program, GiB)", "",
+              f"| variant | {head} |", "|---|" + "---|" * len(table_lengths)]  # fmt: skip
+    for variant in variants:
+        cells = [cell(variant, n, lambda r: f"{r.compiled_bytes / 2**30:.2f}")
+                 for n in table_lengths]  # fmt: skip
+        lines.append(f"| {variant} | {' | '.join(cells)} |")
+    train = [r for r in rows if r.kind == "train_step"]
+    if train:
+        header = "| variant | length | batch | seconds | tokens/s | FLOP utilisation | memory GiB |"
+        lines += ["", "## ListOps base model, one train step", "", header, "|---" * 7 + "|"]
+        for r in train:
+            if r.status != "ok":
+                lines.append(f"| {r.variant} | {r.length} | {r.batch} | {r.status} | | | |")
+                continue
+            lines.append(
+                f"| {r.variant} | {r.length} | {r.batch} | {r.seconds:.2f} | "
+                f"{r.tokens_per_second:.0f} | {r.flop_utilisation:.0%} | "
+                f"{r.compiled_bytes / 2**30:.2f} |"
+            )
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for description, measured, met in targets(rows):
+        verdict = {True: "yes", False: "**no**", None: "not measured"}[met]
+        lines.append(f"| {description} | {measured} | {verdict} |")
+    skipped = [r for r in rows if r.status != "ok"]
+    if skipped:
+        lines += ["", "Not run: " + "; ".join(f"{r.variant} at {r.length} ({r.status})"
+                                               for r in skipped) + "."]  # fmt: skip
+    with open(path, "w", encoding="utf-8") as file:
+        file.write("\n".join(lines) + "\n")
+
+
+def main(argv) -> None:
+    del argv
+    started = time.perf_counter()
+    os.makedirs(FLAGS.out, exist_ok=True)
+    labels = FLAGS.variants or list(VARIANTS)
+    unknown = sorted(set(labels) - set(VARIANTS))
+    if unknown:
+        raise app.UsageError(f"unknown --variants {unknown}; valid: {', '.join(VARIANTS)}")
+    budget = FLAGS.memory_fraction * psutil.virtual_memory().total
+    peak_flops = matmul_flops_per_second()
+    print(f"matmul throughput: {peak_flops / 1e9:.1f} GFLOP/s", flush=True)
+    rows = []
+    for label in labels:
+        lengths = [int(n) for n in FLAGS.lengths]
+        if not VARIANTS[label][2]:
+            lengths += [int(n) for n in FLAGS.long_lengths]
+        for length in lengths:
+            row = layer_row(label, length, peak_flops, budget)
+            rows.append(row)
+            print(f"layer {label:14s} N={length:6d} {row.seconds:9.4f}s "
+                  f"{row.compiled_bytes / 2**20:10.1f} MiB {row.status}", flush=True)  # fmt: skip
+    for label in FLAGS.train_variants:
+        for length in (int(n) for n in FLAGS.train_lengths):
+            row = train_step_row(label, length, peak_flops, budget)
+            rows.append(row)
+            print(f"train {label:14s} N={length:6d} {row.seconds:9.3f}s "
+                  f"utilisation {row.flop_utilisation:.0%} {row.status}", flush=True)  # fmt: skip
+    add_ratios(rows)
+    write_csv(rows, os.path.join(FLAGS.out, "bench.csv"))
+    write_plot(rows, os.path.join(FLAGS.out, "bench.png"))
+    write_markdown(
+        rows, os.path.join(FLAGS.out, "bench.md"), peak_flops, time.perf_counter() - started
+    )
+    print(f"wrote bench.csv, bench.png and bench.md to {FLAGS.out}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,42 @@
+"""`launch.sh bench` end to end at toy sizes: it writes the CSV, the plot and the markdown report,
+with ratios to dense full attention measured in the same run. Timings are never asserted."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_bench_writes_csv_plot_and_report(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "research.bench", "--lengths=64,128", "--long_lengths=256",
+         "--variants=xla_reference,full,local,linear", "--train_lengths=64",
+         "--train_variants=full,local", "--train_batch=2", "--batch=2", "--heads=2",
+         "--head_dim=8", "--repeats=1", f"--out={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bench.csv", "bench.md", "bench.png"]
+    with open(tmp_path / "bench.csv") as file:
+        rows = list(csv.DictReader(file))
+    layers = {(r["variant"], int(r["length"])) for r in rows if r["kind"] == "layer"}
+    assert ("local", 256) in layers and ("full", 256) not in layers
+    assert all(r["status"] == "ok" and float(r["seconds"]) > 0 for r in rows)
+    full = [r for r in rows if r["variant"] == "full"]
+    assert all(float(r["time_vs_full"]) == 1.0 for r in full)
+    report = (tmp_path / "bench.md").read_text()
+    assert "## Targets" in report and "| local |" in report
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_unknown_variant_is_refused():
+    result = subprocess.run(
+        [sys.executable, "-m", "research.bench", "--variants=fastest"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "unknown --variants ['fastest']" in result.stderr
