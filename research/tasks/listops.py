@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from research.errors import UserError
+from research.tasks import parallel_generation
 
 OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")
 CLOSE = "]"
@@ -123,21 +124,56 @@ class GeneratorOptions:
             raise UserError("config.task_options.max_depth and max_args must be at least 2")
 
 
-def generate_expressions(options: GeneratorOptions, count: int) -> Iterator[tuple[list[str], int]]:
-    """Yields `count` distinct (tokens, label) pairs whose length lies strictly in the range."""
-    rng = random.Random(options.seed)
-    seen: set[tuple[str, ...]] = set()
-    while len(seen) < count:
+CHUNK_SIZE = 1_000  # expressions per generation job
+SERIAL_BELOW = 5_000  # smaller sets are generated in this process: workers would cost more
+
+
+def candidate_chunk(
+    options: GeneratorOptions, seed_sequence: np.random.SeedSequence, count: int
+) -> list[tuple[tuple[str, ...], int]]:
+    """`count` (tokens, label) pairs in the length range, possibly repeating; one worker's job."""
+    rng = random.Random(int(seed_sequence.generate_state(1)[0]))
+    chunk = []
+    while len(chunk) < count:
         tree, length = sample_tree(
             rng, max_depth=options.max_depth, max_args=options.max_args, budget=options.max_length
         )
-        if tree is None or not options.min_length < length < options.max_length:
+        if tree is not None and options.min_length < length < options.max_length:
+            chunk.append((tuple(to_tokens(tree)), evaluate(tree)))
+    return chunk
+
+
+def generate_expressions(
+    options: GeneratorOptions, count: int, *, num_workers: int = 0
+) -> Iterator[tuple[list[str], int]]:
+    """Yields `count` distinct (tokens, label) pairs whose length lies strictly in the range.
+
+    Candidates come in seeded chunks, on every core for large sets (`num_workers=0`), and are
+    deduplicated in chunk order, so the result depends on the seed only, not on the workers.
+    """
+    limit = 20 * count + 10 * CHUNK_SIZE  # candidates to try before giving up on distinctness
+    candidates = parallel_generation.generate(
+        candidate_chunk,
+        options,
+        total=limit,
+        seed=options.seed,
+        chunk_size=CHUNK_SIZE,
+        num_workers=1 if count < SERIAL_BELOW else num_workers,
+    )
+    seen: set[tuple[str, ...]] = set()
+    for tokens, label in candidates:
+        if tokens in seen:
             continue
-        tokens = to_tokens(tree)
-        if tuple(tokens) in seen:
-            continue
-        seen.add(tuple(tokens))
-        yield tokens, evaluate(tree)
+        seen.add(tokens)
+        yield list(tokens), label
+        if len(seen) == count:
+            candidates.close()
+            return
+    raise UserError(
+        f"config.task_options: only {len(seen)} distinct expressions of lengths strictly between "
+        f"{options.min_length} and {options.max_length} found in {limit} tries, {count} needed; "
+        "widen the length range or raise max_depth"
+    )
 
 
 def encode(tokens: Sequence[str], where: str) -> np.ndarray:

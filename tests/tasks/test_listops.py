@@ -185,3 +185,16 @@ def test_unknown_or_bad_generator_options():
 def test_tokens_are_uint8_ids():
     ids = listops.encode(["[SM", "3", "]"], "test")
     assert ids.dtype == np.uint8 and ids.tolist() == [14, 4, 15]
+
+
+def test_generation_does_not_depend_on_the_number_of_workers():
+    options = listops.GeneratorOptions(**TINY)
+    serial = list(listops.generate_expressions(options, 6_000, num_workers=1))
+    parallel = list(listops.generate_expressions(options, 6_000, num_workers=2))
+    assert serial == parallel and len({tuple(t) for t, _ in serial}) == 6_000
+
+
+def test_too_narrow_a_range_is_an_error_not_an_endless_loop():
+    options = listops.GeneratorOptions(min_length=3, max_length=5, max_depth=2, max_args=2)
+    with pytest.raises(UserError, match="only .* distinct expressions"):
+        list(listops.generate_expressions(options, 500))
