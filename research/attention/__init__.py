@@ -2,7 +2,8 @@
 
 A variant's own options are the keyword arguments its `__init__` adds to the base class's; their
 defaults become the config fields `config.model.attention_options.<name>.<option>` (see
-`default_options`). Adding a variant is one module plus one line in `ATTENTION`.
+`default_options`). Adding a variant is one module plus one line in `ATTENTION`. docs/attention.md
+describes each variant, its options and what composes with what.
 """
 
 import inspect
@@ -10,11 +11,39 @@ from collections.abc import Mapping
 from typing import Any
 
 from research.attention.base import SelfAttention
-from research.attention.full import FullAttention
+from research.attention.full import FullAttention, dot_product_attention, full_with_position
+from research.attention.linear import LinearAttention, PerformerAttention
+from research.attention.local import BlockLocalAttention, LocalAttention
+from research.attention.masks import attention_mask, causal_mask
 from research.errors import UserError, check_choice
+
+__all__ = [
+    "ATTENTION",
+    "BlockLocalAttention",
+    "FullAttention",
+    "LinearAttention",
+    "LocalAttention",
+    "PerformerAttention",
+    "SelfAttention",
+    "attention_class",
+    "attention_mask",
+    "causal_mask",
+    "default_options",
+    "dot_product_attention",
+    "make_attention",
+    "resolve_options",
+]
 
 ATTENTION: dict[str, type[SelfAttention]] = {
     "full": FullAttention,
+    "local": LocalAttention,
+    "block_local": BlockLocalAttention,
+    "linear": LinearAttention,
+    "performer": PerformerAttention,
+    "rope": full_with_position("rope"),
+    "alibi": full_with_position("alibi"),
+    "t5": full_with_position("t5"),
+    "shaw": full_with_position("shaw"),
 }
 
 _BASE_ARGS = set(inspect.signature(SelfAttention.__init__).parameters)

@@ -5,6 +5,8 @@ the query/key/value and output projections, so every variant takes the same inpu
 (`x_BTE`, a key padding mask `key_mask_BT` with True = real token) and returns the same shape.
 """
 
+from typing import ClassVar
+
 import jax
 from flax import nnx
 from jax import Array
@@ -20,6 +22,15 @@ class SelfAttention(nnx.Module):
       causal: when True, position i sees only positions <= i.
       dropout_rate: dropout on attention weights, where the variant has weights to drop.
     """
+
+    #: The variant's registry name, used to name its config fields in error messages.
+    name: ClassVar[str] = ""
+
+    @classmethod
+    def option_field(cls, option: str = "") -> str:
+        """The config path of one of this variant's options (or of all of them, without one)."""
+        path = f"config.model.attention_options.{cls.name}"
+        return f"{path}.{option}" if option else path
 
     def __init__(
         self,
@@ -55,12 +66,16 @@ class SelfAttention(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> Array:
         """Returns y_BTE. `rngs` needs a `dropout` stream unless deterministic or rate is 0."""
-        q_BTHD, k_BTHD, v_BTHD = self.query(x_BTE), self.key(x_BTE), self.value(x_BTE)
+        q_BTHD, k_BTHD, v_BTHD = self.qkv(x_BTE)
         dropout_key = None
         if not deterministic and self.dropout_rate > 0.0:
             dropout_key = rngs.dropout()
         out_BTHD = self.attend(q_BTHD, k_BTHD, v_BTHD, key_mask_BT, dropout_key=dropout_key)
         return self.out(out_BTHD)
+
+    def qkv(self, x_BTE: Array) -> tuple[Array, Array, Array]:
+        """The per-head projections (q_BTHD, k_BTHD, v_BTHD)."""
+        return self.query(x_BTE), self.key(x_BTE), self.value(x_BTE)
 
     def attend(
         self,

@@ -1,0 +1,241 @@
+"""Position schemes that full and local attention compose with: RoPE, ALiBi, T5 buckets, Shaw.
+
+A scheme sees attention in tiles: queries at positions q0 + t (t < T) against keys at k0 + s
+(s < S). Its biases depend only on the relative position `rel_TS = s - t + offset`,
+offset = k0 - q0, so the same code serves the dense layout (offset 0), local attention's blocks
+(offset -w) and the chunks of the memory-efficient path (offset traced inside a scan).
+
+Hooks, each the identity or None for `Position` itself:
+  rotate(q_BTHD, k_BSHD) -> (q, k)       applied to whole sequences before any tiling (RoPE)
+  logits_bias(q_XTHD, S, offset)          -> bias_XHTS or None, added to q.k / sqrt(D)
+  value_term(weights_XHTS, offset)        -> out_XTHD or None, added to weights @ v (Shaw)
+`X` is any leading shape: (B,) dense, (B, blocks) local.
+"""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import Array
+
+from research.errors import UserError, check_choice, check_positive
+
+POSITIONS = ("none", "rope", "alibi", "t5", "shaw")
+
+
+def relative_positions(q_len: int, kv_len: int, offset: int | Array = 0) -> Array:
+    """rel_TS = key position - query position for a tile whose keys start `offset` after queries."""
+    return jnp.arange(kv_len)[None, :] - jnp.arange(q_len)[:, None] + offset
+
+
+def t5_bucket(rel: Array, *, num_buckets: int, max_distance: int, bidirectional: bool) -> Array:
+    """T5's bucket of relative position `rel` (key minus query), as in mesh_tensorflow.
+
+    Bidirectional: keys after the query use the upper half of the buckets. Within a half (or all
+    buckets, when not bidirectional) the first half are exact distances; the rest widen
+    logarithmically up to max_distance, beyond which distances share the last bucket.
+    """
+    n = -rel
+    bucket = jnp.zeros_like(rel)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (n < 0).astype(rel.dtype) * num_buckets
+        n = jnp.abs(n)
+    else:
+        n = jnp.maximum(n, 0)
+    max_exact = num_buckets // 2
+    log_ratio = jnp.log(n.astype(jnp.float32) / max_exact + np.finfo(np.float32).eps) / math.log(
+        max_distance / max_exact
+    )
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(rel.dtype)
+    large = jnp.minimum(large, num_buckets - 1)
+    return bucket + jnp.where(n < max_exact, n, large)
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """Press et al.'s head slopes: 2^(-8/n) geometric for a power of two n; otherwise those of the
+    nearest lower power of two followed by every other slope of the next power."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    lower = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = power_of_two(lower) + power_of_two(2 * lower)[0::2][: num_heads - lower]
+    return np.asarray(slopes, np.float32)
+
+
+def shaw_index(rel: Array, clip: int) -> Array:
+    """Shaw et al.'s embedding index clip(j - i, -k, k) + k, in [0, 2k]."""
+    return jnp.clip(rel, -clip, clip) + clip
+
+
+class Position(nnx.Module):
+    """No position information (position="none"); the base the schemes override."""
+
+    def rotate(self, q_BTHD: Array, k_BSHD: Array) -> tuple[Array, Array]:
+        return q_BTHD, k_BSHD
+
+    def logits_bias(self, q_XTHD: Array, kv_len: int, offset: int | Array) -> Array | None:
+        return None
+
+    def value_term(self, weights_XHTS: Array, offset: int | Array) -> Array | None:
+        return None
+
+
+class RoPE(Position):
+    """Rotary embeddings (Su et al. 2021): feature pairs (i, i + D/2) rotate by angle
+    position * base^(-2i/D), so q.k depends only on the position difference."""
+
+    def __init__(self, head_dim: int, base: float, field: str):
+        if head_dim % 2:
+            raise UserError(
+                f"{field}=rope needs an even head dimension (qkv_dim / num_heads), got {head_dim}"
+            )
+        self.head_dim = head_dim
+        self.base = base
+
+    def apply(self, x_BTHD: Array, positions_T: Array) -> Array:
+        half = self.head_dim // 2
+        inv_freq = self.base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+        angle_T1F = (positions_T.astype(jnp.float32)[:, None] * inv_freq)[:, None, :]
+        cos, sin = jnp.cos(angle_T1F), jnp.sin(angle_T1F)
+        x1, x2 = x_BTHD[..., :half].astype(jnp.float32), x_BTHD[..., half:].astype(jnp.float32)
+        rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+        return rotated.astype(x_BTHD.dtype)
+
+    def rotate(self, q_BTHD, k_BSHD):
+        return (
+            self.apply(q_BTHD, jnp.arange(q_BTHD.shape[1])),
+            self.apply(k_BSHD, jnp.arange(k_BSHD.shape[1])),
+        )
+
+
+class ALiBi(Position):
+    """Linear biases (Press et al. 2022): -slope_h * |j - i|. With a causal mask this is the paper's
+    form (it adds slope * j, which differs by a per-row constant); without, the symmetric form."""
+
+    def __init__(self, num_heads: int):
+        self.num_heads = num_heads
+
+    def logits_bias(self, q_XTHD, kv_len, offset):
+        rel_TS = relative_positions(q_XTHD.shape[-3], kv_len, offset)
+        return -jnp.asarray(alibi_slopes(self.num_heads))[:, None, None] * jnp.abs(rel_TS).astype(
+            jnp.float32
+        )
+
+
+class T5Bias(Position):
+    """T5's learned per-head scalar bias for each bucket of relative position (Raffel et al.)."""
+
+    def __init__(
+        self, num_heads: int, *, num_buckets: int, max_distance: int, bidirectional: bool, rngs
+    ):
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+        self.embedding_NH = nnx.Param(
+            nnx.initializers.normal(0.02)(rngs.params(), (num_buckets, num_heads))
+        )
+
+    def logits_bias(self, q_XTHD, kv_len, offset):
+        rel_TS = relative_positions(q_XTHD.shape[-3], kv_len, offset)
+        bucket_TS = t5_bucket(
+            rel_TS,
+            num_buckets=self.num_buckets,
+            max_distance=self.max_distance,
+            bidirectional=self.bidirectional,
+        )
+        return jnp.moveaxis(self.embedding_NH[...][bucket_TS], -1, 0).astype(jnp.float32)
+
+
+class Shaw(Position):
+    """Shaw et al. 2018: learned embeddings a^K, a^V (shared by heads) of clip(j - i, -k, k), added
+    to the keys and values: e_ij = q_i.(k_j + a^K_ij) / sqrt(D), z_i = sum_j w_ij (v_j + a^V_ij).
+
+    Neither term builds a T x S x D tensor: the key term gathers q.a^K (X,H,T,2k+1) by index, the
+    value term sums the weights per index from a running sum along S, then mixes a^V.
+    """
+
+    def __init__(self, head_dim: int, *, clip: int, rngs):
+        self.clip = clip
+        init = nnx.initializers.normal(0.02)
+        self.key_RD = nnx.Param(init(rngs.params(), (2 * clip + 1, head_dim)))
+        self.value_RD = nnx.Param(init(rngs.params(), (2 * clip + 1, head_dim)))
+
+    def logits_bias(self, q_XTHD, kv_len, offset):
+        scale = q_XTHD.shape[-1] ** -0.5
+        qa_XHTR = jnp.einsum(
+            "...thd,rd->...htr",
+            q_XTHD * scale,
+            self.key_RD[...],
+            preferred_element_type=jnp.float32,
+        )
+        index_TS = shaw_index(relative_positions(q_XTHD.shape[-3], kv_len, offset), self.clip)
+        index_XHTS = jnp.broadcast_to(index_TS, qa_XHTR.shape[:-1] + (kv_len,))
+        return jnp.take_along_axis(qa_XHTR, index_XHTS, axis=-1)
+
+    def value_term(self, weights_XHTS, offset):
+        q_len, kv_len = weights_XHTS.shape[-2:]
+        k = self.clip
+        # Bucket r holds rel = r - k, i.e. key s = t + r - k - offset; buckets 0 and 2k also hold
+        # everything beyond. Each bucket is a contiguous run of s, so a prefix sum gives its total.
+        prefix = jnp.cumsum(weights_XHTS.astype(jnp.float32), axis=-1)
+        prefix = jnp.concatenate([jnp.zeros_like(prefix[..., :1]), prefix], axis=-1)
+        r = jnp.arange(2 * k + 1)
+        s_TR = jnp.arange(q_len)[:, None] + r[None, :] - k - offset
+        lo_TR = jnp.clip(jnp.where(r == 0, 0, s_TR), 0, kv_len)
+        hi_TR = jnp.clip(jnp.where(r == 2 * k, kv_len - 1, s_TR) + 1, 0, kv_len)
+        shape = weights_XHTS.shape[:-1] + (2 * k + 1,)
+        take = lambda i_TR: jnp.take_along_axis(prefix, jnp.broadcast_to(i_TR, shape), axis=-1)
+        buckets_XHTR = take(hi_TR) - take(lo_TR)
+        out = jnp.einsum("...htr,rd->...thd", buckets_XHTR, self.value_RD[...])
+        return out.astype(weights_XHTS.dtype)
+
+
+def make_position(
+    name: str,
+    *,
+    field: str,
+    num_heads: int,
+    head_dim: int,
+    rope_base: float,
+    t5_num_buckets: int,
+    t5_max_distance: int,
+    t5_bidirectional: bool,
+    shaw_clip: int,
+    rngs: nnx.Rngs,
+) -> Position:
+    """Builds scheme `name`; `field` is the config path prefix (`...options.full`) for errors."""
+    check_choice(f"{field}.position", name, POSITIONS)
+    if name == "rope":
+        if not rope_base > 1:
+            raise UserError(f"{field}.rope_base={rope_base!r} is not valid; it must be > 1")
+        return RoPE(head_dim, float(rope_base), f"{field}.position")
+    if name == "alibi":
+        return ALiBi(num_heads)
+    if name == "t5":
+        check_positive(f"{field}.t5_num_buckets", t5_num_buckets)
+        minimum = 4 if t5_bidirectional else 2
+        if t5_num_buckets < minimum:
+            raise UserError(
+                f"{field}.t5_num_buckets={t5_num_buckets} is not valid; it must be >= {minimum}"
+            )
+        exact = t5_num_buckets // (4 if t5_bidirectional else 2)
+        if not (isinstance(t5_max_distance, int) and t5_max_distance > exact):
+            raise UserError(
+                f"{field}.t5_max_distance={t5_max_distance!r} is not valid; it must be an integer "
+                f"> {exact} (the largest exactly bucketed distance)"
+            )
+        return T5Bias(
+            num_heads,
+            num_buckets=t5_num_buckets,
+            max_distance=t5_max_distance,
+            bidirectional=bool(t5_bidirectional),
+            rngs=rngs,
+        )
+    if name == "shaw":
+        check_positive(f"{field}.shaw_clip", shaw_clip)
+        return Shaw(head_dim, clip=shaw_clip, rngs=rngs)
+    return Position()
