@@ -40,6 +40,11 @@ flags.DEFINE_list(
 )
 flags.DEFINE_integer("train_batch", 32, "Batch of the train-step benchmark (ListOps: 32).")
 flags.DEFINE_float("memory_fraction", 0.6, "Skip programs needing more than this much of RAM.")
+flags.DEFINE_integer(
+    "max_timed_quadratic_length",
+    8192,
+    "Above this length, variants quadratic in N are compiled for their memory but not timed.",
+)
 flags.DEFINE_string("out", "docs/benchmarks", "Output folder.")
 
 
@@ -165,6 +170,9 @@ def layer_row(label: str, length: int, peak_flops: float, budget: float) -> Row:
     if row.compiled_bytes > budget:
         row.status = f"skipped: needs {row.compiled_bytes / 2**30:.1f} GiB"
         return row
+    if VARIANTS[label][2] and length > FLAGS.max_timed_quadratic_length:
+        row.status = "memory only"
+        return row
     row.seconds, row.rss_bytes = time_compiled(compiled, (params, x), FLAGS.repeats)
     row.tokens_per_second = batch * length / row.seconds
     if VARIANTS[label][2]:  # exact attention: 4BHN^2d forward, twice that backward
@@ -229,13 +237,14 @@ def write_plot(rows: list[Row], path: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(12, 5))
-    layer_rows = [r for r in rows if r.kind == "layer" and r.status == "ok"]
+    layer_rows = [r for r in rows if r.kind == "layer"]
     for label in dict.fromkeys(r.variant for r in layer_rows):
-        points = sorted((r.length, r.seconds, r.compiled_bytes) for r in layer_rows
-                        if r.variant == label)  # fmt: skip
-        lengths = [p[0] for p in points]
-        time_axis.plot(lengths, [p[1] for p in points], marker="o", label=label)
-        memory_axis.plot(lengths, [p[2] / 2**20 for p in points], marker="o", label=label)
+        mine = sorted((r for r in layer_rows if r.variant == label), key=lambda r: r.length)
+        timed = [r for r in mine if r.status == "ok"]
+        time_axis.plot([r.length for r in timed], [r.seconds for r in timed], marker="o",
+                       label=label)  # fmt: skip
+        memory_axis.plot([r.length for r in mine], [r.compiled_bytes / 2**20 for r in mine],
+                         marker="o", label=label)  # fmt: skip
     for axis, ylabel in ((time_axis, "seconds (forward + backward)"),
                          (memory_axis, "compiled peak memory (MiB)")):  # fmt: skip
         axis.set(xscale="log", yscale="log", xlabel="sequence length", ylabel=ylabel)
@@ -250,7 +259,7 @@ def write_plot(rows: list[Row], path: str) -> None:
 
 def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
     """The issue's targets as (target, measured, met); met is None when not measured."""
-    layer = {(r.variant, r.length): r for r in rows if r.kind == "layer" and r.status == "ok"}
+    layer = {(r.variant, r.length): r for r in rows if r.kind == "layer"}  # untimed rows: NaN
 
     def get(variant, length, field):
         row = layer.get((variant, length))
@@ -324,11 +333,20 @@ def write_markdown(rows: list[Row], path: str, peak_flops: float, seconds: float
         cells = [cell(variant, n, lambda r: f"{1 / r.seconds:.2f}") for n in table_lengths]
         speedup = cell(variant, 4096, lambda r: f"{1 / r.time_vs_full:.1f}x")
         lines.append(f"| {variant} | {' | '.join(cells)} | {speedup} |")
-    lines += ["", "## Peak memory (compiled program, GiB)", "",
-              f"| variant | {head} |", "|---|" + "---|" * len(table_lengths)]  # fmt: skip
+    memory_lengths = sorted({r.length for r in rows if r.kind == "layer"})
+    memory_head = " | ".join(f"{n // 1024}K" if n >= 1024 else str(n) for n in memory_lengths)
+    lines += [
+        "",
+        "## Peak memory (compiled program, GiB; also for programs too large to run)",
+        "",
+        f"| variant | {memory_head} |",
+        "|---|" + "---|" * len(memory_lengths),
+    ]
     for variant in variants:
-        cells = [cell(variant, n, lambda r: f"{r.compiled_bytes / 2**30:.2f}")
-                 for n in table_lengths]  # fmt: skip
+        cells = [
+            f"{layer[(variant, n)].compiled_bytes / 2**30:.2f}" if (variant, n) in layer else "-"
+            for n in memory_lengths
+        ]
         lines.append(f"| {variant} | {' | '.join(cells)} |")
     train = [r for r in rows if r.kind == "train_step"]
     if train:
