@@ -5,10 +5,11 @@ from flax import nnx
 from research.attention import resolve_options
 from research.errors import UserError, check_choice, check_positive
 from research.models.encoder import POSITIONAL
-from research.models.heads import POOLING, Classifier
+from research.models.heads import POOLING, Classifier, TwoTower
 
 MODELS = {
     "classifier": Classifier,
+    "two_tower": TwoTower,
 }
 
 

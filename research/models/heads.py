@@ -48,3 +48,28 @@ class Classifier(nnx.Module):
             batch["tokens"], batch["mask"], deterministic=deterministic, rngs=rngs
         )
         return self.head(pool(encoded_BLE, mask_BL, self.pool_kind))
+
+
+class TwoTower(nnx.Module):
+    """One shared encoder over two documents; [u, v, u*v, u-v] of the pooled vectors -> MLP head.
+
+    Reads batch["tokens1"], batch["mask1"], batch["tokens2"], batch["mask2"] (LRA's Retrieval
+    dual encoder: both towers are the same parameters).
+    """
+
+    def __init__(self, config, *, rngs: nnx.Rngs):
+        self.pool_kind = config.pool
+        self.encoder = Encoder(config, rngs=rngs)
+        self.head = MlpClassifier(4 * config.emb_dim, config.mlp_dim, config.num_classes, rngs=rngs)
+
+    def __call__(
+        self, batch: dict, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> Array:
+        # Both documents go through the encoder as one batch of 2B: one call, shared weights.
+        tokens_NT = jnp.concatenate([batch["tokens1"], batch["tokens2"]], axis=0)
+        mask_NT = jnp.concatenate([batch["mask1"], batch["mask2"]], axis=0)
+        encoded_NLE, mask_NL = self.encoder(
+            tokens_NT, mask_NT, deterministic=deterministic, rngs=rngs
+        )
+        u_BE, v_BE = jnp.split(pool(encoded_NLE, mask_NL, self.pool_kind), 2, axis=0)
+        return self.head(jnp.concatenate([u_BE, v_BE, u_BE * v_BE, u_BE - v_BE], axis=-1))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import tensorflow_datasets as tfds
 
 from research.errors import check_choice
-from research.tasks import listops
+from research.tasks import diagnostics, image, listops, pathfinder, retrieval, text
 
 SPLITS = ("train", "validation", "test")
 
@@ -35,6 +35,49 @@ TASKS = {
         builder_config=listops.builder_config,
         vocab_size=len(listops.VOCAB),
         num_classes=listops.NUM_CLASSES,
+    ),
+    "text": Task(
+        name="text",
+        builder_class=text.Text,
+        builder_config=text.builder_config,
+        vocab_size=text.VOCAB_SIZE,
+        num_classes=text.NUM_CLASSES,
+    ),
+    "retrieval": Task(
+        name="retrieval",
+        builder_class=retrieval.Retrieval,
+        builder_config=retrieval.builder_config,
+        vocab_size=retrieval.VOCAB_SIZE,
+        num_classes=retrieval.NUM_CLASSES,
+        sequence_fields=("tokens1", "tokens2"),
+    ),
+    "image": Task(
+        name="image",
+        builder_class=image.Image,
+        builder_config=image.builder_config,
+        vocab_size=image.VOCAB_SIZE,
+        num_classes=image.NUM_CLASSES,
+    ),
+    "pathfinder": Task(
+        name="pathfinder",
+        builder_class=pathfinder.Pathfinder,
+        builder_config=pathfinder.builder_config,
+        vocab_size=pathfinder.VOCAB_SIZE,
+        num_classes=pathfinder.NUM_CLASSES,
+    ),
+    "recall": Task(
+        name="recall",
+        builder_class=diagnostics.Recall,
+        builder_config=diagnostics.recall_builder_config,
+        vocab_size=diagnostics.RECALL_VOCAB_SIZE,
+        num_classes=diagnostics.MAX_VALUES,
+    ),
+    "distance": Task(
+        name="distance",
+        builder_class=diagnostics.Distance,
+        builder_config=diagnostics.distance_builder_config,
+        vocab_size=diagnostics.DISTANCE_VOCAB_SIZE,
+        num_classes=2,
     ),
 }
 

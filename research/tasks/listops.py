@@ -113,8 +113,9 @@ class GeneratorOptions:
                 raise UserError(
                     f"config.task_options.{field.name}={value!r} must be an integer >= 0"
                 )
-        if self.num_train + self.num_val + self.num_test == 0:
-            raise UserError("config.task_options.num_train/num_val/num_test are all 0")
+        for field in ("num_train", "num_val", "num_test"):
+            if getattr(self, field) < 1:
+                raise UserError(f"config.task_options.{field}=0: every split needs an example")
         if self.max_length - self.min_length < 2:
             raise UserError(
                 f"config.task_options.min_length={self.min_length} and max_length="

@@ -69,7 +69,8 @@ def generate(
             yield from _make(job)
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    try:
         pending = [pool.submit(_make, job) for job in jobs[: 2 * workers]]
         next_job = len(pending)
         while pending:
@@ -78,3 +79,6 @@ def generate(
                 pending.append(pool.submit(_make, jobs[next_job]))
                 next_job += 1
             yield from chunk
+    finally:
+        # A consumer that stops early (closes this generator, or fails) waits for no more chunks.
+        pool.shutdown(wait=True, cancel_futures=True)

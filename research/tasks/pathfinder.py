@@ -31,10 +31,12 @@ VOCAB_SIZE = 256
 RESOLUTIONS = (32, 64, 128)
 # The release's folder for each contour length (number of segments of a target contour).
 DIFFICULTY_FOLDERS = {6: "curv_baseline", 9: "curv_contour_length_9", 14: "curv_contour_length_14"}
+# Images per unit of parallel generation (a few seconds of work); part of what fixes the data.
+CHUNK_SIZE = {32: 500, 64: 200, 128: 50}
 SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}  # LRA: 80/10/10
 NUM_TURNS = 24  # candidate directions per step
 SAMPLE_SPACING = 0.5  # pixels between the points that rasterise a segment: keeps it 8-connected
-MAX_ATTEMPTS = 50
+MAX_ATTEMPTS = 500  # redraws of an image whose contours or markers did not fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Geometry:
 GEOMETRY = {
     32: Geometry(2.0, 0.0, 1, 1.5, 7.0, 5, 1.0),
     64: Geometry(3.5, 0.0, 1, 2.5, 12.0, 22, 1.8),
-    128: Geometry(6.0, 1.0, 2, 3.0, 20.0, 35, 1.8),
+    128: Geometry(6.0, 1.0, 2, 4.0, 20.0, 35, 1.8),
 }
 
 
@@ -82,9 +84,11 @@ class _Canvas:
         self.size = resolution
         self.geometry = geometry
         self.image = np.zeros((resolution, resolution), np.uint8)
-        self.forbidden = np.zeros((resolution + 2, resolution + 2), bool)
-        self.forbidden[[0, -1], :] = True  # a one-pixel frame marks "outside the image"
-        self.forbidden[:, [0, -1]] = True
+        # A frame wider than any segment or marker reaches marks "outside the image", so lookups
+        # need no bounds checks.
+        self.frame = int(math.ceil(geometry.segment_length + geometry.brush_radius)) + geometry.gap
+        self.forbidden = np.ones((resolution + 2 * self.frame,) * 2, bool)
+        self.forbidden[self.frame : -self.frame, self.frame : -self.frame] = False
         self.brush = _disc(geometry.brush_radius)
         self.gap_offsets = np.stack(
             np.meshgrid(*[np.arange(-geometry.gap, geometry.gap + 1)] * 2, indexing="ij"), -1
@@ -97,20 +101,17 @@ class _Canvas:
         self.far_from_pivot = np.flatnonzero(far)
 
     def _lookup(self, grid: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-        """grid values at pixels (..., 2); anything outside the image reads the frame (True)."""
-        y = np.clip(pixels[..., 0] + 1, 0, self.size + 1)
-        x = np.clip(pixels[..., 1] + 1, 0, self.size + 1)
-        return grid[y, x]
+        """grid values at pixels (..., 2) within the frame's reach of the image."""
+        return grid[pixels[..., 0] + self.frame, pixels[..., 1] + self.frame]
 
     def dilate_into(self, grid: np.ndarray, pixels: np.ndarray) -> None:
         """Marks every pixel within `gap` (Chebyshev) of `pixels` in a framed grid."""
-        near = (pixels[:, None, :] + self.gap_offsets[None]).reshape(-1, 2)
-        y = np.clip(near[:, 0] + 1, 0, self.size + 1)
-        x = np.clip(near[:, 1] + 1, 0, self.size + 1)
-        grid[y, x] = True
+        near = pixels[:, None, :] + self.gap_offsets[None] + self.frame
+        grid[near[..., 0], near[..., 1]] = True
 
     def free_start(self, rng: np.random.Generator) -> np.ndarray | None:
-        free = np.flatnonzero(~self.forbidden[1:-1, 1:-1])
+        inner = slice(self.frame, -self.frame)
+        free = np.flatnonzero(~self.forbidden[inner, inner])
         if not len(free):
             return None
         index = free[rng.integers(len(free))]
@@ -212,13 +213,13 @@ def draw_image(
 ) -> tuple[np.ndarray, int, tuple]:
     """One example: (image_RR uint8, label, the two marker centres as (row, column) pairs)."""
     label = int(rng.integers(2))
-    for _ in range(MAX_ATTEMPTS * 10):
+    for _ in range(MAX_ATTEMPTS):
         drawn = _try_draw(rng, resolution, contour_length, label)
         if drawn is not None:
             return drawn[0], label, drawn[1]
     raise RuntimeError(
         f"could not draw a {resolution}x{resolution} Pathfinder image with contour length "
-        f"{contour_length} in {MAX_ATTEMPTS * 10} attempts"
+        f"{contour_length} in {MAX_ATTEMPTS} attempts"
     )
 
 
@@ -250,8 +251,11 @@ class GeneratorOptions:
                 f"config.task_options.contour_length={self.contour_length} must be at least 2 "
                 "(LRA uses 6, 9 and 14)"
             )
-        if self.num_train + self.num_val + self.num_test == 0:
-            raise UserError("config.task_options.num_train/num_val/num_test are all 0")
+        for field in ("num_train", "num_val", "num_test"):
+            if getattr(self, field) < 1:
+                raise UserError(
+                    f"config.task_options.{field}=0: every split needs at least one example"
+                )
 
 
 def make_chunk(
@@ -444,19 +448,21 @@ class Pathfinder(tfds.core.GeneratorBasedBuilder):
         g = config.generator
         sizes = {"train": g.num_train, "validation": g.num_val, "test": g.num_test}
         return {
-            split: self._generate(g, stream, size, config.num_workers)
+            split: self._generate_examples(g, stream, size, config.num_workers)
             for stream, (split, size) in enumerate(sizes.items())
         }
 
     @staticmethod
-    def _generate(options: GeneratorOptions, stream: int, size: int, num_workers: int) -> Iterator:
+    def _generate_examples(
+        options: GeneratorOptions, stream: int, size: int, num_workers: int
+    ) -> Iterator:
         examples = parallel_generation.generate(
             make_chunk,
             options,
             total=size,
             seed=options.seed,
             stream=stream,
-            chunk_size=500,
+            chunk_size=CHUNK_SIZE[options.resolution],
             num_workers=num_workers,
         )
         for index, (tokens, label) in enumerate(examples):

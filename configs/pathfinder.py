@@ -1,0 +1,94 @@
+"""Pathfinder (32 x 32) and Path-X (128 x 128), mirroring LRA's released configs.
+
+The images are generated on first use (every core; see docs/tasks.md for speeds), then reused:
+
+  ./launch.sh train --config configs/pathfinder.py --workdir runs/pathfinder32
+  ./launch.sh train --config configs/pathfinder.py:resolution=128 --workdir runs/pathx
+  ./launch.sh train --config configs/pathfinder.py:contour_length=6 --workdir runs/pathfinder_easy
+  ./launch.sh train --config configs/pathfinder.py:size=tiny --workdir runs/pathfinder_tiny
+
+Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>,
+resolution=32|64|128 (128 is Path-X), contour_length=6|9|14 segments per target contour (LRA uses
+the hardest, 14, for both Pathfinder and Path-X).
+To train on the LRA release's images instead, point --config.task_options.release_dir at the
+folder holding pathfinder<resolution>/ (e.g. lra_release/).
+"""
+
+import ml_collections
+
+from configs import base
+from research.errors import UserError, check_choice
+
+SIZES = ("base", "tiny")
+RESOLUTIONS = ("32", "64", "128")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = base.parse_args(
+        arg, {"size": "base", "attention": "full", "resolution": "32", "contour_length": "14"}
+    )
+    check_choice("config argument size", args["size"], SIZES)
+    check_choice("config argument resolution", args["resolution"], RESOLUTIONS)
+    if not args["contour_length"].isdigit():
+        raise UserError(
+            f"config argument contour_length={args['contour_length']!r} must be an integer "
+            "(LRA: 6, 9 or 14)"
+        )
+    resolution = int(args["resolution"])
+    config = base.get_config()
+    config.task = "pathfinder"
+    config.task_options = ml_collections.ConfigDict(
+        dict(
+            resolution=resolution,
+            contour_length=int(args["contour_length"]),
+            num_train=160_000,
+            num_val=20_000,
+            num_test=20_000,
+            seed=0,
+            num_workers=0,  # 0 = every core; the data do not depend on it
+            release_dir="",
+        )
+    )
+    config.model.attention = args["attention"]
+    config.model.max_len = resolution * resolution
+    config.model.pool = "mean"
+    config.optimizer.schedule = "cosine"
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.weight_decay = 0.0  # LRA's Pathfinder configs have no weight decay
+    if resolution == 128:
+        # Path-X: emb 32, 2 heads, 1 layer, qkv 16, mlp 32, batch 64, 500k steps, cosine to 1e-3
+        # after 2,500 warmup steps, gradient clipping at 1.0.
+        config.model.update(emb_dim=32, num_heads=2, qkv_dim=16, mlp_dim=32, num_layers=1)
+        config.batch_size = 64
+        config.num_train_steps = 500_000
+        config.optimizer.warmup_steps = 2_500
+        config.optimizer.grad_clip_norm = 1.0
+    else:
+        # Pathfinder 32: emb 32, 4 heads, 4 layers, qkv 16 (4 per head), mlp 32, dropout 0.2,
+        # batch 512, 62,400 steps, cosine to 1e-3 after 312 warmup steps. LRA has no 64 x 64
+        # config; it gets the same model with a quarter of the batch.
+        config.model.update(
+            emb_dim=32, num_heads=4, qkv_dim=16, mlp_dim=32, num_layers=4, dropout_rate=0.2
+        )
+        config.batch_size = 512 if resolution == 32 else 128
+        config.num_train_steps = 62_400
+        config.optimizer.warmup_steps = 312
+    config.eval_batch_size = config.batch_size
+    if args["size"] == "tiny":
+        config.task_options.update(num_train=2_000, num_val=200, num_test=200)
+        config.model.update(
+            emb_dim=32,
+            num_heads=2,
+            qkv_dim=32,
+            mlp_dim=64,
+            num_layers=1,
+            dropout_rate=0.0,
+            attention_dropout_rate=0.0,
+        )
+        config.batch_size = 32
+        config.eval_batch_size = 100
+        config.num_train_steps = 500
+        config.log_every_steps = 50
+        config.eval_every_steps = 250
+        config.optimizer.warmup_steps = 50
+    return config

@@ -1,0 +1,65 @@
+"""AAN citation pairs (LRA's Retrieval task) with a two-tower model, mirroring LRA's config.
+
+Run it on the LRA release's Retrieval files (the folder holding
+new_aan_pairs.{train,eval,test}.tsv):
+
+  ./launch.sh train --config configs/retrieval.py --workdir runs/retrieval \
+      --config.task_options.release_dir=~/data/lra_release/tsv_data
+  ./launch.sh train --config configs/retrieval.py:size=tiny --workdir runs/retrieval_tiny \
+      --config.task_options.release_dir=~/data/lra_release/tsv_data
+
+Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>.
+Both documents pass through one shared encoder (config.model.head = "two_tower"); unlike LRA's
+released training script, which builds a single tower.
+"""
+
+import ml_collections
+
+from configs import base
+from research.errors import check_choice
+
+SIZES = ("base", "tiny")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = base.parse_args(arg, {"size": "base", "attention": "full"})
+    check_choice("config argument size", args["size"], SIZES)
+    config = base.get_config()
+    config.task = "retrieval"
+    config.task_options = ml_collections.ConfigDict(dict(release_dir=""))
+    config.truncate = True  # LRA keeps the first 4,000 bytes of each document
+    config.model.attention = args["attention"]
+    # LRA: 4000 bytes per document, emb 128, 4 heads, 4 layers, qkv 128, mlp 512, CLS pooling,
+    # batch 32, 5k steps, rsqrt schedule with constant 0.05 and 8k warmup, weight decay 0.1.
+    config.model.update(
+        head="two_tower",
+        max_len=4_000,
+        emb_dim=128,
+        num_heads=4,
+        qkv_dim=128,
+        mlp_dim=512,
+        num_layers=4,
+        pool="cls",
+    )
+    config.batch_size = 32
+    config.num_train_steps = 5_000
+    config.optimizer.schedule = "rsqrt"
+    config.optimizer.learning_rate = 0.05
+    config.optimizer.warmup_steps = 8_000
+    config.optimizer.weight_decay = 0.1
+    if args["size"] == "tiny":
+        config.model.update(
+            max_len=256,
+            emb_dim=32,
+            num_heads=2,
+            qkv_dim=32,
+            mlp_dim=64,
+            num_layers=1,
+            dropout_rate=0.0,
+            attention_dropout_rate=0.0,
+        )
+        config.num_train_steps = 500
+        config.log_every_steps = 50
+        config.eval_every_steps = 250
+        config.optimizer.warmup_steps = 100
+    return config

@@ -1,0 +1,66 @@
+"""Byte-level IMDb sentiment (LRA's Text task), mirroring LRA's released config.
+
+Run it on your copy of the IMDb release (aclImdb_v1.tar.gz or the extracted aclImdb/ folder):
+
+  ./launch.sh train --config configs/text.py --workdir runs/text \
+      --config.task_options.source=~/data/aclImdb_v1.tar.gz
+  ./launch.sh train --config configs/text.py:length=4000 --workdir runs/text4k \
+      --config.task_options.source=~/data/aclImdb_v1.tar.gz
+  ./launch.sh train --config configs/text.py:size=tiny --workdir runs/text_tiny \
+      --config.task_options.source=~/data/aclImdb
+
+Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>,
+length=<bytes kept per review> (LRA: 1000; the paper's 4000 is the other common choice).
+"""
+
+import ml_collections
+
+from configs import base
+from research.errors import UserError, check_choice
+
+SIZES = ("base", "tiny")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = base.parse_args(arg, {"size": "base", "attention": "full", "length": "1000"})
+    check_choice("config argument size", args["size"], SIZES)
+    if not args["length"].isdigit() or int(args["length"]) < 1:
+        raise UserError(f"config argument length={args['length']!r} must be a positive integer")
+    config = base.get_config()
+    config.task = "text"
+    config.task_options = ml_collections.ConfigDict(dict(source=""))
+    config.truncate = True  # LRA keeps the first `length` bytes of each review
+    config.model.attention = args["attention"]
+    # LRA: emb 256, 4 heads, 4 layers, qkv 256, mlp 1024, CLS pooling, batch 32, 20k steps,
+    # rsqrt schedule with constant 0.05 and 8k warmup steps, weight decay 0.1.
+    config.model.update(
+        max_len=int(args["length"]),
+        emb_dim=256,
+        num_heads=4,
+        qkv_dim=256,
+        mlp_dim=1_024,
+        num_layers=4,
+        pool="cls",
+    )
+    config.batch_size = 32
+    config.num_train_steps = 20_000
+    config.optimizer.schedule = "rsqrt"
+    config.optimizer.learning_rate = 0.05
+    config.optimizer.warmup_steps = 8_000
+    config.optimizer.weight_decay = 0.1
+    if args["size"] == "tiny":
+        config.model.update(
+            max_len=min(config.model.max_len, 256),
+            emb_dim=32,
+            num_heads=2,
+            qkv_dim=32,
+            mlp_dim=64,
+            num_layers=1,
+            dropout_rate=0.0,
+            attention_dropout_rate=0.0,
+        )
+        config.num_train_steps = 500
+        config.log_every_steps = 50
+        config.eval_every_steps = 250
+        config.optimizer.warmup_steps = 100
+    return config

@@ -1,0 +1,175 @@
+"""CIFAR-10 in grayscale as 1,024-pixel sequences (LRA's Image task).
+
+Read from the user's `cifar-10-python.tar.gz` (Krizhevsky 2009, "CIFAR-10 python version") or its
+extracted `cifar-10-batches-py/` folder: pickled dicts `data_batch_1` .. `data_batch_5` and
+`test_batch`, each with b"data" (N x 3072 uint8: the red, green and blue 32x32 planes, row-major)
+and b"labels" (N ints 0-9). Pixels become gray with the ITU-R 601 weights that LRA's
+`tf.image.rgb_to_grayscale` uses and are stored flat (uint8 tokens, vocab 256). As in LRA, the first
+90% of the training images train and the last 10% validate; `test_batch` is the test split.
+
+The batches are Python pickles, the format CIFAR is published in: read only a copy you trust.
+"""
+
+import dataclasses
+import hashlib
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from research.errors import UserError
+
+NUM_CLASSES = 10
+VOCAB_SIZE = 256
+SIDE = 32
+FOLDER = "cifar-10-batches-py"
+ARCHIVE_NAME = "cifar-10-python.tar.gz"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+TRAIN_FRACTION = 0.9
+GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140])
+EXPECTED = (
+    f"{ARCHIVE_NAME} or its extracted {FOLDER}/ folder holding "
+    f"{', '.join(TRAIN_BATCHES)} and {TEST_BATCH} (pickled dicts with b'data' N x 3072 uint8 "
+    "and b'labels')"
+)
+
+
+def to_gray(data_N3072: np.ndarray) -> np.ndarray:
+    """gray_N1024 uint8 from CIFAR's planar RGB rows."""
+    rgb_N3P = data_N3072.reshape(-1, 3, SIDE * SIDE).astype(np.float64)
+    gray = np.einsum("ncp,c->np", rgb_N3P, GRAY_WEIGHTS)
+    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+
+
+def resolve_source(source: str) -> str:
+    """The archive, or the extracted folder (given itself or the folder above it)."""
+    if not source:
+        raise UserError(f"config.task_options.source is empty; point it at {EXPECTED}")
+    source = os.path.abspath(os.path.expanduser(source))
+    if os.path.isfile(source):
+        if not tarfile.is_tarfile(source):
+            raise UserError(f"{source} is not a tar archive; expected {EXPECTED}")
+        return source
+    for candidate in (source, os.path.join(source, FOLDER)):
+        if os.path.isfile(os.path.join(candidate, TEST_BATCH)):
+            for name in TRAIN_BATCHES:
+                if not os.path.isfile(os.path.join(candidate, name)):
+                    raise UserError(
+                        f"{os.path.join(candidate, name)} is missing; expected {EXPECTED}"
+                    )
+            return candidate
+    if os.path.isfile(os.path.join(source, ARCHIVE_NAME)):
+        return resolve_source(os.path.join(source, ARCHIVE_NAME))
+    raise UserError(f"{source} does not hold CIFAR-10; expected {EXPECTED}")
+
+
+def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(gray_N1024, labels_N) from one pickled batch; a malformed batch is a UserError."""
+    try:
+        batch = pickle.loads(raw, encoding="bytes")
+        data = np.asarray(batch[b"data"], np.uint8)
+        labels = np.asarray(batch[b"labels"], np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as error:
+        raise UserError(
+            f"{where}: not a CIFAR-10 python batch ({error!r}); expected {EXPECTED}"
+        ) from None
+    if data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE or len(labels) != len(data):
+        raise UserError(
+            f"{where}: b'data' has shape {data.shape} for {len(labels)} labels; expected "
+            "N x 3072 uint8 and N labels"
+        )
+    if len(labels) and not 0 <= labels.min() <= labels.max() < NUM_CLASSES:
+        raise UserError(f"{where}: labels outside 0-9")
+    return to_gray(data), labels
+
+
+def read_batches(source: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """batch name -> (gray_N1024, labels_N) for the five training batches and the test batch."""
+    names = (*TRAIN_BATCHES, TEST_BATCH)
+    if os.path.isdir(source):
+        raw = {}
+        for name in names:
+            with open(os.path.join(source, name), "rb") as file:
+                raw[name] = file.read()
+    else:
+        raw = {}
+        try:
+            with tarfile.open(source) as archive:
+                for member in archive:
+                    base = os.path.basename(member.name)
+                    if (
+                        member.isfile()
+                        and base in names
+                        and os.path.dirname(member.name).endswith(FOLDER)
+                    ):
+                        raw[base] = archive.extractfile(member).read()
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise UserError(
+                f"{source}: unreadable archive ({error}); expected {EXPECTED}"
+            ) from None
+        missing = [name for name in names if name not in raw]
+        if missing:
+            raise UserError(f"{source}: lacks {FOLDER}/{', '.join(missing)}; expected {EXPECTED}")
+    return {
+        name: parse_batch(
+            data, f"{source}:{name}" if os.path.isfile(source) else os.path.join(source, name)
+        )
+        for name, data in raw.items()
+    }
+
+
+@dataclasses.dataclass
+class ImageConfig(tfds.core.BuilderConfig):
+    source: str = ""
+
+
+def builder_config(task_options) -> ImageConfig:
+    """The builder config for `config.task_options` (only `source`, the user's CIFAR-10 copy)."""
+    options = dict(task_options)
+    unknown = sorted(set(options) - {"source"})
+    if unknown:
+        raise UserError(f"config.task_options has unknown field(s) {unknown}; valid: ['source']")
+    source = resolve_source(options.get("source", ""))
+    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    return ImageConfig(name=f"cifar10_gray_{digest}", source=source)
+
+
+class Image(tfds.core.GeneratorBasedBuilder):
+    """Grayscale CIFAR-10: 1,024 uint8 pixels ("tokens") and a label 0-9."""
+
+    name = "lra_image"
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = []
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=tfds.features.FeaturesDict(
+                {
+                    "tokens": tfds.features.Tensor(shape=(SIDE * SIDE,), dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+                }
+            ),
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager):
+        batches = read_batches(self.builder_config.source)
+        train_x = np.concatenate([batches[name][0] for name in TRAIN_BATCHES])
+        train_y = np.concatenate([batches[name][1] for name in TRAIN_BATCHES])
+        cut = int(len(train_x) * TRAIN_FRACTION)
+        self.info.metadata["max_length"] = SIDE * SIDE
+        return {
+            "train": self._generate_examples(train_x[:cut], train_y[:cut]),
+            "validation": self._generate_examples(train_x[cut:], train_y[cut:]),
+            "test": self._generate_examples(*batches[TEST_BATCH]),
+        }
+
+    @staticmethod
+    def _generate_examples(pixels_N1024: np.ndarray, labels_N: np.ndarray):
+        for index, (tokens, label) in enumerate(zip(pixels_N1024, labels_N, strict=True)):
+            yield index, {"tokens": tokens, "label": int(label)}

@@ -1,0 +1,173 @@
+"""Every task's tiny config trains end to end (on generated data or on fixtures in the real file
+formats), the configs mirror LRA's released settings, and the train command runs a new task."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cifar_fixture import write_cifar
+
+from configs import distance, image, pathfinder, recall, retrieval, text
+from research.attention import ATTENTION
+from research.errors import UserError
+from research.train import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+
+def shrink(config, data_dir, *, batch_size=8, steps=4):
+    """A few steps on a handful of examples: enough to run every stage of the loop."""
+    config.data_dir = str(data_dir)
+    config.batch_size = batch_size
+    config.eval_batch_size = batch_size
+    config.num_train_steps = steps
+    config.log_every_steps = 2
+    config.eval_every_steps = steps
+    return config
+
+
+def tiny_config(task: str, tmp_path, attention: str = "full"):
+    """The task's tiny config pointed at small data: generated, or a fixture in the real format."""
+    arg = f"size=tiny,attention={attention}"
+    if task == "text":
+        config = text.get_config(arg)
+        config.task_options.source = os.path.join(FIXTURES, "text")
+        config.model.max_len = 48  # reviews are cut to it (config.truncate, as in LRA)
+    elif task == "retrieval":
+        config = retrieval.get_config(arg)
+        config.task_options.release_dir = os.path.join(FIXTURES, "retrieval")
+        config.model.max_len = 32
+        return shrink(config, tmp_path / "tfds", batch_size=4)
+    elif task == "image":
+        config = image.get_config(arg)
+        config.task_options.source, _ = write_cifar(tmp_path / "cifar")
+    elif task == "pathfinder":
+        config = pathfinder.get_config(arg)
+        config.task_options.update(num_train=16, num_val=8, num_test=8)
+    elif task == "pathfinder_release":
+        config = pathfinder.get_config(arg)
+        config.task_options.release_dir = os.path.join(FIXTURES, "pathfinder")
+    elif task == "recall":
+        config = recall.get_config(arg)
+        config.task_options.update(num_train=32, num_val=8, num_test=8)
+    else:
+        config = distance.get_config(arg)
+        config.task_options.update(num_train=32, num_val=8, num_test=8)
+    return shrink(config, tmp_path / "tfds")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task",
+    ["text", "retrieval", "image", "pathfinder", "pathfinder_release", "recall"],
+)
+def test_tiny_config_trains_end_to_end(task, tmp_path):
+    results = train_and_evaluate(tiny_config(task, tmp_path), str(tmp_path / "run"))
+    assert results["num_train_steps"] == 4
+    assert np.isfinite(results["test_loss"]) and 0.0 <= results["test_accuracy"] <= 1.0
+    assert results["test_examples"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attention", sorted(ATTENTION))
+def test_distance_config_trains_with_every_attention_variant(attention, tmp_path):
+    results = train_and_evaluate(
+        tiny_config("distance", tmp_path, attention), str(tmp_path / "run")
+    )
+    assert np.isfinite(results["test_loss"])
+
+
+@pytest.mark.slow
+def test_train_command_runs_the_two_tower_retrieval_config(tmp_path):
+    workdir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "research.main",
+        "--config", "configs/retrieval.py:size=tiny",
+        "--workdir", str(workdir),
+        f"--config.task_options.release_dir={os.path.join(FIXTURES, 'retrieval')}",
+        f"--config.data_dir={tmp_path / 'tfds'}",
+        "--config.model.max_len=32",
+        "--config.batch_size=4", "--config.eval_batch_size=4",
+        "--config.num_train_steps=2", "--config.eval_every_steps=2", "--config.log_every_steps=1",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(workdir / "results.json") as file:
+        assert json.load(file)["test_examples"] == 4
+
+
+def test_missing_user_files_fail_with_the_expected_path_and_format(tmp_path):
+    for task, field, message in [
+        ("text", "source", "aclImdb_v1.tar.gz or its extracted aclImdb/ folder"),
+        ("retrieval", "release_dir", r"new_aan_pairs\.train\.tsv"),
+        ("image", "source", r"cifar-10-python\.tar\.gz or its extracted cifar-10-batches-py/"),
+    ]:
+        config = tiny_config(task, tmp_path)
+        config.task_options[field] = str(tmp_path / "missing")
+        with pytest.raises(UserError, match=message):
+            train_and_evaluate(config, str(tmp_path / "run"))
+        assert not (tmp_path / "run").exists()
+
+
+def test_configs_mirror_lra():
+    config = text.get_config()
+    assert (config.model.max_len, config.model.emb_dim, config.model.num_heads) == (1000, 256, 4)
+    assert (config.model.num_layers, config.model.mlp_dim, config.batch_size) == (4, 1024, 32)
+    assert (config.num_train_steps, config.optimizer.warmup_steps) == (20_000, 8_000)
+    assert config.optimizer.schedule == "rsqrt" and config.optimizer.learning_rate == 0.05
+    assert config.truncate and config.model.pool == "cls"
+    assert text.get_config("length=4000").model.max_len == 4000
+
+    config = retrieval.get_config()
+    assert config.model.head == "two_tower" and config.model.max_len == 4000
+    assert (config.model.emb_dim, config.model.mlp_dim, config.num_train_steps) == (128, 512, 5000)
+
+    config = image.get_config()
+    assert (config.model.num_heads, config.model.num_layers, config.model.qkv_dim) == (8, 1, 64)
+    assert (config.batch_size, config.num_train_steps, config.optimizer.warmup_steps) == (
+        256,
+        35_000,
+        175,
+    )
+    assert (config.model.dropout_rate, config.model.attention_dropout_rate) == (0.3, 0.2)
+    assert config.optimizer.schedule == "cosine" and config.optimizer.learning_rate == 5e-4
+
+    config = pathfinder.get_config()
+    assert config.model.max_len == 1024 and config.model.pool == "mean"
+    assert (config.model.emb_dim, config.model.num_heads, config.model.qkv_dim) == (32, 4, 16)
+    assert (config.batch_size, config.num_train_steps, config.optimizer.warmup_steps) == (
+        512,
+        62_400,
+        312,
+    )
+    assert config.task_options.contour_length == 14
+
+    config = pathfinder.get_config("resolution=128")  # Path-X
+    assert config.model.max_len == 16_384 and config.task_options.resolution == 128
+    assert (config.model.num_heads, config.model.num_layers, config.batch_size) == (2, 1, 64)
+    assert config.num_train_steps == 500_000 and config.optimizer.grad_clip_norm == 1.0
+    assert config.optimizer.warmup_steps == 2_500
+
+    config = recall.get_config()
+    assert config.model.token_init_std == config.model.position_init_std == 1.0
+    assert (config.task_options.length, config.task_options.num_pairs) == (64, 8)
+    assert distance.get_config("distance=100,length=128").task_options.distance == 100
+
+
+@pytest.mark.parametrize(
+    "module, arg, message",
+    [
+        (pathfinder, "resolution=48", "resolution='48' is not valid"),
+        (pathfinder, "contour_length=long", "contour_length='long' must be an integer"),
+        (text, "length=0", "length='0' must be a positive integer"),
+        (recall, "pairs=x", "pairs='x' must be a positive integer"),
+        (image, "size=huge", "size='huge' is not valid"),
+    ],
+)
+def test_config_argument_errors(module, arg, message):
+    with pytest.raises(UserError, match=message):
+        module.get_config(arg)
