@@ -7,7 +7,7 @@ exits with 1; a run stopped by SIGTERM/SIGINT exits with 75 after saving a check
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from research.errors import NonFiniteLossError, UserError
@@ -74,6 +74,8 @@ def start_distributed() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:  # orbax and tfds INFO logs would bury the progress bar
+        logging.set_verbosity(logging.WARNING)
     if FLAGS.distributed:
         start_distributed()
     from research.train import train_and_evaluate

@@ -10,13 +10,17 @@ from jax import Array
 
 from research.models.encoder import Encoder
 
-POOLING = ("cls", "mean")
+POOLING = ("cls", "mean", "last")
 
 
 def pool(encoded_BLE: Array, mask_BL: Array, kind: str) -> Array:
-    """pooled_BE: position 0 (the CLS vector) or the mean over real tokens only."""
+    """pooled_BE: position 0 (the CLS vector), the mean over real tokens, or the last real token
+    (where a query sits in recall-style tasks: reading it there saves the model one hop)."""
     if kind == "cls":
         return encoded_BLE[:, 0]
+    if kind == "last":
+        last_B = jnp.maximum(mask_BL.sum(axis=1) - 1, 0)
+        return jnp.take_along_axis(encoded_BLE, last_B[:, None, None], axis=1)[:, 0]
     weights_BL1 = mask_BL[..., None].astype(encoded_BLE.dtype)
     count_B1 = jnp.maximum(weights_BL1.sum(axis=1), 1.0)
     return (encoded_BLE * weights_BL1).sum(axis=1) / count_B1

@@ -37,7 +37,7 @@ def test_sinusoidal_table():
     np.testing.assert_allclose(table[7, 3], np.cos(7 / 10000 ** (2 / 8)), rtol=1e-5)
 
 
-@pytest.mark.parametrize("pool_kind", ["cls", "mean"])
+@pytest.mark.parametrize("pool_kind", ["cls", "mean", "last"])
 @pytest.mark.parametrize("positional", ["learned", "sinusoidal", "none"])
 def test_logits_shape_and_padding_invariance(pool_kind, positional):
     model = build_model(model_config(pool=pool_kind, positional=positional), rngs=nnx.Rngs(0))
@@ -53,6 +53,7 @@ def test_mean_pool_ignores_padding():
     mask = jnp.array([[True, True, False], [True, False, False]])
     np.testing.assert_allclose(pool(encoded, mask, "mean")[:, 0], [0.5, 3.0])
     np.testing.assert_allclose(pool(encoded, mask, "cls")[:, 0], [0.0, 3.0])
+    np.testing.assert_allclose(pool(encoded, mask, "last")[:, 0], [1.0, 3.0])
 
 
 def test_dropout_only_in_training():
@@ -73,7 +74,7 @@ def test_init_is_a_function_of_the_seed():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"pool": "max"}, "config.model.pool='max' is not valid; choose one of: cls, mean"),
+        ({"pool": "max"}, "config.model.pool='max' is not valid; choose one of: cls, mean, last"),
         ({"attention": "nope"}, "config.model.attention='nope' is not valid; choose one of"),
         ({"positional": "rotary"}, "config.model.positional='rotary'"),
         ({"qkv_dim": 15}, "config.model.qkv_dim=15 must be divisible"),
