@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from research.errors import UserError
-from research.tasks import parallel_generation
+from research.tasks import common, parallel_generation
 
 FILLER = 1
 MAX_KEYS = 64
@@ -139,11 +139,7 @@ class DiagnosticConfig(tfds.core.BuilderConfig):
 def _builder_config(task_options, options_class, prefix: str) -> DiagnosticConfig:
     options = dict(task_options)
     known = {field.name for field in dataclasses.fields(options_class)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UserError(
-            f"config.task_options has unknown field(s) {unknown}; valid: {sorted(known)}"
-        )
+    common.check_known_fields(options, known)
     parsed = options_class(**options)
     parsed.validate()
     name = "_".join(
@@ -173,17 +169,7 @@ class _Generated(tfds.core.GeneratorBasedBuilder):
     make_chunk = None
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "tokens": tfds.features.Tensor(shape=(None,), dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
-                }
-            ),
-            metadata=tfds.core.MetadataDict(),
-        )
+        return common.classification_info(self, num_classes=self.NUM_CLASSES)
 
     def _split_generators(self, dl_manager):
         options = self.builder_config.options

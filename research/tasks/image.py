@@ -11,7 +11,6 @@ The batches are Python pickles, the format CIFAR is published in: read only a co
 """
 
 import dataclasses
-import hashlib
 import os
 import pickle
 import tarfile
@@ -20,6 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from research.errors import UserError
+from research.tasks import common
 
 NUM_CLASSES = 10
 VOCAB_SIZE = 256
@@ -129,11 +129,9 @@ class ImageConfig(tfds.core.BuilderConfig):
 def builder_config(task_options) -> ImageConfig:
     """The builder config for `config.task_options` (only `source`, the user's CIFAR-10 copy)."""
     options = dict(task_options)
-    unknown = sorted(set(options) - {"source"})
-    if unknown:
-        raise UserError(f"config.task_options has unknown field(s) {unknown}; valid: ['source']")
+    common.check_known_fields(options, {"source"})
     source = resolve_source(options.get("source", ""))
-    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    digest = common.path_digest(source)
     return ImageConfig(name=f"cifar10_gray_{digest}", source=source)
 
 
@@ -145,17 +143,7 @@ class Image(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = []
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "tokens": tfds.features.Tensor(shape=(SIDE * SIDE,), dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                }
-            ),
-            metadata=tfds.core.MetadataDict(),
-        )
+        return common.classification_info(self, num_classes=NUM_CLASSES, token_shape=(SIDE * SIDE,))
 
     def _split_generators(self, dl_manager):
         batches = read_batches(self.builder_config.source)

@@ -8,7 +8,6 @@ Tokens: 0 is padding, then the 10 digits, the 4 operators and the closing bracke
 """
 
 import dataclasses
-import hashlib
 import os
 import random
 import statistics
@@ -18,7 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from research.errors import UserError
-from research.tasks import parallel_generation
+from research.tasks import common, parallel_generation
 
 OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")
 CLOSE = "]"
@@ -239,14 +238,10 @@ def builder_config(task_options) -> ListOpsConfig:
     if release_dir:
         release_dir = os.path.abspath(os.path.expanduser(release_dir))
         check_release_dir(release_dir)
-        digest = hashlib.sha1(release_dir.encode()).hexdigest()[:12]
+        digest = common.path_digest(release_dir)
         return ListOpsConfig(name=f"release_{digest}", release_dir=release_dir)
     known = {field.name for field in dataclasses.fields(GeneratorOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UserError(
-            f"config.task_options has unknown field(s) {unknown}; valid: {sorted(known)}"
-        )
+    common.check_known_fields(options, known)
     generator = GeneratorOptions(**options)
     generator.validate()
     g = generator
@@ -265,17 +260,7 @@ class ListOps(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = []
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "tokens": tfds.features.Tensor(shape=(None,), dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                }
-            ),
-            metadata=tfds.core.MetadataDict(),
-        )
+        return common.classification_info(self, num_classes=NUM_CLASSES)
 
     def _split_generators(self, dl_manager):
         config: ListOpsConfig = self.builder_config

@@ -15,7 +15,6 @@ pixels: an 8-connected flood fill from one marker reaches the other exactly when
 """
 
 import dataclasses
-import hashlib
 import math
 import os
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from research.errors import UserError
-from research.tasks import parallel_generation
+from research.tasks import common, parallel_generation
 
 NUM_CLASSES = 2
 VOCAB_SIZE = 256
@@ -389,12 +388,7 @@ def builder_config(task_options) -> PathfinderConfig:
             "(0 = every core)"
         )
     known = {field.name for field in dataclasses.fields(GeneratorOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UserError(
-            f"config.task_options has unknown field(s) {unknown}; valid: "
-            f"{sorted(known | {'release_dir', 'num_workers'})}"
-        )
+    common.check_known_fields(options, known | {"release_dir", "num_workers"})
     generator = GeneratorOptions(**options)
     generator.validate()
     g = generator
@@ -402,7 +396,7 @@ def builder_config(task_options) -> PathfinderConfig:
         release_dir = os.path.abspath(os.path.expanduser(release_dir))
         folder = release_folder(release_dir, g.resolution, g.contour_length)
         _metadata_files(folder)
-        digest = hashlib.sha1(folder.encode()).hexdigest()[:12]
+        digest = common.path_digest(folder)
         return PathfinderConfig(
             name=f"release{g.resolution}_len{g.contour_length}_{digest}",
             generator=generator,
@@ -423,17 +417,7 @@ class Pathfinder(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = []
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "tokens": tfds.features.Tensor(shape=(None,), dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                }
-            ),
-            metadata=tfds.core.MetadataDict(),
-        )
+        return common.classification_info(self, num_classes=NUM_CLASSES)
 
     def _split_generators(self, dl_manager):
         config: PathfinderConfig = self.builder_config

@@ -9,7 +9,6 @@ The two documents are stored whole as UTF-8 bytes in `tokens1` and `tokens2` (ui
 """
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from research.errors import UserError
+from research.tasks import common
 
 NUM_CLASSES = 2
 VOCAB_SIZE = 256
@@ -83,11 +83,7 @@ class RetrievalConfig(tfds.core.BuilderConfig):
 def builder_config(task_options) -> RetrievalConfig:
     """The builder config for `config.task_options` (only `release_dir`)."""
     options = dict(task_options)
-    unknown = sorted(set(options) - {"release_dir"})
-    if unknown:
-        raise UserError(
-            f"config.task_options has unknown field(s) {unknown}; valid: ['release_dir']"
-        )
+    common.check_known_fields(options, {"release_dir"})
     release_dir = options.get("release_dir", "")
     if not release_dir:
         raise UserError(
@@ -96,7 +92,7 @@ def builder_config(task_options) -> RetrievalConfig:
         )
     release_dir = os.path.abspath(os.path.expanduser(release_dir))
     check_release_dir(release_dir)
-    digest = hashlib.sha1(release_dir.encode()).hexdigest()[:12]
+    digest = common.path_digest(release_dir)
     return RetrievalConfig(name=f"aan_{digest}", release_dir=release_dir)
 
 
@@ -108,17 +104,8 @@ class Retrieval(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = []
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "tokens1": tfds.features.Tensor(shape=(None,), dtype=np.uint8),
-                    "tokens2": tfds.features.Tensor(shape=(None,), dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                }
-            ),
-            metadata=tfds.core.MetadataDict(),
+        return common.classification_info(
+            self, num_classes=NUM_CLASSES, token_fields=("tokens1", "tokens2")
         )
 
     def _split_generators(self, dl_manager):

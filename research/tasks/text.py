@@ -8,7 +8,6 @@ so 0 is padding only); LRA's length (1,000 or 4,000) is applied when batching wi
 """
 
 import dataclasses
-import hashlib
 import os
 import re
 import tarfile
@@ -18,6 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from research.errors import UserError
+from research.tasks import common
 
 NUM_CLASSES = 2
 VOCAB_SIZE = 256
@@ -106,11 +106,9 @@ class TextConfig(tfds.core.BuilderConfig):
 def builder_config(task_options) -> TextConfig:
     """The builder config for `config.task_options` (only `source`, the user's IMDb copy)."""
     options = dict(task_options)
-    unknown = sorted(set(options) - {"source"})
-    if unknown:
-        raise UserError(f"config.task_options has unknown field(s) {unknown}; valid: ['source']")
+    common.check_known_fields(options, {"source"})
     source = resolve_source(options.get("source", ""))
-    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    digest = common.path_digest(source)
     return TextConfig(name=f"imdb_{digest}", source=source)
 
 
@@ -122,17 +120,7 @@ class Text(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = []
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "tokens": tfds.features.Tensor(shape=(None,), dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                }
-            ),
-            metadata=tfds.core.MetadataDict(),
-        )
+        return common.classification_info(self, num_classes=NUM_CLASSES)
 
     def _split_generators(self, dl_manager):
         source = self.builder_config.source

@@ -1,0 +1,42 @@
+"""Pieces every task builder shares: its DatasetInfo, option checks, folder names."""
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from research.errors import UserError
+
+
+def classification_info(
+    builder: tfds.core.GeneratorBasedBuilder,
+    *,
+    num_classes: int,
+    token_fields: Sequence[str] = ("tokens",),
+    token_shape: tuple = (None,),
+) -> tfds.core.DatasetInfo:
+    """uint8 token sequences and a class label; metadata carries "max_length" (set on build)."""
+    features = {field: tfds.features.Tensor(shape=token_shape, dtype=np.uint8)
+                for field in token_fields}  # fmt: skip
+    features["label"] = tfds.features.ClassLabel(num_classes=num_classes)
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        description=type(builder).__doc__,
+        features=tfds.features.FeaturesDict(features),
+        metadata=tfds.core.MetadataDict(),
+    )
+
+
+def check_known_fields(options: Iterable[str], known: Iterable[str]) -> None:
+    """Raises UserError naming any `config.task_options` field the task does not have."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UserError(
+            f"config.task_options has unknown field(s) {unknown}; valid: {sorted(known)}"
+        )
+
+
+def path_digest(path: str) -> str:
+    """A short stable name for a user's source path (one dataset folder per source)."""
+    return hashlib.sha1(path.encode()).hexdigest()[:12]
