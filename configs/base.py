@@ -64,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dropout_rate = 0.1
     config.model.attention_dropout_rate = 0.1
     config.model.positional = "learned"  # learned | sinusoidal | none
-    config.model.pool = "cls"  # cls | mean
+    config.model.pool = "cls"  # cls | mean | last (the last real token)
     config.model.token_init_std = 1.0
     config.model.position_init_std = 0.02
     return config

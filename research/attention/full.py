@@ -2,8 +2,10 @@
 
 Three exact implementations of the same function, or `auto`, chosen by the `implementation` option:
   dense    one (T, S) score matrix: O(T S) memory, fastest at short lengths;
-  chunked  online softmax over (chunk x chunk) tiles (Rabe and Staats 2021), recomputed in the
-           backward pass: O(T chunk) memory, so lengths past dense memory train;
+  chunked  online softmax over (chunk x chunk) tiles: O(T chunk) memory, so lengths past dense
+           memory train. Without a per-tile bias, value term or dropout (position none or rope)
+           it runs `flash.flash_attention`, whose hand-written backward pass recomputes each tile
+           once; otherwise the scan below (Rabe and Staats 2021), rematerialised by autodiff;
   cudnn    `jax.nn.dot_product_attention(implementation="cudnn")`: fused kernel, GPU, bf16/fp16;
   auto     cudnn where `choose_implementation` finds it usable, else dense up to one chunk, else
            chunked.
@@ -17,6 +19,7 @@ import numpy as np
 from jax import Array
 
 from research.attention.base import SelfAttention
+from research.attention.flash import flash_attention
 from research.attention.masks import attention_mask
 from research.attention.relative import Position, make_position, relative_positions
 from research.errors import UserError, check_choice, check_positive
@@ -25,6 +28,8 @@ IMPLEMENTATIONS = ("dense", "chunked", "cudnn", "auto")
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 # Position schemes cudnn can run: the others need a per-tile bias or value term it cannot take.
 CUDNN_POSITIONS = ("none", "rope")
+# Position schemes the flash path runs (RoPE acts before tiling); the others take the scan.
+FLASH_POSITIONS = ("none", "rope")
 
 
 def _dropout(weights: Array, rate: float, key: jax.Array | None) -> Array:
@@ -313,6 +318,17 @@ class FullAttention(SelfAttention):
             length=max(q_BTHD.shape[1], k_BSHD.shape[1]),
             chunk_size=self.chunk_size,
         )
+        dropout = dropout_key is not None and self.dropout_rate > 0
+        if implementation == "chunked" and self.position_name in FLASH_POSITIONS and not dropout:
+            return flash_attention(
+                q_BTHD,
+                k_BSHD,
+                v_BSHD,
+                key_mask_BS,
+                causal=self.causal,
+                block_q=self.chunk_size,
+                block_k=self.chunk_size,
+            )
         if implementation == "chunked":
             return chunked_attention(
                 q_BTHD,
