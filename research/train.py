@@ -29,6 +29,7 @@ from research.tasks.pipeline import eval_batches, train_dataset
 
 SCHEDULES = ("rsqrt", "cosine", "constant")
 TEST_PARAMS = ("last", "best_val")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -41,6 +42,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for field in ("log_every_steps", "eval_every_steps"):
         check_positive(f"config.{field}", config[field], allow_zero=True)
     check_choice("config.test_params", config.test_params, TEST_PARAMS)
+    check_choice("config.compute_dtype", config.compute_dtype, COMPUTE_DTYPES)
     check_choice("config.optimizer.schedule", config.optimizer.schedule, SCHEDULES)
     check_positive("config.optimizer.warmup_steps", config.optimizer.warmup_steps, allow_zero=True)
     if not config.optimizer.learning_rate > 0:
@@ -143,11 +145,23 @@ def classification_metrics(logits_BC, labels_B, weights_B) -> dict:
     }
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer, axis_name: str | None = None):
+def cast_floating(tree, dtype):
+    """The tree with its floating-point leaves cast to `dtype` (the compute precision)."""
+    dtype = jnp.dtype(dtype)
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef, optimizer, axis_name: str | None = None, compute_dtype="float32"
+):
     """(state, batch) -> (state, metrics): one AdamW update on the mean cross-entropy.
 
     With `axis_name` (under pmap) each device sees its slice of the batch and gradients are
     averaged across devices; under jit the batch is one global array and XLA does the same.
+    The forward pass runs on parameters cast to `compute_dtype` (e.g. bfloat16); the float32
+    parameters, their gradients and the optimizer state stay float32.
     """
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -157,7 +171,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer, axis_name: str | None = N
         weights_B = jnp.ones(batch["label"].shape, jnp.float32)
 
         def loss_fn(params):
-            model = nnx.merge(graphdef, params, state.rest)
+            model = nnx.merge(graphdef, cast_floating(params, compute_dtype), state.rest)
             logits_BC = model(batch, deterministic=False, rngs=nnx.Rngs(dropout=dropout_key))
             sums = classification_metrics(logits_BC, batch["label"], weights_B)
             rest = nnx.state(model, nnx.Not(nnx.Param))
@@ -182,11 +196,11 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer, axis_name: str | None = N
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef, axis_name: str | None = None):
+def make_eval_step(graphdef: nnx.GraphDef, axis_name: str | None = None, compute_dtype="float32"):
     """(params, rest, batch) -> weighted metric sums over the global batch, dropout off."""
 
     def eval_step(params, rest, batch: dict) -> dict:
-        model = nnx.merge(graphdef, params, rest)
+        model = nnx.merge(graphdef, cast_floating(params, compute_dtype), rest)
         logits_BC = model(batch, deterministic=True)
         sums = classification_metrics(logits_BC, batch["label"], batch["weight"])
         return jax.lax.psum(sums, axis_name) if axis_name else sums
@@ -249,9 +263,11 @@ class Run:
         self.graphdef, initial = create_train_state(config, optimizer)
         axis = parallel.AXIS if topology.mode == "pmap" else None
         self.train_step = topology.compile_train_step(
-            make_train_step(self.graphdef, optimizer, axis), initial
+            make_train_step(self.graphdef, optimizer, axis, config.compute_dtype), initial
         )
-        self.eval_step = topology.compile_eval_step(make_eval_step(self.graphdef, axis))
+        self.eval_step = topology.compile_eval_step(
+            make_eval_step(self.graphdef, axis, config.compute_dtype)
+        )
         self.abstract_state = topology.abstract_state(initial)
         self.initial_state = initial
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -89,6 +90,7 @@ def test_tiny_listops_learns_well_above_the_majority_class(tiny_listops, tmp_pat
         ("model.max_len", 16, "inputs of up to .* tokens but config.model.max_len=16"),
         ("optimizer.schedule", "linear", "config.optimizer.schedule='linear'"),
         ("batch_size", 0, "config.batch_size=0"),
+        ("compute_dtype", "int8", "config.compute_dtype='int8' is not valid"),
         ("task", "sudoku", "config.task='sudoku' is not valid; choose one of"),
         ("task_options.release_dir", "/no/such/folder", "release_dir='/no/such/folder'"),
     ],
@@ -165,3 +167,15 @@ def test_cli_trains_and_prints_test_accuracy(data_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout
     assert os.path.exists(tmp_path / "results.json")
+
+
+def test_bfloat16_compute_keeps_float32_parameters(tiny_listops, tmp_path):
+    tiny_listops.compute_dtype = "bfloat16"
+    tiny_listops.num_train_steps = 10
+    results = train_and_evaluate(tiny_listops, str(tmp_path))
+    records = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]
+    assert all(np.isfinite(r["loss"]) for r in records) and 0 <= results["test_accuracy"] <= 1
+    from tests.test_checkpoint import saved_state
+
+    params = saved_state(tmp_path)["params"]
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype("float32")}
