@@ -132,7 +132,7 @@ def test_rope_needs_an_even_head_dimension():
 
 @pytest.mark.parametrize("name", sorted(ATTENTION))
 def test_each_name_selects_its_variant_from_a_task_config(name):
-    config = listops.get_config(f"size=tiny,attention={name}")
+    config = listops.get_config(f"attention={name}")
     assert config.model.attention == name
     options = config.model.attention_options[name].to_dict()
     assert options == default_options(name)
