@@ -75,8 +75,11 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run_bit_for_bit(
     assert_trees_equal(saved_state(tmp_path / "straight"), saved_state(tmp_path / "resumed"))
     assert resumed == straight
     losses = {
-        name: [(r["step"], r["loss"]) for r in read_metrics(str(tmp_path / name))
-               if r["split"] == "train" and r["step"] > 6]
+        name: [
+            (r["step"], r["loss"])
+            for r in read_metrics(str(tmp_path / name))
+            if r["split"] == "train" and r["step"] > 6
+        ]
         for name in ("straight", "resumed")
     }
     assert losses["resumed"] == losses["straight"]

@@ -104,8 +104,10 @@ def test_non_finite_loss_is_one_line_and_exit_1(data_dir, tmp_path):
     result = run(cli(data_dir, tmp_path / "run", "--config.num_train_steps=20",
                      "--config.optimizer.learning_rate=inf"))  # fmt: skip
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: the training loss became nan at step 2;"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: the training loss became nan at step 2;")
     )
     assert "Traceback" not in result.stderr
 
