@@ -90,3 +90,10 @@ def parse_args(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
             )
         values[key] = value
     return values
+
+
+def positive_arg(args: dict[str, str], key: str) -> int:
+    """A parsed config argument that must be a positive integer (one-line error otherwise)."""
+    if not args[key].isdigit() or int(args[key]) < 1:
+        raise UserError(f"config argument {key}={args[key]!r} must be a positive integer")
+    return int(args[key])

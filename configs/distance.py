@@ -16,15 +16,9 @@ length=<tokens per example>, distance=<positions between the two symbols>.
 import ml_collections
 
 from configs import base
-from research.errors import UserError, check_choice
+from research.errors import check_choice
 
 SIZES = ("base", "tiny")
-
-
-def _positive(args: dict, key: str) -> int:
-    if not args[key].isdigit() or int(args[key]) < 1:
-        raise UserError(f"config argument {key}={args[key]!r} must be a positive integer")
-    return int(args[key])
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -34,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     tiny = args["size"] == "tiny"
     args["length"] = args["length"] or ("64" if tiny else "256")
     args["distance"] = args["distance"] or ("16" if tiny else "64")
-    length, distance = _positive(args, "length"), _positive(args, "distance")
+    length, distance = base.positive_arg(args, "length"), base.positive_arg(args, "distance")
     config = base.get_config()
     config.task = "distance"
     config.task_options = ml_collections.ConfigDict(

@@ -20,21 +20,15 @@ docs/tasks.md).
 import ml_collections
 
 from configs import base
-from research.errors import UserError, check_choice
+from research.errors import check_choice
 
 SIZES = ("base", "tiny")
-
-
-def _positive(args: dict, key: str) -> int:
-    if not args[key].isdigit() or int(args[key]) < 1:
-        raise UserError(f"config argument {key}={args[key]!r} must be a positive integer")
-    return int(args[key])
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = base.parse_args(arg, {"size": "base", "attention": "full", "length": "64", "pairs": "8"})
     check_choice("config argument size", args["size"], SIZES)
-    length, pairs = _positive(args, "length"), _positive(args, "pairs")
+    length, pairs = base.positive_arg(args, "length"), base.positive_arg(args, "pairs")
     config = base.get_config()
     config.task = "recall"
     config.task_options = ml_collections.ConfigDict(

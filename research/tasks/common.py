@@ -1,7 +1,8 @@
 """Pieces every task builder shares: its DatasetInfo, option checks, folder names."""
 
+import dataclasses
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -40,3 +41,18 @@ def check_known_fields(options: Iterable[str], known: Iterable[str]) -> None:
 def path_digest(path: str) -> str:
     """A short stable name for a user's source path (one dataset folder per source)."""
     return hashlib.sha1(path.encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass
+class SourceConfig(tfds.core.BuilderConfig):
+    """A dataset read from one file or folder the user names (`config.task_options.source`)."""
+
+    source: str = ""
+
+
+def source_builder_config(task_options, resolve: Callable[[str], str], prefix: str) -> SourceConfig:
+    """Validates `task_options` (only `source`), resolves the source and names the folder."""
+    options = dict(task_options)
+    check_known_fields(options, {"source"})
+    source = resolve(options.get("source", ""))
+    return SourceConfig(name=f"{prefix}_{path_digest(source)}", source=source)

@@ -10,7 +10,6 @@ and b"labels" (N ints 0-9). Pixels become gray with the ITU-R 601 weights that L
 The batches are Python pickles, the format CIFAR is published in: read only a copy you trust.
 """
 
-import dataclasses
 import os
 import pickle
 import tarfile
@@ -121,18 +120,9 @@ def read_batches(source: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
-@dataclasses.dataclass
-class ImageConfig(tfds.core.BuilderConfig):
-    source: str = ""
-
-
-def builder_config(task_options) -> ImageConfig:
+def builder_config(task_options) -> common.SourceConfig:
     """The builder config for `config.task_options` (only `source`, the user's CIFAR-10 copy)."""
-    options = dict(task_options)
-    common.check_known_fields(options, {"source"})
-    source = resolve_source(options.get("source", ""))
-    digest = common.path_digest(source)
-    return ImageConfig(name=f"cifar10_gray_{digest}", source=source)
+    return common.source_builder_config(task_options, resolve_source, "cifar10_gray")
 
 
 class Image(tfds.core.GeneratorBasedBuilder):

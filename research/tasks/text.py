@@ -7,7 +7,6 @@ so 0 is padding only); LRA's length (1,000 or 4,000) is applied when batching wi
 `config.truncate=True`. As in LRA, the test reviews serve as both validation and test split.
 """
 
-import dataclasses
 import os
 import re
 import tarfile
@@ -98,18 +97,9 @@ def read_split(source: str, split: str) -> list[tuple[str, np.ndarray, int]]:
     return examples
 
 
-@dataclasses.dataclass
-class TextConfig(tfds.core.BuilderConfig):
-    source: str = ""
-
-
-def builder_config(task_options) -> TextConfig:
+def builder_config(task_options) -> common.SourceConfig:
     """The builder config for `config.task_options` (only `source`, the user's IMDb copy)."""
-    options = dict(task_options)
-    common.check_known_fields(options, {"source"})
-    source = resolve_source(options.get("source", ""))
-    digest = common.path_digest(source)
-    return TextConfig(name=f"imdb_{digest}", source=source)
+    return common.source_builder_config(task_options, resolve_source, "imdb")
 
 
 class Text(tfds.core.GeneratorBasedBuilder):
