@@ -3,6 +3,8 @@
 Fields map one-to-one onto `research.train.train_and_evaluate` and the modules it builds.
 """
 
+import math
+
 import ml_collections
 
 from research.attention import ATTENTION, default_options
@@ -42,8 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.schedule = "rsqrt"  # rsqrt | cosine | constant
-    # For rsqrt this is LRA's constant c in c * min(1, s/w) / sqrt(max(s, w)), not the peak rate.
-    config.optimizer.learning_rate = 0.05
+    # The peak rate, reached at the end of warmup, under every schedule. rsqrt is
+    # peak * min(1, s/w) * sqrt(w / max(s, w)), so LRA's constant c (its configs' 0.05, in
+    # c * min(1, s/w) / sqrt(max(s, w))) is written c / sqrt(w): 0.05 / sqrt(1000) = 1.58e-3.
+    config.optimizer.learning_rate = 0.05 / math.sqrt(1_000)
     config.optimizer.warmup_steps = 1_000
     config.optimizer.weight_decay = 0.1
     config.optimizer.b1 = 0.9
@@ -69,7 +73,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dropout_rate = 0.1
     config.model.attention_dropout_rate = 0.1
     config.model.positional = "learned"  # learned | sinusoidal | none
-    config.model.pool = "cls"  # cls | mean | last (the last real token)
+    # cls (a CLS vector prepended) | mean | last (the last real token) | first (the first real
+    # token, no CLS vector: LRA's dual encoder)
+    config.model.pool = "cls"
+    # Two-tower heads (research/models/heads.py TwoTower): lra ([u, v] -> Dense mlp_dim -> ReLU ->
+    # Dense mlp_dim / 2 -> ReLU -> classes, LRA's dual encoder) | interaction ([u, v, u*v, u-v] ->
+    # Dense mlp_dim -> ReLU -> classes)
+    config.model.two_tower_head = "interaction"
+    # LRA masks every token 0 (`inputs > 0`), so black pixels are padding on its pixel tasks; the
+    # attention mask and mean pooling then skip them. False: only real padding is masked.
+    config.model.mask_zero_tokens = False
     config.model.token_init_std = 1.0
     config.model.position_init_std = 0.02
     return config

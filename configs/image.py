@@ -26,8 +26,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task_options = ml_collections.ConfigDict(dict(source=""))
     config.model.attention = args["attention"]
     # LRA: 1024 pixels, emb 128, 8 heads (1 head reproduces only 36%), 1 layer, qkv 64, mlp 128,
-    # CLS pooling, dropout 0.3, attention dropout 0.2, batch 256, 35k steps, cosine schedule to
-    # 5e-4 after 175 warmup steps. LRA's image config has no weight decay.
+    # CLS pooling, learned positions, black pixels masked as padding (LRA masks every token 0),
+    # dropout 0.3, attention dropout 0.2, batch 256, 35k steps, cosine schedule to 5e-4 after 175
+    # warmup steps. LRA's image config has no weight decay.
     config.model.update(
         max_len=1_024,
         emb_dim=128,
@@ -36,6 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         mlp_dim=128,
         num_layers=1,
         pool="cls",
+        positional="learned",
+        mask_zero_tokens=True,
         dropout_rate=0.3,
         attention_dropout_rate=0.2,
     )
@@ -46,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.learning_rate = 5e-4
     config.optimizer.warmup_steps = 175
     config.optimizer.weight_decay = 0.0
-    if args["size"] == "tiny":
+    if args["size"] == "tiny":  # keeps LRA's learned positions and zero-pixel masking
         config.model.update(
             emb_dim=32,
             num_heads=2,

@@ -12,6 +12,8 @@ To train on the LRA release instead of generated data, point
 --config.task_options.release_dir at the folder holding basic_{train,val,test}.tsv.
 """
 
+import math
+
 import ml_collections
 
 from configs import base
@@ -39,13 +41,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     config.model.attention = args["attention"]
-    # LRA: length 2000, emb 512, 8 heads, 4 layers, qkv 512, mlp 1024, batch 32, 5k steps.
+    # LRA: length 2000, emb 512, 8 heads, 4 layers, qkv 512, mlp 1024, CLS pooling, fixed
+    # sinusoidal positions, batch 32, 5k steps.
     config.model.max_len = 2_000
+    config.model.positional = "sinusoidal"
     config.batch_size = 32
     config.num_train_steps = 5_000
     config.optimizer.schedule = "rsqrt"
-    config.optimizer.learning_rate = 0.05
     config.optimizer.warmup_steps = 1_000
+    # LRA's rsqrt constant 0.05 as the peak rate (see configs/base.py): 1.58e-3.
+    config.optimizer.learning_rate = 0.05 / math.sqrt(config.optimizer.warmup_steps)
     config.optimizer.weight_decay = 0.1
     if args["size"] == "tiny":
         _shrink_to_tiny(config)
@@ -53,7 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
-    """Short expressions and a small model: a few minutes on a 2-core CPU."""
+    """Short expressions and a small model: a few minutes on a 2-core CPU. Keeps LRA's sinusoidal
+    positions, which learn here as well as learned ones."""
     config.task_options.update(
         num_train=5_000, num_val=500, num_test=500, min_length=10, max_length=64, max_depth=4
     )
@@ -66,5 +72,7 @@ def _shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
     config.log_every_steps = 50
     config.eval_every_steps = 250
     config.optimizer.warmup_steps = 200
+    # LRA's rsqrt constant 0.05 over the shorter warmup: peak 3.54e-3.
+    config.optimizer.learning_rate = 0.05 / math.sqrt(config.optimizer.warmup_steps)
     # 256 random features would cost far more than exact attention over 64 tokens.
     config.model.attention_options.performer.num_features = 32

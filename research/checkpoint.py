@@ -21,6 +21,9 @@ from research.paths import workdir_path
 # Fields that define what a checkpoint is; resuming with any of these changed is refused.
 STRUCTURAL_PREFIXES = ("task", "task_options.", "model.", "batch_size")
 NON_STRUCTURAL = ("model.dropout_rate", "model.attention_dropout_rate")
+# Fields added after runs were saved without them, with the value those runs behaved as: a saved
+# config that lacks one matches a new config holding that value, so old workdirs still resume.
+ADDED_FIELDS = {"model.mask_zero_tokens": False, "model.two_tower_head": "interaction"}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -40,7 +43,8 @@ def config_differences(saved: dict, new: dict) -> list[str]:
     for field in sorted(set(old_flat) | set(new_flat)):
         if not field.startswith(STRUCTURAL_PREFIXES) or field in NON_STRUCTURAL:
             continue
-        old, value = old_flat.get(field, "<absent>"), new_flat.get(field, "<absent>")
+        old = old_flat.get(field, ADDED_FIELDS.get(field, "<absent>"))
+        value = new_flat.get(field, "<absent>")
         if old != value:
             differences.append(f"{field}: {old!r} -> {value!r}")
     return differences

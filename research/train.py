@@ -23,7 +23,7 @@ from tqdm import tqdm
 from research import checkpoint, parallel, tasks
 from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
 from research.metrics import MetricWriter
-from research.models import build_model, validate_model_config
+from research.models import MODELS, PER_POSITION_HEADS, build_model, validate_model_config
 from research.paths import workdir_path
 from research.tasks.pipeline import eval_batches, train_dataset
 
@@ -61,6 +61,17 @@ def resolve_config(
     config.model.vocab_size = task.vocab_size
     config.model.num_classes = task.num_classes
     validate_model_config(config.model)
+    per_position_head = config.model.head in PER_POSITION_HEADS
+    if task.per_position != per_position_head:
+        kind, heads = (
+            ("a target at every position", PER_POSITION_HEADS)
+            if task.per_position
+            else ("one label per example", sorted(set(MODELS) - set(PER_POSITION_HEADS)))
+        )
+        raise UserError(
+            f"config.model.head={config.model.head!r} does not fit task {config.task}, which has "
+            f"{kind}; choose one of: {', '.join(heads)}"
+        )
     return config
 
 
@@ -68,14 +79,21 @@ def resolve_config(
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
-    """rsqrt: LRA's c * min(1, s/w) / sqrt(max(s, w)); cosine: linear warmup then cosine to 0."""
+    """Step -> rate; every schedule peaks at `config.learning_rate` (at the end of warmup), so one
+    rate means the same thing under each and a learning-rate ablation compares like with like.
+
+    rsqrt: peak * min(1, s/w) * sqrt(w / max(s, w)), LRA's c * min(1, s/w) / sqrt(max(s, w)) with
+    c = peak * sqrt(w) (LRA's `rsqrt_normalized_decay`); cosine: linear warmup, then cosine to 0 at
+    `num_steps`; constant: linear warmup, then flat.
+    """
     rate, warmup = config.learning_rate, config.warmup_steps
     if config.schedule == "rsqrt":
         warmup = max(warmup, 1)
 
         def rsqrt(step):
             step = jnp.asarray(step, jnp.float32)
-            return rate * jnp.minimum(1.0, step / warmup) * jax.lax.rsqrt(jnp.maximum(step, warmup))
+            decay = jnp.sqrt(warmup / jnp.maximum(step, warmup))
+            return rate * jnp.minimum(1.0, step / warmup) * decay
 
         return rsqrt
     if config.schedule == "cosine":
@@ -134,8 +152,16 @@ def create_train_state(config: ml_collections.ConfigDict, optimizer):
 
 
 def classification_metrics(logits_BC, labels_B, weights_B) -> dict:
-    """Weighted sums (not means), so batches and devices can be added up exactly."""
+    """Weighted sums (not means), so batches and devices can be added up exactly.
+
+    Per-position tasks pass logits_BTC and labels_BT; a label < 0 marks a position without a
+    target, which gets weight 0. `weights_B` (per example) broadcasts over the positions.
+    """
     logits_BC = logits_BC.astype(jnp.float32)
+    scored_B = labels_B >= 0
+    labels_B = jnp.where(scored_B, labels_B, 0)
+    weights_B = weights_B.reshape(weights_B.shape + (1,) * (labels_B.ndim - weights_B.ndim))
+    weights_B = weights_B * scored_B
     losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BC, labels_B)
     correct_B = (jnp.argmax(logits_BC, axis=-1) == labels_B).astype(jnp.float32)
     return {
@@ -168,14 +194,14 @@ def make_train_step(
         dropout_key = jax.random.fold_in(state.dropout_key, state.step)
         if axis_name:
             dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
-        weights_B = jnp.ones(batch["label"].shape, jnp.float32)
+        weights_B = jnp.ones(batch["label"].shape[:1], jnp.float32)
 
         def loss_fn(params):
             model = nnx.merge(graphdef, cast_floating(params, compute_dtype), state.rest)
             logits_BC = model(batch, deterministic=False, rngs=nnx.Rngs(dropout=dropout_key))
             sums = classification_metrics(logits_BC, batch["label"], weights_B)
             rest = nnx.state(model, nnx.Not(nnx.Param))
-            return sums["loss_sum"] / sums["count"], (sums, rest)
+            return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), (sums, rest)
 
         (_, (sums, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         if axis_name:
@@ -260,6 +286,13 @@ class Run:
         enable_compilation_cache(config.compilation_cache_dir)
 
         optimizer = create_optimizer(config, config.num_train_steps)
+        opt, steps = config.optimizer, config.num_train_steps
+        peak = f"peak learning rate {opt.learning_rate:.2e} ({opt.schedule} schedule, warmup "
+        peak += f"{opt.warmup_steps} steps)"
+        if steps < opt.warmup_steps:  # as in LRA's Retrieval (5,000 steps, warmup 8,000)
+            last = float(learning_rate_schedule(opt, steps)(steps))
+            peak += f"; this run ends in warmup at {last:.2e}"
+        self.say(peak)
         self.graphdef, initial = create_train_state(config, optimizer)
         axis = parallel.AXIS if topology.mode == "pmap" else None
         self.train_step = topology.compile_train_step(

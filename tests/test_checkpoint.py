@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from research import train
+from research import checkpoint, train
 from research.errors import NonFiniteLossError, UserError
 from research.metrics import read_metrics
 
@@ -124,3 +124,14 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(resum
         train.train_and_evaluate(resumable, str(tmp_path))
     assert checkpoint_steps(tmp_path)[-1] == 12
     assert_trees_equal(saved_state(tmp_path, 12), good)
+
+
+def test_fields_added_later_match_their_old_behaviour():
+    saved = {"model": {"num_layers": 2}}
+    added = {"mask_zero_tokens": False, "two_tower_head": "interaction"}
+    assert checkpoint.config_differences(saved, {"model": {"num_layers": 2, **added}}) == []
+    changed = {"model": {"num_layers": 2, "mask_zero_tokens": True, "two_tower_head": "lra"}}
+    assert checkpoint.config_differences(saved, changed) == [
+        "model.mask_zero_tokens: False -> True",
+        "model.two_tower_head: 'interaction' -> 'lra'",
+    ]

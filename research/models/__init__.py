@@ -5,12 +5,15 @@ from flax import nnx
 from research.attention import resolve_options
 from research.errors import UserError, check_choice, check_positive
 from research.models.encoder import POSITIONAL
-from research.models.heads import POOLING, Classifier, TwoTower
+from research.models.heads import POOLING, TWO_TOWER_HEADS, Classifier, Tagger, TwoTower
 
 MODELS = {
     "classifier": Classifier,
     "two_tower": TwoTower,
+    "tagger": Tagger,
 }
+#: Heads that predict a class at every position (for tasks whose label is a sequence).
+PER_POSITION_HEADS = ("tagger",)
 
 
 def validate_model_config(config) -> None:
@@ -18,6 +21,8 @@ def validate_model_config(config) -> None:
     check_choice("config.model.head", config.head, sorted(MODELS))
     check_choice("config.model.pool", config.pool, POOLING)
     check_choice("config.model.positional", config.positional, POSITIONAL)
+    check_choice("config.model.two_tower_head", config.two_tower_head, TWO_TOWER_HEADS)
+    check_choice("config.model.mask_zero_tokens", config.mask_zero_tokens, (False, True))
     resolve_options(config.attention, config.attention_options.get(config.attention, {}))
     for field in ("vocab_size", "max_len", "emb_dim", "num_heads", "mlp_dim", "num_layers"):
         check_positive(f"config.model.{field}", config[field])

@@ -116,19 +116,24 @@ class Encoder(nnx.Module):
     """Embedding, `num_layers` pre-norm blocks and a final LayerNorm.
 
     `config` is `config.model` (see configs/base.py); its fields name every hyperparameter here.
+    `prepend_cls` (default: `config.pool == "cls"`) puts a learned CLS vector in front; heads that
+    read every position pass False.
     """
 
-    def __init__(self, config, *, rngs: nnx.Rngs):
+    def __init__(self, config, *, prepend_cls: bool | None = None, rngs: nnx.Rngs):
+        if prepend_cls is None:
+            prepend_cls = config.pool == "cls"
         self.embedding = Embedding(
             vocab_size=config.vocab_size,
             max_len=config.max_len,
             features=config.emb_dim,
             positional=config.positional,
-            prepend_cls=config.pool == "cls",
+            prepend_cls=prepend_cls,
             token_init_std=config.token_init_std,
             position_init_std=config.position_init_std,
             rngs=rngs,
         )
+        self.mask_zero_tokens = config.mask_zero_tokens
         self.dropout = nnx.Dropout(config.dropout_rate)
         self.blocks = nnx.List([EncoderBlock(config, rngs=rngs) for _ in range(config.num_layers)])
         self.final_norm = nnx.LayerNorm(config.emb_dim, rngs=rngs)
@@ -136,7 +141,13 @@ class Encoder(nnx.Module):
     def __call__(
         self, tokens_BT: Array, mask_BT: Array, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> tuple[Array, Array]:
-        """Returns (encoded_BLE, mask_BL); L = T + 1 when a CLS vector is prepended."""
+        """Returns (encoded_BLE, mask_BL); L = T + 1 when a CLS vector is prepended.
+
+        With `mask_zero_tokens` every token 0 counts as padding (LRA's `inputs > 0`), for the
+        attention and, through the returned mask, for pooling.
+        """
+        if self.mask_zero_tokens:
+            mask_BT = mask_BT & (tokens_BT != 0)
         x_BTE, mask_BT = self.embedding(tokens_BT, mask_BT)
         x_BTE = self.dropout(x_BTE, deterministic=deterministic, rngs=rngs)
         for block in self.blocks:

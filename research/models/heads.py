@@ -1,6 +1,7 @@
-"""Models built from the encoder: pooling and classification heads.
+"""Models built from the encoder: pooling and classification heads, and a per-position head.
 
-Every model takes the batch dict produced by `research.tasks.pipeline` and returns logits_BC.
+Every model takes the batch dict produced by `research.tasks.pipeline` and returns logits_BC
+(one class per example) or, for the per-position `Tagger`, logits_BTC.
 """
 
 import jax
@@ -10,14 +11,19 @@ from jax import Array
 
 from research.models.encoder import Encoder
 
-POOLING = ("cls", "mean", "last")
+POOLING = ("cls", "mean", "last", "first")
+TWO_TOWER_HEADS = ("lra", "interaction")
 
 
 def pool(encoded_BLE: Array, mask_BL: Array, kind: str) -> Array:
-    """pooled_BE: position 0 (the CLS vector), the mean over real tokens, or the last real token
-    (where a query sits in recall-style tasks: reading it there saves the model one hop)."""
+    """pooled_BE: position 0 (the CLS vector), the mean over real tokens, the last real token
+    (where a query sits in recall-style tasks: reading it there saves the model one hop), or the
+    first real token (LRA's dual encoder, which prepends no CLS vector)."""
     if kind == "cls":
         return encoded_BLE[:, 0]
+    if kind == "first":
+        first_B = jnp.argmax(mask_BL, axis=1)  # the first True; 0 when a row has none
+        return jnp.take_along_axis(encoded_BLE, first_B[:, None, None], axis=1)[:, 0]
     if kind == "last":
         last_B = jnp.maximum(mask_BL.sum(axis=1) - 1, 0)
         return jnp.take_along_axis(encoded_BLE, last_B[:, None, None], axis=1)[:, 0]
@@ -54,17 +60,40 @@ class Classifier(nnx.Module):
         return self.head(pool(encoded_BLE, mask_BL, self.pool_kind))
 
 
-class TwoTower(nnx.Module):
-    """One shared encoder over two documents; [u, v, u*v, u-v] of the pooled vectors -> MLP head.
+class PairClassifier(nnx.Module):
+    """LRA's dual-encoder head (common_layers.classifier_head_dual): Linear to `hidden` -> ReLU ->
+    Linear to hidden // 2 -> ReLU -> Linear to `num_classes` logits."""
 
-    Reads batch["tokens1"], batch["mask1"], batch["tokens2"], batch["mask2"] (LRA's Retrieval
-    dual encoder: both towers are the same parameters).
+    def __init__(self, in_features: int, hidden: int, num_classes: int, *, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(in_features, hidden, rngs=rngs)
+        self.hidden2 = nnx.Linear(hidden, hidden // 2, rngs=rngs)
+        self.logits = nnx.Linear(hidden // 2, num_classes, rngs=rngs)
+
+    def __call__(self, x_BF: Array) -> Array:
+        return self.logits(jax.nn.relu(self.hidden2(jax.nn.relu(self.hidden(x_BF)))))
+
+
+class TwoTower(nnx.Module):
+    """One shared encoder over two documents, pooled to u_BE and v_BE, then a head on the pair.
+
+    `config.two_tower_head`: "lra" is LRA's dual encoder, [u, v] -> PairClassifier; "interaction"
+    is [u, v, u*v, u-v] -> MlpClassifier, which hands the head the products and differences it
+    would otherwise have to learn. Reads batch["tokens1"], batch["mask1"], batch["tokens2"],
+    batch["mask2"]; both towers are the same parameters, as in LRA.
     """
 
     def __init__(self, config, *, rngs: nnx.Rngs):
         self.pool_kind = config.pool
+        self.interaction = config.two_tower_head == "interaction"
         self.encoder = Encoder(config, rngs=rngs)
-        self.head = MlpClassifier(4 * config.emb_dim, config.mlp_dim, config.num_classes, rngs=rngs)
+        if self.interaction:
+            self.head = MlpClassifier(
+                4 * config.emb_dim, config.mlp_dim, config.num_classes, rngs=rngs
+            )
+        else:
+            self.head = PairClassifier(
+                2 * config.emb_dim, config.mlp_dim, config.num_classes, rngs=rngs
+            )
 
     def __call__(
         self, batch: dict, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
@@ -76,4 +105,25 @@ class TwoTower(nnx.Module):
             tokens_NT, mask_NT, deterministic=deterministic, rngs=rngs
         )
         u_BE, v_BE = jnp.split(pool(encoded_NLE, mask_NL, self.pool_kind), 2, axis=0)
-        return self.head(jnp.concatenate([u_BE, v_BE, u_BE * v_BE, u_BE - v_BE], axis=-1))
+        pair = [u_BE, v_BE, u_BE * v_BE, u_BE - v_BE] if self.interaction else [u_BE, v_BE]
+        return self.head(jnp.concatenate(pair, axis=-1))
+
+
+class Tagger(nnx.Module):
+    """Encoder -> one linear layer per position: logits_BTC (no CLS, no pooling).
+
+    For tasks with a target at some positions (associative recall, distance); the loss and the
+    accuracy count only the positions whose label is >= 0.
+    """
+
+    def __init__(self, config, *, rngs: nnx.Rngs):
+        self.encoder = Encoder(config, prepend_cls=False, rngs=rngs)
+        self.logits = nnx.Linear(config.emb_dim, config.num_classes, rngs=rngs)
+
+    def __call__(
+        self, batch: dict, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> Array:
+        encoded_BTE, _ = self.encoder(
+            batch["tokens"], batch["mask"], deterministic=deterministic, rngs=rngs
+        )
+        return self.logits(encoded_BTE)

@@ -18,6 +18,8 @@ class Task:
 
     builder_config: maps `config.task_options` to a `tfds.core.BuilderConfig` (validating it).
     sequence_fields: the token fields of an example; each gets a padding mask in the batch.
+    per_position: the label is a class per position (-1 = no target), read by a per-position
+      head (`config.model.head = "tagger"`), not one class per example.
     """
 
     name: str
@@ -26,6 +28,7 @@ class Task:
     vocab_size: int
     num_classes: int
     sequence_fields: tuple[str, ...] = ("tokens",)
+    per_position: bool = False
 
 
 TASKS = {
@@ -71,6 +74,7 @@ TASKS = {
         builder_config=diagnostics.recall_builder_config,
         vocab_size=diagnostics.RECALL_VOCAB_SIZE,
         num_classes=diagnostics.MAX_VALUES,
+        per_position=True,
     ),
     "distance": Task(
         name="distance",
@@ -78,6 +82,7 @@ TASKS = {
         builder_config=diagnostics.distance_builder_config,
         vocab_size=diagnostics.DISTANCE_VOCAB_SIZE,
         num_classes=2,
+        per_position=True,
     ),
 }
 

@@ -16,11 +16,19 @@ def classification_info(
     num_classes: int,
     token_fields: Sequence[str] = ("tokens",),
     token_shape: tuple = (None,),
+    per_position_labels: bool = False,
 ) -> tfds.core.DatasetInfo:
-    """uint8 token sequences and a class label; metadata carries "max_length" (set on build)."""
+    """uint8 token sequences and a class label; metadata carries "max_length" (set on build).
+
+    With `per_position_labels` the label is an int8 sequence as long as the tokens: a class per
+    position, -1 where a position has no target.
+    """
     features = {field: tfds.features.Tensor(shape=token_shape, dtype=np.uint8)
                 for field in token_fields}  # fmt: skip
-    features["label"] = tfds.features.ClassLabel(num_classes=num_classes)
+    if per_position_labels:
+        features["label"] = tfds.features.Tensor(shape=(None,), dtype=np.int8)
+    else:
+        features["label"] = tfds.features.ClassLabel(num_classes=num_classes)
     return tfds.core.DatasetInfo(
         builder=builder,
         description=type(builder).__doc__,

@@ -1,19 +1,21 @@
-"""Diagnostic tasks generated locally: associative recall, and a dependency at a chosen distance.
+"""Diagnostic tasks generated locally, both with a target at many positions (per-position labels).
 
-Recall (multi-query associative recall, Arora et al. 2023, one query per example): `num_pairs`
-key-value pairs with distinct keys and distinct values, filler up to `length`, then a query key;
-the label is the value paired with it. Tokens: 0 padding, 1 filler, 2.. keys, then values; the label
-is the value's index (0 .. MAX_VALUES - 1). A model that finds the pairs but not the right one sits
-at 1 / num_pairs accuracy.
+Multi-query associative recall (MQAR; Arora et al. 2023, "Zoology"): `num_pairs` key-value pairs
+with distinct keys, then each key queried once at a later position; the target at a query position
+is the value paired with its key, every other position has no target. The value never appears at
+the query, so even bidirectional attention cannot copy it: the model must find the earlier key and
+read the token after it (an induction step). Tokens: 0 padding, 1 filler, 2.. keys, then values;
+targets are value indices (0 .. MAX_VALUES - 1).
 
-Distance: `length` random symbols (1 .. num_symbols); the label is 1 exactly when the symbols at
-positions 0 and `distance` are equal (balanced 50/50). With CLS pooling the decision is read at the
-CLS position in front of position 0, so a local window of w positions (one layer) can see both
-symbols only when the distance fits in it: accuracy stays at chance once the distance exceeds the
-model's receptive field (layers x window).
+Distance: `length` random symbols (1 .. num_symbols); at every position t >= `distance` the target
+is 1 exactly when the symbol at t equals the one at t - distance (balanced 50/50 at each position;
+no target before). Every target needs the one position `distance` back, so a model whose receptive
+field (layers x window for local attention) is shorter than the distance stays at chance, and one
+that reaches it can be perfect.
 
-Both are TFDS builders (array_record) like every other task; generation is chunked and
-deterministic for a seed (research.tasks.parallel_generation).
+Labels are stored as one int8 per position, -1 where there is no target (the trainer gives those
+zero weight). Both are TFDS builders (array_record) like every other task; generation is chunked
+and deterministic for a seed (research.tasks.parallel_generation).
 """
 
 import dataclasses
@@ -22,9 +24,10 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from research.errors import UserError
+from research.errors import UserError, check_choice
 from research.tasks import common, parallel_generation
 
+NO_TARGET = -1
 FILLER = 1
 MAX_KEYS = 64
 MAX_VALUES = 64
@@ -34,11 +37,14 @@ RECALL_VOCAB_SIZE = FIRST_VALUE + MAX_VALUES
 MAX_SYMBOLS = 16
 DISTANCE_VOCAB_SIZE = MAX_SYMBOLS + 1
 SPLIT_STREAMS = ("train", "validation", "test")
+QUERY_PLACEMENTS = ("random", "adjacent")
 
 
 def _check_ints(options) -> None:
     for field in dataclasses.fields(options):
         value = getattr(options, field.name)
+        if field.type is not int:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise UserError(f"config.task_options.{field.name}={value!r} must be an integer >= 0")
     for field in ("num_train", "num_val", "num_test"):
@@ -50,10 +56,18 @@ def _check_ints(options) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class RecallOptions:
+    """MQAR: `num_pairs` pairs from `num_keys` keys and `num_values` values in `length` tokens.
+
+    Keys and values are distinct within an example, as in Zoology. queries: "random" puts the
+    queries at distinct positions drawn uniformly after the pairs (Zoology spreads them over the
+    rest of the sequence, with a power law favouring early ones), "adjacent" right after the pairs.
+    """
+
     num_pairs: int = 8
-    num_keys: int = 16
-    num_values: int = 16
+    num_keys: int = 64
+    num_values: int = 64
     length: int = 64
+    queries: str = "random"
     num_train: int = 20_000
     num_val: int = 1_000
     num_test: int = 1_000
@@ -61,37 +75,46 @@ class RecallOptions:
 
     def validate(self) -> None:
         _check_ints(self)
-        if not 1 <= self.num_pairs <= min(self.num_keys, self.num_values):
-            raise UserError(
-                f"config.task_options.num_pairs={self.num_pairs} must lie in 1..min(num_keys="
-                f"{self.num_keys}, num_values={self.num_values}) (keys and values are distinct)"
-            )
+        check_choice("config.task_options.queries", self.queries, QUERY_PLACEMENTS)
         if self.num_keys > MAX_KEYS or self.num_values > MAX_VALUES:
             raise UserError(
                 f"config.task_options.num_keys and num_values must be at most {MAX_KEYS} and "
                 f"{MAX_VALUES}"
             )
-        if self.length < 2 * self.num_pairs + 1:
+        if not 1 <= self.num_pairs <= min(self.num_keys, self.num_values):
             raise UserError(
-                f"config.task_options.length={self.length} is shorter than 2 * num_pairs + 1 = "
-                f"{2 * self.num_pairs + 1}"
+                f"config.task_options.num_pairs={self.num_pairs} must lie in 1..min(num_keys="
+                f"{self.num_keys}, num_values={self.num_values}) (keys and values are distinct)"
+            )
+        if self.length < 3 * self.num_pairs:
+            raise UserError(
+                f"config.task_options.length={self.length} is shorter than 3 * num_pairs = "
+                f"{3 * self.num_pairs} (the pairs, then one query per key)"
             )
 
 
 def make_recall_chunk(
     options: RecallOptions, seed_sequence: np.random.SeedSequence, count: int
-) -> list[tuple[np.ndarray, int]]:
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` MQAR examples: (tokens_T uint8, targets_T int8 with NO_TARGET off the queries)."""
     rng = np.random.default_rng(seed_sequence)
+    pairs, length = options.num_pairs, options.length
     examples = []
     for _ in range(count):
-        keys = rng.choice(options.num_keys, options.num_pairs, replace=False)
-        values = rng.choice(options.num_values, options.num_pairs, replace=False)
-        tokens = np.full(options.length, FILLER, np.uint8)
-        tokens[0 : 2 * options.num_pairs : 2] = FIRST_KEY + keys
-        tokens[1 : 2 * options.num_pairs : 2] = FIRST_VALUE + values
-        query = rng.integers(options.num_pairs)
-        tokens[-1] = FIRST_KEY + keys[query]
-        examples.append((tokens, int(values[query])))
+        keys = rng.choice(options.num_keys, pairs, replace=False)
+        values = rng.choice(options.num_values, pairs, replace=False)
+        tokens = np.full(length, FILLER, np.uint8)
+        targets = np.full(length, NO_TARGET, np.int8)
+        tokens[0 : 2 * pairs : 2] = FIRST_KEY + keys
+        tokens[1 : 2 * pairs : 2] = FIRST_VALUE + values
+        if options.queries == "random":
+            where = np.sort(rng.choice(np.arange(2 * pairs, length), pairs, replace=False))
+        else:
+            where = np.arange(2 * pairs, 3 * pairs)
+        order = rng.permutation(pairs)
+        tokens[where] = FIRST_KEY + keys[order]
+        targets[where] = values[order]
+        examples.append((tokens, targets))
     return examples
 
 
@@ -120,15 +143,22 @@ class DistanceOptions:
 
 def make_distance_chunk(
     options: DistanceOptions, seed_sequence: np.random.SeedSequence, count: int
-) -> list[tuple[np.ndarray, int]]:
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` examples: (tokens_T uint8, targets_T int8: [x_t == x_{t-d}] for t >= d, else -1).
+
+    Left to right, each symbol from `distance` on copies the one `distance` back (target 1) or
+    shifts it by 1..num_symbols-1 (target 0), with probability 1/2 each.
+    """
     rng = np.random.default_rng(seed_sequence)
-    symbols = options.num_symbols
-    tokens_NL = rng.integers(1, symbols + 1, (count, options.length)).astype(np.uint8)
-    labels_N = rng.integers(2, size=count)
-    # Label 1: copy the first symbol; label 0: shift it by 1..symbols-1 so it differs.
-    shift_N = np.where(labels_N == 1, 0, rng.integers(1, symbols, size=count))
-    tokens_NL[:, options.distance] = (tokens_NL[:, 0] - 1 + shift_N) % symbols + 1
-    return [(tokens, int(label)) for tokens, label in zip(tokens_NL, labels_N, strict=True)]
+    symbols, d, length = options.num_symbols, options.distance, options.length
+    tokens_NL = rng.integers(0, symbols, (count, length))
+    targets_NL = np.full((count, length), NO_TARGET, np.int8)
+    targets_NL[:, d:] = rng.integers(2, size=(count, length - d))
+    shift_NL = np.where(targets_NL == 1, 0, rng.integers(1, symbols, size=(count, length)))
+    for t in range(d, length):
+        tokens_NL[:, t] = (tokens_NL[:, t - d] + shift_NL[:, t]) % symbols
+    tokens_NL = (tokens_NL + 1).astype(np.uint8)
+    return list(zip(tokens_NL, targets_NL, strict=True))
 
 
 @dataclasses.dataclass
@@ -161,15 +191,18 @@ def distance_builder_config(task_options) -> DiagnosticConfig:
 
 
 class _Generated(tfds.core.GeneratorBasedBuilder):
-    """A generated diagnostic: uint8 tokens and a label; `make_chunk` draws the examples."""
+    """A generated diagnostic: uint8 tokens, int8 per-position targets; `make_chunk` draws them."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"2.0.0": "targets at every position (MQAR; distance at every position)"}
     BUILDER_CONFIGS = []
     NUM_CLASSES = 2
     make_chunk = None
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return common.classification_info(self, num_classes=self.NUM_CLASSES)
+        return common.classification_info(
+            self, num_classes=self.NUM_CLASSES, per_position_labels=True
+        )
 
     def _split_generators(self, dl_manager):
         options = self.builder_config.options
@@ -195,7 +228,7 @@ class _Generated(tfds.core.GeneratorBasedBuilder):
 
 
 class Recall(_Generated):
-    """Multi-query associative recall, one query per example; the label is the recalled value."""
+    """Multi-query associative recall: the target at each query is the value paired with its key."""
 
     name = "lra_recall"
     NUM_CLASSES = MAX_VALUES
@@ -203,7 +236,7 @@ class Recall(_Generated):
 
 
 class Distance(_Generated):
-    """Are the symbols at positions 0 and `distance` equal?"""
+    """At each position t >= distance: is the symbol at t the one at t - distance?"""
 
     name = "lra_distance"
     NUM_CLASSES = 2

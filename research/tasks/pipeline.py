@@ -1,8 +1,9 @@
 """grain input pipelines over `tfds.data_source` splits: shuffle, pad, batch, repeat.
 
 Batches are dicts of numpy arrays: for each token field `tokens*` an int32 [B, max_len] array and
-its padding mask `mask*` (bool, True = real token), `label` int32 [B], and in evaluation batches
-`weight` float32 [B] (0 for the filler rows that complete the last batch).
+its padding mask `mask*` (bool, True = real token), `label` int32 [B] (or [B, max_len] for tasks
+with a target per position, -1 where there is none), and in evaluation batches `weight` float32 [B]
+(0 for the filler rows that complete the last batch).
 
 Training order is a pure function of the seed and the process's shard, so a run can be repeated and
 its iterator state checkpointed (`iterator.get_state()` / `set_state()`).
@@ -25,8 +26,16 @@ def mask_field(token_field: str) -> str:
 def pad_example(
     example: dict, *, max_len: int, sequence_fields: Sequence[str], truncate: bool = False
 ) -> dict:
-    """One example -> fixed-length int32 tokens and masks; too long fails unless truncating."""
-    out = {"label": np.int32(example["label"])}
+    """One example -> fixed-length int32 tokens and masks; too long fails unless truncating.
+
+    A per-position label (a sequence, -1 = no target) is cut and padded like the tokens.
+    """
+    label = np.asarray(example["label"], np.int32)
+    if label.ndim:
+        padded = np.full(max_len, -1, np.int32)
+        padded[: min(len(label), max_len)] = label[:max_len]
+        label = padded
+    out = {"label": label}
     for field in sequence_fields:
         tokens = np.asarray(example[field])
         if len(tokens) > max_len:

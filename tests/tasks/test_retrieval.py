@@ -94,7 +94,8 @@ def test_labels_written_as_floats_or_ints():
 
 def tiny_two_tower():
     config = retrieval_config.get_config("size=tiny").model
-    config.update(vocab_size=256, num_classes=2, max_len=12)
+    # The interaction head; LRA's [u, v] head is tested in tests/models/test_heads.py.
+    config.update(vocab_size=256, num_classes=2, max_len=12, two_tower_head="interaction")
     return config, build_model(config, rngs=nnx.Rngs(0))
 
 

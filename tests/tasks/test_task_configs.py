@@ -2,6 +2,7 @@
 formats), the configs mirror LRA's released settings, and the train command runs a new task."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from cifar_fixture import write_cifar
 
-from configs import distance, image, pathfinder, recall, retrieval, text
+from configs import distance, image, listops, pathfinder, recall, retrieval, text
 from research.attention import ATTENTION
 from research.errors import UserError
 from research.train import train_and_evaluate
@@ -118,13 +119,26 @@ def test_configs_mirror_lra():
     assert (config.model.max_len, config.model.emb_dim, config.model.num_heads) == (1000, 256, 4)
     assert (config.model.num_layers, config.model.mlp_dim, config.batch_size) == (4, 1024, 32)
     assert (config.num_train_steps, config.optimizer.warmup_steps) == (20_000, 8_000)
-    assert config.optimizer.schedule == "rsqrt" and config.optimizer.learning_rate == 0.05
+    # learning_rate is the peak: LRA's rsqrt constant 0.05 over sqrt(warmup).
+    assert config.optimizer.schedule == "rsqrt"
+    assert math.isclose(config.optimizer.learning_rate, 0.05 / math.sqrt(8_000))
     assert config.truncate and config.model.pool == "cls"
+    assert config.model.positional == "sinusoidal" and not config.model.mask_zero_tokens
     assert text.get_config("length=4000").model.max_len == 4000
+
+    config = listops.get_config()
+    assert (config.model.pool, config.model.positional) == ("cls", "sinusoidal")
+    assert (config.optimizer.schedule, config.optimizer.warmup_steps) == ("rsqrt", 1_000)
+    assert math.isclose(config.optimizer.learning_rate, 0.05 / math.sqrt(1_000))
 
     config = retrieval.get_config()
     assert config.model.head == "two_tower" and config.model.max_len == 4000
     assert (config.model.emb_dim, config.model.mlp_dim, config.num_train_steps) == (128, 512, 5000)
+    # LRA's dual encoder: the first token's output (no CLS vector), [u, v] -> 512 -> 256 -> 2.
+    assert (config.model.pool, config.model.two_tower_head) == ("first", "lra")
+    assert config.model.positional == "sinusoidal"
+    assert config.optimizer.warmup_steps == 8_000
+    assert math.isclose(config.optimizer.learning_rate, 0.05 / math.sqrt(8_000))
 
     config = image.get_config()
     assert (config.model.num_heads, config.model.num_layers, config.model.qkv_dim) == (8, 1, 64)
@@ -135,9 +149,12 @@ def test_configs_mirror_lra():
     )
     assert (config.model.dropout_rate, config.model.attention_dropout_rate) == (0.3, 0.2)
     assert config.optimizer.schedule == "cosine" and config.optimizer.learning_rate == 5e-4
+    assert config.model.positional == "learned" and config.model.mask_zero_tokens
 
     config = pathfinder.get_config()
     assert config.model.max_len == 1024 and config.model.pool == "mean"
+    assert config.model.positional == "sinusoidal" and config.model.mask_zero_tokens
+    assert (config.model.dropout_rate, config.model.attention_dropout_rate) == (0.2, 0.1)
     assert (config.model.emb_dim, config.model.num_heads, config.model.qkv_dim) == (32, 4, 16)
     assert (config.batch_size, config.num_train_steps, config.optimizer.warmup_steps) == (
         512,
@@ -146,16 +163,54 @@ def test_configs_mirror_lra():
     )
     assert config.task_options.contour_length == 14
 
+    config = pathfinder.get_config("resolution=64")  # LRA's pathfinder64 config
+    model = config.model
+    assert (model.max_len, model.pool, model.positional) == (4096, "cls", "learned")
+    assert (model.emb_dim, model.num_heads, model.num_layers, model.qkv_dim, model.mlp_dim) == (
+        32,
+        4,
+        2,
+        32,
+        32,
+    )
+    assert (model.dropout_rate, model.attention_dropout_rate, model.mask_zero_tokens) == (
+        0.1,
+        0.1,
+        True,
+    )
+    assert (config.batch_size, config.num_train_steps, config.optimizer.warmup_steps) == (
+        256,
+        125_000,
+        625,
+    )
+    assert (config.optimizer.schedule, config.optimizer.learning_rate) == ("cosine", 1e-3)
+    assert (config.optimizer.weight_decay, config.optimizer.grad_clip_norm) == (0.0, 0.0)
+
     config = pathfinder.get_config("resolution=128")  # Path-X
     assert config.model.max_len == 16_384 and config.task_options.resolution == 128
+    assert (config.model.pool, config.model.positional) == ("mean", "learned")
+    assert config.model.mask_zero_tokens
     assert (config.model.num_heads, config.model.num_layers, config.batch_size) == (2, 1, 64)
     assert config.num_train_steps == 500_000 and config.optimizer.grad_clip_norm == 1.0
     assert config.optimizer.warmup_steps == 2_500
 
+
+def test_diagnostic_configs_default_to_what_learns():
     config = recall.get_config()
-    assert config.model.token_init_std == config.model.position_init_std == 1.0
+    assert (config.model.head, config.model.causal, config.model.positional) == (
+        "tagger",
+        True,
+        "sinusoidal",
+    )
+    assert config.model.token_init_std == 1.0
     assert (config.task_options.length, config.task_options.num_pairs) == (64, 8)
-    assert distance.get_config("distance=100,length=128").task_options.distance == 100
+    assert (config.task_options.num_keys, config.task_options.num_values) == (64, 64)
+    # One argument sweeps the pairs; the length follows unless given.
+    assert recall.get_config("pairs=32").task_options.length == 128
+    assert recall.get_config("pairs=32,length=256").task_options.length == 256
+    config = distance.get_config("distance=100,length=128,layers=2")
+    assert (config.task_options.distance, config.model.num_layers) == (100, 2)
+    assert (config.model.head, config.model.positional) == ("tagger", "sinusoidal")
 
 
 @pytest.mark.parametrize(
