@@ -20,15 +20,21 @@ from jax import Array
 
 from research.attention.base import SelfAttention
 from research.attention.full import pad_to
-from research.errors import UserError, check_choice, check_positive
+from research.errors import check_choice, check_positive
 
 REDRAW = ("never", "step")
 
+# Floor on a positive denominator, so 1/den^2 in its gradient stays finite in float32. FAVOR+
+# rows are scaled so their largest query and key features are 1/sqrt(M); their denominators
+# measured >= 1e-6 for unit-variance q, k (D <= 128, M <= 4096, N = 256), so the floor acts only
+# far outside the regime where the estimate means anything.
+DEN_FLOOR = 1e-18
+
 
 def _divide(num: Array, den: Array) -> Array:
-    """num / den, and 0 (with zero gradient) where den is 0: a query with no valid key."""
+    """num / max(den, DEN_FLOOR), and 0 (with zero gradient) where den is 0: no valid key."""
     ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+    return jnp.where(ok, num / jnp.where(ok, jnp.maximum(den, DEN_FLOOR), 1.0), 0.0)
 
 
 def linear_attention(
@@ -39,14 +45,28 @@ def linear_attention(
     *,
     causal: bool,
     chunk_size: int,
+    key_log_scale_BSH: Array | None = None,
 ) -> Array:
-    """The kernelised attention above for non-negative features; returns out_BTHD (float32 sums)."""
+    """The kernelised attention above for non-negative features; returns out_BTHD (float32 sums).
+
+    Key j's feature is phi_k_j * exp(key_log_scale_j) (FAVOR+ keeps its exponent apart, as it
+    would overflow). Each query row multiplies the keys it sees by exp(-their largest log scale),
+    a constant per row that cancels in the ratio: the largest over all valid keys, or when causal
+    over the valid keys j <= i (a running maximum, so later keys never reach earlier outputs).
+    """
     phi_q = phi_q_BTHM.astype(jnp.float32)
     phi_k = phi_k_BSHM.astype(jnp.float32)
     v = v_BSHD.astype(jnp.float32)
+    log_scale = jnp.zeros(phi_k.shape[:-1], jnp.float32)
+    if key_log_scale_BSH is not None:
+        log_scale = log_scale + key_log_scale_BSH.astype(jnp.float32)
     if key_mask_BS is not None:
-        phi_k = phi_k * key_mask_BS[:, :, None, None].astype(jnp.float32)
+        log_scale = jnp.where(key_mask_BS[:, :, None], log_scale, -jnp.inf)  # weight exp(-inf) = 0
     if not causal:
+        top_B1H = jax.lax.stop_gradient(log_scale.max(1, keepdims=True))
+        phi_k = (
+            phi_k * jnp.exp(log_scale - jnp.where(jnp.isfinite(top_B1H), top_B1H, 0.0))[..., None]
+        )
         kv_BHMD = jnp.einsum("bshm,bshd->bhmd", phi_k, v)
         num_BTHD = jnp.einsum("bthm,bhmd->bthd", phi_q, kv_BHMD)
         den_BTH = jnp.einsum("bthm,bhm->bth", phi_q, phi_k.sum(1))
@@ -55,25 +75,44 @@ def linear_attention(
     batch, length, heads, _ = phi_q.shape
     c = chunk_size
     n = -(-length // c)
+    log_scale = jnp.pad(log_scale, ((0, 0), (0, n * c - length), (0, 0)), constant_values=-jnp.inf)
+    # Each row's shift: the running maximum of the log scales, -inf before the first valid key.
+    top_BSH = jax.lax.cummax(jax.lax.stop_gradient(log_scale), axis=1)
     chunks = lambda x: jnp.moveaxis(pad_to(x, n * c).reshape(batch, n, c, *x.shape[2:]), 1, 0)
     tril_TS = jnp.tril(jnp.ones((c, c), bool))
 
     def step(state, xs):
-        kv_BHMD, z_BHM = state
-        q_BCHM, k_BCHM, v_BCHD = xs
-        scores_BHTS = jnp.where(tril_TS, jnp.einsum("bthm,bshm->bhts", q_BCHM, k_BCHM), 0.0)
+        # kv and z sum the earlier chunks' keys times exp(log scale - top_BH), top_BH their maximum.
+        kv_BHMD, z_BHM, top_BH = state
+        q_BCHM, k_BCHM, v_BCHD, scale_BCH, top_BCH = xs
+        finite_top_BCH = jnp.where(jnp.isfinite(top_BCH), top_BCH, 0.0)
+        # Key s for query t of this chunk, s <= t: exp(scale_s - top_t) <= 1, 0 if s is invalid.
+        shift_BHTS = (
+            jnp.moveaxis(scale_BCH, 1, 2)[:, :, None, :]
+            - jnp.moveaxis(finite_top_BCH, 1, 2)[:, :, :, None]
+        )
+        scores_BHTS = jnp.exp(jnp.where(tril_TS, shift_BHTS, -jnp.inf))
+        scores_BHTS = scores_BHTS * jnp.einsum("bthm,bshm->bhts", q_BCHM, k_BCHM)
+        carry_BCH1 = jnp.exp(top_BH[:, None] - finite_top_BCH)[..., None]  # <= 1, 0 if no key yet
         num = jnp.einsum("bhts,bshd->bthd", scores_BHTS, v_BCHD)
-        num = num + jnp.einsum("bthm,bhmd->bthd", q_BCHM, kv_BHMD)
-        den = scores_BHTS.sum(-1) + jnp.einsum("bthm,bhm->bht", q_BCHM, z_BHM)
-        out = _divide(num, jnp.moveaxis(den, 1, 2)[..., None])
+        num = num + carry_BCH1 * jnp.einsum("bthm,bhmd->bthd", q_BCHM, kv_BHMD)
+        den = jnp.moveaxis(scores_BHTS.sum(-1), 1, 2)[..., None]
+        den = den + carry_BCH1 * jnp.einsum("bthm,bhm->bth", q_BCHM, z_BHM)[..., None]
+        out = _divide(num, den)
+        decay_BH = jnp.exp(top_BH - finite_top_BCH[:, -1])
+        k_BCHM = k_BCHM * jnp.exp(scale_BCH - finite_top_BCH[:, -1:])[..., None]
+        kv_BHMD = kv_BHMD * decay_BH[..., None, None]
         kv_BHMD = kv_BHMD + jnp.einsum("bshm,bshd->bhmd", k_BCHM, v_BCHD)
-        return (kv_BHMD, z_BHM + k_BCHM.sum(1)), out
+        z_BHM = z_BHM * decay_BH[..., None] + k_BCHM.sum(1)
+        return (kv_BHMD, z_BHM, top_BCH[:, -1]), out
 
     init = (
         jnp.zeros((batch, heads, phi_q.shape[-1], v.shape[-1]), jnp.float32),
         jnp.zeros((batch, heads, phi_q.shape[-1]), jnp.float32),
+        jnp.full((batch, heads), -jnp.inf, jnp.float32),
     )
-    _, out_NBCHD = jax.lax.scan(step, init, (chunks(phi_q), chunks(phi_k), chunks(v)))
+    xs = (chunks(phi_q), chunks(phi_k), chunks(v), chunks(log_scale), chunks(top_BSH))
+    _, out_NBCHD = jax.lax.scan(step, init, xs)
     out_BTHD = jnp.moveaxis(out_NBCHD, 0, 1).reshape(batch, n * c, heads, -1)[:, :length]
     return out_BTHD.astype(v_BSHD.dtype)
 
@@ -96,15 +135,26 @@ class LinearAttention(SelfAttention):
         check_positive(self.option_field("chunk_size"), chunk_size)
         self.chunk_size = chunk_size
 
-    def features(self, q_BTHD: Array, k_BSHD: Array, key_mask_BS: Array | None):
-        """(phi_q_BTHM, phi_k_BSHM), the feature maps the oracle tests rebuild attention from."""
-        return elu_features(q_BTHD), elu_features(k_BSHD)
+    def features(self, q_BTHD: Array, k_BSHD: Array):
+        """(phi_q_BTHM, phi_k_BSHM, key_log_scale_BSH or None): key j's feature is
+        phi_k_j * exp(key_log_scale_j); the oracle tests rebuild attention from these."""
+        return elu_features(q_BTHD), elu_features(k_BSHD), None
+
+    def mix(self, features, v_BSHD: Array, key_mask_BS: Array | None) -> Array:
+        """out_BTHD from the triple `features` returns."""
+        phi_q, phi_k, key_log_scale = features
+        return linear_attention(
+            phi_q,
+            phi_k,
+            v_BSHD,
+            key_mask_BS,
+            causal=self.causal,
+            chunk_size=self.chunk_size,
+            key_log_scale_BSH=key_log_scale,
+        )
 
     def attend(self, q_BTHD, k_BSHD, v_BSHD, key_mask_BS, *, dropout_key):
-        phi_q, phi_k = self.features(q_BTHD, k_BSHD, key_mask_BS)
-        return linear_attention(
-            phi_q, phi_k, v_BSHD, key_mask_BS, causal=self.causal, chunk_size=self.chunk_size
-        )
+        return self.mix(self.features(q_BTHD, k_BSHD), v_BSHD, key_mask_BS)
 
 
 def random_features(key: jax.Array, num_features: int, dim: int, *, orthogonal: bool) -> Array:
@@ -124,41 +174,16 @@ def random_features(key: jax.Array, num_features: int, dim: int, *, orthogonal: 
     return rows * norms[:, None]
 
 
-def favor_features(
-    x_BTHD: Array,
-    w_MD: Array,
-    *,
-    is_query: bool,
-    key_mask_BT: Array | None = None,
-    causal: bool = False,
-    eps: float = 0.0,
-    stabilize: bool = True,
-) -> Array:
-    """FAVOR+ positive features phi(x) = exp(w.x - |x|^2/2 - c) / sqrt(M) + eps, x = in / D^(1/4),
-    so that E[phi(q).phi(k)] = exp(q.k / sqrt(D)) exp(-c_q - c_k) when eps = 0.
-
-    The stabiliser c cancels between numerator and denominator: per query, its largest exponent;
-    for keys one constant per (batch, head): the largest exponent over valid keys, or, when causal
-    (where that would let later keys reach earlier outputs), the data-independent bound
-    max_m |w_m|^2 / 2 >= w.x - |x|^2/2. `stabilize=False` gives the raw, unbiased estimator (c = 0).
-    Returns phi_BTHM in float32.
-    """
+def favor_features(x_BTHD: Array, w_MD: Array) -> tuple[Array, Array]:
+    """FAVOR+ positive features exp(w.x - |x|^2/2) / sqrt(M) with x = in / D^(1/4), for which
+    E[phi(q).phi(k)] = exp(q.k / sqrt(D)) exactly, returned as (phi_BTHM, log_scale_BTH), float32:
+    the features are phi * exp(log_scale), log_scale being each row's largest exponent (held out
+    so nothing overflows, and without gradient: per-row constants cancel in attention)."""
     dim = x_BTHD.shape[-1]
     x = x_BTHD.astype(jnp.float32) * dim**-0.25
     exponent = jnp.einsum("bthd,md->bthm", x, w_MD) - 0.5 * jnp.sum(x * x, -1, keepdims=True)
-    if not stabilize:
-        shift = 0.0
-    elif is_query:
-        shift = exponent.max(-1, keepdims=True)
-    elif causal:
-        shift = 0.5 * jnp.max(jnp.sum(w_MD * w_MD, -1))
-    else:
-        valid = exponent
-        if key_mask_BT is not None:
-            valid = jnp.where(key_mask_BT[:, :, None, None], exponent, -jnp.inf)
-        shift = valid.max(axis=(1, 3), keepdims=True)
-        shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
-    return jnp.exp(exponent - shift) / math.sqrt(w_MD.shape[0]) + eps
+    log_scale = jax.lax.stop_gradient(exponent.max(-1))
+    return jnp.exp(exponent - log_scale[..., None]) / math.sqrt(w_MD.shape[0]), log_scale
 
 
 class RandomFeatures(nnx.Variable):
@@ -166,13 +191,15 @@ class RandomFeatures(nnx.Variable):
 
 
 class PerformerAttention(LinearAttention):
-    """Performer FAVOR+ (Choromanski et al. 2021): softmax attention estimated without bias by
-    positive (orthogonal) random features.
+    """Performer FAVOR+ (Choromanski et al. 2021): softmax attention estimated by positive
+    (orthogonal) random features, unbiased up to the ratio's O(1/M): nothing is added to the
+    features, and the stabilising shifts (each query's largest exponent; for keys, the largest
+    over the keys a row sees) are constants per row, which cancel.
 
-    Options: num_features (M); orthogonal; kernel_eps, added to every feature so no denominator
-    vanishes; redraw: "never" keeps the features drawn from `rngs.params` at build time, "step"
-    draws fresh ones on every training call from the call's `dropout` stream (the training loop
-    folds the step into it) while evaluation uses the stored draw; chunk_size as for `linear`.
+    Options: num_features (M); orthogonal; redraw: "never" keeps the features drawn from
+    `rngs.params` at build time, "step" draws fresh ones on every training call from the call's
+    `dropout` stream (the training loop folds the step into it) while evaluation uses the stored
+    draw; chunk_size as for `linear`.
     """
 
     name = "performer"
@@ -182,7 +209,6 @@ class PerformerAttention(LinearAttention):
         *,
         num_features: int = 256,
         orthogonal: bool = True,
-        kernel_eps: float = 1e-3,
         redraw: str = "never",
         chunk_size: int = 64,
         **kwargs,
@@ -190,13 +216,8 @@ class PerformerAttention(LinearAttention):
         super().__init__(chunk_size=chunk_size, **kwargs)
         check_positive(self.option_field("num_features"), num_features)
         check_choice(self.option_field("redraw"), redraw, REDRAW)
-        if not kernel_eps >= 0:
-            raise UserError(
-                f"{self.option_field('kernel_eps')}={kernel_eps!r} is not valid; it must be >= 0"
-            )
         self.num_features = num_features
         self.orthogonal = bool(orthogonal)
-        self.kernel_eps = float(kernel_eps)
         self.redraw = redraw
         self.projection = RandomFeatures(self.draw(kwargs["rngs"].params()))
 
@@ -204,13 +225,10 @@ class PerformerAttention(LinearAttention):
         """A fresh projection w_MD."""
         return random_features(key, self.num_features, self.head_dim, orthogonal=self.orthogonal)
 
-    def features(self, q_BTHD, k_BSHD, key_mask_BS, w_MD: Array | None = None):
+    def features(self, q_BTHD, k_BSHD, w_MD: Array | None = None):
         w_MD = self.projection[...] if w_MD is None else w_MD
-        kwargs = dict(causal=self.causal, eps=self.kernel_eps)
-        return (
-            favor_features(q_BTHD, w_MD, is_query=True, **kwargs),
-            favor_features(k_BSHD, w_MD, is_query=False, key_mask_BT=key_mask_BS, **kwargs),
-        )
+        phi_q, _ = favor_features(q_BTHD, w_MD)  # a query's own scale cancels in its row
+        return (phi_q, *favor_features(k_BSHD, w_MD))
 
     def __call__(self, x_BTE, key_mask_BT=None, *, deterministic=True, rngs=None):
         if self.redraw == "never" or deterministic:
@@ -218,8 +236,5 @@ class PerformerAttention(LinearAttention):
         if rngs is None:
             raise ValueError("performer with redraw='step' needs rngs with a dropout stream")
         q_BTHD, k_BTHD, v_BTHD = self.qkv(x_BTE)
-        phi_q, phi_k = self.features(q_BTHD, k_BTHD, key_mask_BT, self.draw(rngs.dropout()))
-        out_BTHD = linear_attention(
-            phi_q, phi_k, v_BTHD, key_mask_BT, causal=self.causal, chunk_size=self.chunk_size
-        )
-        return self.out(out_BTHD)
+        features = self.features(q_BTHD, k_BTHD, self.draw(rngs.dropout()))
+        return self.out(self.mix(features, v_BTHD, key_mask_BT))
