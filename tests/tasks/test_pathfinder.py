@@ -1,6 +1,7 @@
-"""Pathfinder: labels recoverable from the pixels by flood fill, determinism independent of the
-worker count, the builder's splits, the LRA release reader on files in the release's layout, and
-its errors (including that a failed build leaves no dataset behind)."""
+"""Pathfinder: the label checked independently of the generator (its contours redrawn without
+gaps and flood-filled from one marker), the dashed anti-aliased look, determinism independent of
+the worker count, the builder's splits, the LRA release reader on files in the release's layout,
+and its errors (including that a failed build leaves no dataset behind)."""
 
 import os
 import shutil
@@ -18,49 +19,121 @@ FIXTURE = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "pathfi
 FIXTURE_FOLDER = os.path.join(FIXTURE, "pathfinder32", "curv_contour_length_14")
 TINY = dict(resolution=32, contour_length=14, num_train=40, num_val=6, num_test=6, seed=3)
 EIGHT_NEIGHBOURS = np.ones((3, 3), int)
+FINE = 4  # the solid redraw's cells per pixel
 
 
-def connected(image: np.ndarray, a: tuple, b: tuple) -> bool:
-    """Whether an 8-connected flood fill over the drawn (non-zero) pixels joins a and b."""
-    components, _ = ndimage.label(image > 0, structure=EIGHT_NEIGHBOURS)
-    return components[a] != 0 and components[a] == components[b]
+def fine_cells(points: np.ndarray) -> np.ndarray:
+    """(row, column) indices of the fine cells holding pixel points (..., 2), pixel centres at
+    integers."""
+    return np.floor((points + 0.5) * FINE).astype(int)
 
 
-def check_flood_fill(resolution: int, contour_length: int, count: int, seed: int) -> list[int]:
+def solid_redraw(drawing: pathfinder.Drawing) -> np.ndarray:
+    """A bool grid FINE times finer than the image where every contour is drawn as one unbroken
+    polyline: each paddle, then the gap to the next paddle's start, and so on."""
+    size = drawing.image.shape[0] * FINE
+    grid = np.zeros((size, size), bool)
+    steps = np.linspace(0.0, 1.0, 129)[:, None]  # under half a cell apart: 8-connected
+    for paddles in drawing.paddles:
+        chain = paddles.reshape(-1, 2)
+        for a, b in zip(chain[:-1], chain[1:], strict=True):
+            cells = fine_cells(a + steps * (b - a))
+            grid[cells[:, 0], cells[:, 1]] = True
+    return grid
+
+
+def markers_joined(drawing: pathfinder.Drawing) -> bool:
+    """Whether an 8-connected flood fill from one marker's centre over the solid redraw reaches
+    the other's. Both centres must lie on a contour."""
+    grid = solid_redraw(drawing)
+    (row_1, column_1), (row_2, column_2) = fine_cells(drawing.markers)
+    assert grid[row_1, column_1] and grid[row_2, column_2]
+    components, _ = ndimage.label(grid, structure=EIGHT_NEIGHBOURS)
+    return components[row_1, column_1] == components[row_2, column_2]
+
+
+def check_labels(resolution: int, contour_length: int, count: int, seed: int) -> list[int]:
     rng = np.random.default_rng(seed)
     labels = []
     for _ in range(count):
-        image, label, (marker_1, marker_2) = pathfinder.draw_image(rng, resolution, contour_length)
-        assert image.shape == (resolution, resolution) and image.dtype == np.uint8
-        assert image[marker_1] == 255 and image[marker_2] == 255
-        assert connected(image, marker_1, marker_2) == bool(label)
-        labels.append(label)
+        drawing = pathfinder.draw_image(rng, resolution, contour_length)
+        assert drawing.image.shape == (resolution, resolution)
+        assert drawing.image.dtype == np.uint8
+        assert markers_joined(drawing) == bool(drawing.label)
+        labels.append(drawing.label)
     return labels
 
 
 @pytest.mark.slow
-def test_flood_fill_from_one_marker_reaches_the_other_exactly_when_label_is_1():
-    labels = check_flood_fill(32, 14, 3_000, seed=0)
+def test_label_is_whether_the_contours_redrawn_without_gaps_join_the_markers():
+    labels = check_labels(32, 14, 1_000, seed=0)
     assert 0.45 < np.mean(labels) < 0.55
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "resolution, contour_length, count", [(32, 6, 300), (32, 9, 300), (64, 14, 100), (128, 14, 20)]
+    "resolution, contour_length, count", [(32, 6, 200), (32, 9, 200), (64, 14, 60), (128, 14, 40)]
 )
-def test_flood_fill_holds_at_every_size_and_difficulty(resolution, contour_length, count):
-    labels = check_flood_fill(resolution, contour_length, count, seed=resolution + contour_length)
+def test_label_holds_at_every_size_and_difficulty(resolution, contour_length, count):
+    labels = check_labels(resolution, contour_length, count, seed=resolution + contour_length)
     assert 0 < sum(labels) < count
+
+
+def distances_to_segments(points: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """distances_PS from points (P, 2) to segments (S, 2, 2)."""
+    start, span = segments[:, 0], segments[:, 1] - segments[:, 0]
+    offset = points[:, None] - start
+    along = np.clip((offset * span).sum(-1) / (span * span).sum(-1), 0, 1)
+    return np.linalg.norm(offset - along[..., None] * span, axis=-1)
+
+
+@pytest.mark.parametrize("resolution", pathfinder.RESOLUTIONS)
+def test_image_shows_the_dashed_paddles_and_round_markers(resolution):
+    geometry = pathfinder.GEOMETRY[resolution]
+    rng = np.random.default_rng(resolution)
+    centres = np.stack(np.mgrid[:resolution, :resolution], -1).reshape(-1, 2).astype(float)
+    on_paddles, in_gaps = [], []
+    for _ in range(10):
+        drawing = pathfinder.draw_image(rng, resolution, 14)
+        image = drawing.image.astype(float).reshape(-1)
+        assert len(drawing.paddles) > 2  # distractors
+        # The markers are white discs: white at their centres and wherever a pixel lies inside,
+        markers = np.rint(drawing.markers).astype(int)
+        assert (drawing.image[markers[:, 0], markers[:, 1]] == 255).all()
+        marker_distance = np.linalg.norm(centres[:, None] - drawing.markers, axis=-1).min(1)
+        assert (image[marker_distance < geometry.marker_radius - 0.75] == 255).all()
+        # and nothing is drawn but them and the paddles (anti-aliased: within a pixel's reach).
+        segments = np.concatenate(drawing.paddles)
+        near_paddle = distances_to_segments(centres, segments).min(1) < geometry.thickness / 2 + 1
+        assert (image[~near_paddle & (marker_distance > geometry.marker_radius + 1)] == 0).all()
+        # Paddles are drawn, and the gaps between consecutive ones are (nearly) dark.
+        far = marker_distance > geometry.marker_radius + 2
+        for paddles in drawing.paddles:
+            middles = fine_cells(paddles.mean(1)) // FINE
+            gaps = fine_cells((paddles[:-1, 1] + paddles[1:, 0]) / 2) // FINE
+            on_paddles += [image[r * resolution + c] for r, c in middles if far[r * resolution + c]]
+            in_gaps += [image[r * resolution + c] for r, c in gaps if far[r * resolution + c]]
+    assert min(on_paddles) > 0
+    assert np.mean(in_gaps) < 0.5 * np.mean(on_paddles)
 
 
 def test_contours_are_longer_at_higher_difficulty():
     def ink(contour_length):
         rng = np.random.default_rng(0)
-        return np.mean(
-            [(pathfinder.draw_image(rng, 32, contour_length)[0] > 0).mean() for _ in range(50)]
-        )
+        images = [pathfinder.draw_image(rng, 32, contour_length).image for _ in range(30)]
+        return np.mean([image.astype(float).sum() for image in images])
 
     assert ink(6) < ink(9) < ink(14)
+
+
+def test_example_grid_has_two_rows_per_size_of_label_1_then_label_0_examples():
+    grid = pathfinder.example_grid(per_label=1, tile=128)
+    gap, middle = 128 // 32, 128 // 8
+    assert grid.dtype == np.uint8
+    assert grid.shape == (6 * (128 + gap) + gap, 2 * 128 + middle + 2 * gap)
+    # Nearest-neighbour upscaling: the 32 x 32 tiles are made of 4 x 4 blocks.
+    tile = grid[gap : gap + 128, gap : gap + 128]
+    np.testing.assert_array_equal(tile, np.kron(tile[::4, ::4], np.ones((4, 4), np.uint8)))
 
 
 @pytest.mark.slow
@@ -174,6 +247,11 @@ def test_bad_options_are_user_errors():
         pathfinder.builder_config(dict(num_workers=-1))
     with pytest.raises(UserError, match="num_val=0: every split needs at least one example"):
         pathfinder.builder_config(dict(num_val=0))
+
+
+def test_contours_too_long_to_fit_are_a_user_error():
+    with pytest.raises(UserError, match=r"contour_length=60: .* did not fit a 32x32 image"):
+        pathfinder.draw_image(np.random.default_rng(0), 32, 60)
 
 
 def copy_fixture(tmp_path) -> str:
