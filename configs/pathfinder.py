@@ -8,8 +8,8 @@ The images are generated on first use (every core; see docs/tasks.md for speeds)
   ./launch.sh train --config configs/pathfinder.py:size=tiny --workdir runs/pathfinder_tiny
 
 Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>,
-resolution=32|64|128 (128 is Path-X), contour_length=6|9|14 paddles (dashes) per target contour (LRA uses
-the hardest, 14, for both Pathfinder and Path-X).
+resolution=32|64|128 (128 is Path-X), contour_length=6|9|14 paddles (dashes) per target contour
+(LRA uses the hardest, 14, for both Pathfinder and Path-X).
 To train on the LRA release's images instead, point --config.task_options.release_dir at the
 folder holding pathfinder<resolution>/ (e.g. lra_release/).
 """
