@@ -463,9 +463,11 @@ class Run:
         }
         if self.topology.is_main_process:
             (self.directory / "results.json").write_text(json.dumps(results, indent=2))
+            # Per-position tasks score targets (e.g. MQAR's queries), several per example.
+            scored = "targets" if tasks.get_task(config.task).per_position else "examples"
             print(
                 f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}, "
-                f"{int(test['examples'])} examples, {config.test_params} parameters from step "
+                f"{int(test['examples'])} {scored}, {config.test_params} parameters from step "
                 f"{params_step}); results in {self.directory / 'results.json'}"
             )
         return results
