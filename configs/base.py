@@ -10,6 +10,8 @@ import ml_collections
 from research.attention import ATTENTION, default_options
 from research.errors import UserError
 
+LRA_RSQRT_CONSTANT = 0.05  # the "learning rate" of LRA's ListOps, Text and Retrieval configs
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -43,12 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.compilation_cache_dir = "~/.cache/research/jax"  # "" = no persistent cache
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.schedule = "rsqrt"  # rsqrt | cosine | constant
-    # The peak rate, reached at the end of warmup, under every schedule. rsqrt is
-    # peak * min(1, s/w) * sqrt(w / max(s, w)), so LRA's constant c (its configs' 0.05, in
-    # c * min(1, s/w) / sqrt(max(s, w))) is written c / sqrt(w): 0.05 / sqrt(1000) = 1.58e-3.
-    config.optimizer.learning_rate = 0.05 / math.sqrt(1_000)
-    config.optimizer.warmup_steps = 1_000
+    # schedule: rsqrt | cosine | constant. learning_rate is the peak rate, reached at the end of
+    # warmup, under every schedule; here LRA's rsqrt schedule (lra_rsqrt): 0.05 / sqrt(1000).
+    lra_rsqrt(config.optimizer, warmup_steps=1_000)
     config.optimizer.weight_decay = 0.1
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.98
@@ -86,6 +85,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.token_init_std = 1.0
     config.model.position_init_std = 0.02
     return config
+
+
+def lra_rsqrt(optimizer: ml_collections.ConfigDict, *, warmup_steps: int) -> None:
+    """LRA's rsqrt schedule, c * min(1, s/w) / sqrt(max(s, w)) with its configs' c = 0.05.
+
+    Our rsqrt is peak * min(1, s/w) * sqrt(w / max(s, w)), so the same schedule has the peak
+    c / sqrt(w): it depends on the warmup, and is set with it.
+    """
+    optimizer.schedule = "rsqrt"
+    optimizer.warmup_steps = warmup_steps
+    optimizer.learning_rate = LRA_RSQRT_CONSTANT / math.sqrt(warmup_steps)
 
 
 def parse_args(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:

@@ -12,8 +12,6 @@ To train on the LRA release instead of generated data, point
 --config.task_options.release_dir at the folder holding basic_{train,val,test}.tsv.
 """
 
-import math
-
 import ml_collections
 
 from configs import base
@@ -47,10 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.positional = "sinusoidal"
     config.batch_size = 32
     config.num_train_steps = 5_000
-    config.optimizer.schedule = "rsqrt"
-    config.optimizer.warmup_steps = 1_000
-    # LRA's rsqrt constant 0.05 as the peak rate (see configs/base.py): 1.58e-3.
-    config.optimizer.learning_rate = 0.05 / math.sqrt(config.optimizer.warmup_steps)
+    base.lra_rsqrt(config.optimizer, warmup_steps=1_000)  # peak 1.58e-3
     config.optimizer.weight_decay = 0.1
     if args["size"] == "tiny":
         _shrink_to_tiny(config)
@@ -71,8 +66,6 @@ def _shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
     config.num_train_steps = 1_000
     config.log_every_steps = 50
     config.eval_every_steps = 250
-    config.optimizer.warmup_steps = 200
-    # LRA's rsqrt constant 0.05 over the shorter warmup: peak 3.54e-3.
-    config.optimizer.learning_rate = 0.05 / math.sqrt(config.optimizer.warmup_steps)
+    base.lra_rsqrt(config.optimizer, warmup_steps=200)  # peak 3.54e-3
     # 256 random features would cost far more than exact attention over 64 tokens.
     config.model.attention_options.performer.num_features = 32

@@ -16,8 +16,6 @@ Dense 512 -> ReLU -> Dense 256 -> ReLU -> 2 head; `--config.model.two_tower_head
 uses [u, v, u*v, u-v] and one hidden layer instead.
 """
 
-import math
-
 import ml_collections
 
 from configs import base
@@ -52,11 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.batch_size = 32
     config.num_train_steps = 5_000
-    config.optimizer.schedule = "rsqrt"
-    config.optimizer.warmup_steps = 8_000
-    # LRA's rsqrt constant 0.05 as the peak rate (see configs/base.py): 5.59e-4, never reached in
-    # 5k steps (the run ends at 3.49e-4).
-    config.optimizer.learning_rate = 0.05 / math.sqrt(config.optimizer.warmup_steps)
+    # Peak 5.59e-4, never reached in 5k steps (the run ends at 3.49e-4), as in LRA.
+    base.lra_rsqrt(config.optimizer, warmup_steps=8_000)
     config.optimizer.weight_decay = 0.1
     if args["size"] == "tiny":  # keeps LRA's sinusoidal positions, pooling and head
         config.model.update(
@@ -72,7 +67,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_train_steps = 500
         config.log_every_steps = 50
         config.eval_every_steps = 250
-        config.optimizer.warmup_steps = 100
-        # LRA's rsqrt constant 0.05 over the shorter warmup: peak 5e-3.
-        config.optimizer.learning_rate = 0.05 / math.sqrt(config.optimizer.warmup_steps)
+        base.lra_rsqrt(config.optimizer, warmup_steps=100)  # peak 5e-3
     return config

@@ -13,8 +13,6 @@ Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>,
 length=<bytes kept per review> (LRA: 1000; the paper's 4000 is the other common choice).
 """
 
-import math
-
 import ml_collections
 
 from configs import base
@@ -47,10 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.batch_size = 32
     config.num_train_steps = 20_000
-    config.optimizer.schedule = "rsqrt"
-    config.optimizer.warmup_steps = 8_000
-    # LRA's rsqrt constant 0.05 as the peak rate (see configs/base.py): 5.59e-4.
-    config.optimizer.learning_rate = 0.05 / math.sqrt(config.optimizer.warmup_steps)
+    base.lra_rsqrt(config.optimizer, warmup_steps=8_000)  # peak 5.59e-4
     config.optimizer.weight_decay = 0.1
     if args["size"] == "tiny":  # keeps LRA's sinusoidal positions
         config.model.update(
@@ -66,7 +61,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_train_steps = 500
         config.log_every_steps = 50
         config.eval_every_steps = 250
-        config.optimizer.warmup_steps = 100
-        # LRA's rsqrt constant 0.05 over the shorter warmup: peak 5e-3.
-        config.optimizer.learning_rate = 0.05 / math.sqrt(config.optimizer.warmup_steps)
+        base.lra_rsqrt(config.optimizer, warmup_steps=100)  # peak 5e-3
     return config
