@@ -23,7 +23,7 @@ from tqdm import tqdm
 from research import checkpoint, parallel, tasks
 from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
 from research.metrics import MetricWriter
-from research.models import MODELS, PER_POSITION_HEADS, build_model, validate_model_config
+from research.models import build_model, check_head_fits_task, validate_model_config
 from research.paths import workdir_path
 from research.tasks.pipeline import eval_batches, train_dataset
 
@@ -61,17 +61,7 @@ def resolve_config(
     config.model.vocab_size = task.vocab_size
     config.model.num_classes = task.num_classes
     validate_model_config(config.model)
-    per_position_head = config.model.head in PER_POSITION_HEADS
-    if task.per_position != per_position_head:
-        kind, heads = (
-            ("a target at every position", PER_POSITION_HEADS)
-            if task.per_position
-            else ("one label per example", sorted(set(MODELS) - set(PER_POSITION_HEADS)))
-        )
-        raise UserError(
-            f"config.model.head={config.model.head!r} does not fit task {config.task}, which has "
-            f"{kind}; choose one of: {', '.join(heads)}"
-        )
+    check_head_fits_task(config.model.head, config.task, per_position=task.per_position)
     return config
 
 

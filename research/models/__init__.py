@@ -37,6 +37,18 @@ def validate_model_config(config) -> None:
             raise UserError(f"config.model.{field}={config[field]!r} must lie in [0, 1)")
 
 
+def check_head_fits_task(head: str, task: str, *, per_position: bool) -> None:
+    """Refuses a head that reads the wrong kind of label: a class per example (classifier,
+    two_tower) or a class per position (tagger); the error lists the heads that fit."""
+    fitting = [name for name in MODELS if (name in PER_POSITION_HEADS) == per_position]
+    if head not in fitting:
+        kind = "a target at every position" if per_position else "one label per example"
+        raise UserError(
+            f"config.model.head={head!r} does not fit task {task}, which has {kind}; choose one "
+            f"of: {', '.join(sorted(fitting))}"
+        )
+
+
 def build_model(config, *, rngs: nnx.Rngs) -> nnx.Module:
     """Validates `config` (= config.model) and builds the model it names."""
     validate_model_config(config)

@@ -31,11 +31,7 @@ def pad_example(
     A per-position label (a sequence, -1 = no target) is cut and padded like the tokens.
     """
     label = np.asarray(example["label"], np.int32)
-    if label.ndim:
-        padded = np.full(max_len, -1, np.int32)
-        padded[: min(len(label), max_len)] = label[:max_len]
-        label = padded
-    out = {"label": label}
+    out = {"label": fixed_length(label, max_len, fill=-1) if label.ndim else label}
     for field in sequence_fields:
         tokens = np.asarray(example[field])
         if len(tokens) > max_len:
@@ -45,10 +41,16 @@ def pad_example(
                     f"config.model.max_len={max_len}"
                 )
             tokens = tokens[:max_len]
-        padded = np.zeros(max_len, np.int32)
-        padded[: len(tokens)] = tokens
-        out[field] = padded
+        out[field] = fixed_length(tokens, max_len, fill=0)
         out[mask_field(field)] = np.arange(max_len) < len(tokens)
+    return out
+
+
+def fixed_length(values: np.ndarray, max_len: int, *, fill: int) -> np.ndarray:
+    """int32 [max_len]: `values` cut to `max_len`, then padded with `fill`."""
+    out = np.full(max_len, fill, np.int32)
+    values = values[:max_len]
+    out[: len(values)] = values
     return out
 
 

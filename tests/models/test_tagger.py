@@ -7,10 +7,12 @@ import optax
 import pytest
 from flax import nnx
 
-from configs import recall
+from configs import listops, recall
+from research import tasks
+from research.errors import UserError
 from research.models import build_model
 from research.tasks.pipeline import pad_example
-from research.train import classification_metrics
+from research.train import classification_metrics, resolve_config
 
 
 def tagger(**overrides):
@@ -67,3 +69,18 @@ def test_per_position_labels_are_cut_and_padded_like_the_tokens():
     np.testing.assert_array_equal(out["label"], [-1, 3, -1, 2, -1, -1])
     out = pad_example(example, max_len=3, sequence_fields=("tokens",), truncate=True)
     np.testing.assert_array_equal(out["label"], [-1, 3, -1])
+
+
+@pytest.mark.parametrize(
+    "config, head, message",
+    [
+        (recall.get_config(), "classifier", "task recall, which has a target at every position; "
+         "choose one of: tagger"),
+        (listops.get_config(), "tagger", "task listops, which has one label per example; choose "
+         "one of: classifier, two_tower"),
+    ],
+)  # fmt: skip
+def test_a_head_that_does_not_fit_the_task_is_a_user_error(config, head, message):
+    config.model.head = head
+    with pytest.raises(UserError, match=f"config.model.head='{head}' does not fit {message}"):
+        resolve_config(config, tasks.get_task(config.task))
