@@ -2,7 +2,13 @@
 # One entry point for everything: creates the virtual environment on first use (and again whenever
 # pyproject.toml changes), then runs a subcommand inside it.
 #
+#   ./launch.sh demo                         the first comparison: experiments/demo.py, ~10 min
 #   ./launch.sh train --config configs/listops.py:size=tiny --workdir runs/listops_tiny
+#   ./launch.sh sweep experiments/X.py [--parallel K --only KEY=VALUE --dry-run ...]
+#                                            run a grid of cells (resumable), then its report
+#   ./launch.sh report runs/X                tables and plots of a sweep -> runs/X/report.md
+#   ./launch.sh attention-maps --workdir runs/X/CELL [--example N] [--split test]
+#                                            a trained run's attention weights as a PNG grid
 #   ./launch.sh test [pytest arguments]      lint, format check, then the test suite
 #   ./launch.sh bench [--lengths 512,1024 --variants full,local ...]
 #                                            attention speed and memory -> docs/benchmarks/
@@ -18,7 +24,7 @@ VENV="${RESEARCH_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 ensure_venv() {
@@ -106,6 +112,24 @@ case "$command" in
     ensure_venv
     exec "$VENV/bin/python" -m research.main "$@"
     ;;
+  sweep)
+    ensure_venv
+    cd "$ROOT"
+    exec "$VENV/bin/python" -m research.sweep "$@"
+    ;;
+  demo)
+    ensure_venv
+    cd "$ROOT"
+    exec "$VENV/bin/python" -m research.sweep experiments/demo.py --parallel 2 "$@"
+    ;;
+  report)
+    ensure_venv
+    exec "$VENV/bin/python" -m research.report "$@"
+    ;;
+  attention-maps)
+    ensure_venv
+    exec "$VENV/bin/python" -m research.attention_maps "$@"
+    ;;
   test)
     ensure_venv
     cd "$ROOT"
@@ -129,7 +153,7 @@ case "$command" in
     usage
     ;;
   *)
-    echo "error: unknown command '${command}'; valid: train, test, bench, python, tpu" >&2
+    echo "error: unknown command '${command}'; valid: demo, train, sweep, report, attention-maps, test, bench, python, tpu" >&2
     usage
     exit 2
     ;;

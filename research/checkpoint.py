@@ -179,3 +179,31 @@ class PreemptionHandler:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def restore_model_state(directory: epath.Path, abstract_state: dict) -> tuple[dict, int] | None:
+    """The latest checkpoint's `TrainState` fields named in `abstract_state` (e.g. {"params": ...,
+    "rest": ...}, laid out as its ShapeDtypeStructs) and its step, or None when `directory` holds
+    no checkpoint. Only those fields are read, not the optimizer state or the data iterator, so
+    tools that inspect a trained model (research/attention_maps.py) need no optimizer or dataset.
+    """
+    if not directory.is_dir():
+        return None
+    manager = ocp.CheckpointManager(
+        directory,
+        item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(create=False),
+    )
+    try:
+        step = manager.latest_step()
+        if step is None:
+            return None
+        state = ocp.args.PyTreeRestore(
+            item=abstract_state,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+            partial_restore=True,
+        )
+        restored = manager.restore(step, args=ocp.args.Composite(state=state))
+    finally:
+        manager.close()
+    return restored.state, step

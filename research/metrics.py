@@ -2,11 +2,15 @@
 
 TensorBoard files are written with tensorboardX, so neither writing nor reading them needs
 TensorFlow. Only the process that owns logging (process 0 on a pod) should create a writer.
+`peak_memory` is the one measurement taken here rather than in the step: the backend's own count.
 """
 
 import json
+import resource
+import sys
 import time
 
+import jax
 from tensorboardX import SummaryWriter
 
 from research.paths import is_remote, workdir_path
@@ -51,3 +55,18 @@ def read_metrics(workdir: str) -> list[dict]:
     """All records of a workdir's metrics.jsonl, oldest first."""
     text = (workdir_path(workdir) / "metrics.jsonl").read_text()
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def peak_memory() -> tuple[int, str]:
+    """(bytes, source): the peak memory this process has used so far, for comparing variants.
+
+    Accelerators report their own peak (`peak_bytes_in_use`, the max over local devices: source
+    "device"); the CPU backend reports no device stats, so there the process's peak resident set
+    size stands in (source "host_rss"; it includes the Python process and the data pipeline).
+    """
+    stats = [device.memory_stats() or {} for device in jax.local_devices()]
+    peaks = [s["peak_bytes_in_use"] for s in stats if "peak_bytes_in_use" in s]
+    if peaks:
+        return int(max(peaks)), "device"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024), "host_rss"  # Linux: KiB

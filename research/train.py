@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from research import checkpoint, parallel, tasks
 from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
-from research.metrics import MetricWriter
+from research.metrics import MetricWriter, peak_memory
 from research.models import build_model, check_head_fits_task, validate_model_config
 from research.paths import workdir_path
 from research.tasks.pipeline import eval_batches, train_dataset
@@ -255,6 +255,43 @@ def enable_compilation_cache(directory: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+class StepClock:
+    """Seconds spent in training steps only, so steps per second compare variants fairly.
+
+    The first step (compilation) and evaluations are left out: the loop calls `stop` before them
+    and `restart` after. `stop` waits for the last dispatched step, since JAX returns before the
+    device has finished. Totals cover this session of the run (a resumed run starts at zero).
+    """
+
+    def __init__(self):
+        self.steps, self.seconds = 0, 0.0
+        self.log_steps, self.log_seconds = 0, 0.0
+        self.restart()
+
+    def restart(self) -> None:
+        self._steps, self._start = 0, time.perf_counter()
+
+    def tick(self) -> None:
+        self._steps += 1
+
+    def stop(self, outputs) -> None:
+        jax.block_until_ready(outputs)
+        seconds = time.perf_counter() - self._start
+        self.steps, self.seconds = self.steps + self._steps, self.seconds + seconds
+        self.log_steps, self.log_seconds = self.log_steps + self._steps, self.log_seconds + seconds
+        self._steps = 0
+
+    def take_log_rate(self) -> float | None:
+        """Steps per second since the previous call (None if no timed step ran since)."""
+        rate = self.log_steps / self.log_seconds if self.log_steps else None
+        self.log_steps, self.log_seconds = 0, 0.0
+        return rate
+
+    def rate(self) -> float | None:
+        """Steps per second over the whole session (None if no timed step ran)."""
+        return self.steps / self.seconds if self.steps else None
+
+
 class Run:
     """One training run's wiring: data, compiled steps, checkpoints and outputs in `workdir`."""
 
@@ -359,7 +396,7 @@ class Run:
         state, start_step = self.restore_or_init(train_iter)
         num_steps = config.num_train_steps
         history: list[tuple[int, dict]] = []
-        interval_start = time.perf_counter()
+        self.clock = clock = StepClock()
         val = None
         progress = tqdm(
             total=num_steps,
@@ -374,6 +411,7 @@ class Run:
                 state, metrics = self.train_step(state, topology.put_batch(next(train_iter)))
                 history.append((step, topology.unreplicate_metrics(metrics)))
                 progress.update(1)
+                clock.tick()
                 if step == start_step + 1:
                     jax.block_until_ready(metrics)
                     seconds = time.perf_counter() - self.started
@@ -386,21 +424,25 @@ class Run:
                         f"first step done {seconds:.1f}s after start "
                         f"(resumed from step {start_step})"
                     )
-                    interval_start = time.perf_counter()
+                    clock.restart()  # the first step's time is compilation: not counted
                 last = step == num_steps
                 if (config.log_every_steps and step % config.log_every_steps == 0) or last:
+                    clock.stop(metrics)
                     summary = summarize(history)
-                    summary["steps_per_second"] = len(history) / (
-                        time.perf_counter() - interval_start
-                    )
+                    rate = clock.take_log_rate()
+                    if rate is not None:
+                        summary["steps_per_second"] = rate
+                    summary["peak_memory_bytes"] = peak_memory()[0]
                     self.log(step, "train", summary)
                     progress.set_postfix(
                         loss=f"{summary['loss']:.4f}",
                         acc=f"{summary['accuracy']:.3f}",
-                        steps_per_s=f"{summary['steps_per_second']:.1f}",
+                        steps_per_s=f"{rate or 0:.1f}",
                     )
-                    history, interval_start = [], time.perf_counter()
+                    history = []
+                    clock.restart()
                 if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
+                    clock.stop(metrics)
                     val = self.evaluate("validation", state)
                     self.log(step, "validation", val)
                     self.say(
@@ -409,7 +451,7 @@ class Run:
                     )
                     if config.test_params == "best_val":
                         self.best.offer(step, val["accuracy"], topology.host_state(state).params)
-                    interval_start = time.perf_counter()
+                    clock.restart()
                 preempted = topology.any_process(preemption.received is not None)
                 every = config.checkpoint_every_steps
                 if preempted or last or (every and step % every == 0):
@@ -427,7 +469,11 @@ class Run:
         return self.finish(state, val)
 
     def finish(self, state, val) -> dict:
-        """Scores the chosen parameters on the test split and writes results.json."""
+        """Scores the chosen parameters on the test split and writes results.json.
+
+        The file also holds this session's speed and peak memory; the returned results leave those
+        out, so that two runs which trained alike return equal results however fast they ran.
+        """
         config = self.config
         step = int(jax.device_get(self.topology.host_state(state).step))
         if val is None:  # nothing left to train: the workdir held a finished run
@@ -450,9 +496,16 @@ class Run:
             "test_params": config.test_params,
             "test_params_step": params_step,
             "num_train_steps": config.num_train_steps,
+            "num_params": sum(x.size for x in jax.tree.leaves(self.initial_state.params)),
         }
         if self.topology.is_main_process:
-            (self.directory / "results.json").write_text(json.dumps(results, indent=2))
+            memory, memory_source = peak_memory()
+            measured = {
+                "steps_per_second": self.clock.rate(),
+                "peak_memory_bytes": memory,
+                "peak_memory_source": memory_source,
+            }
+            (self.directory / "results.json").write_text(json.dumps(results | measured, indent=2))
             # Per-position tasks score targets (e.g. MQAR's queries), several per example.
             scored = "targets" if tasks.get_task(config.task).per_position else "examples"
             print(

@@ -32,9 +32,8 @@ def worker_arguments(remote_command: str) -> list[str]:
 def test_unknown_subcommand_lists_the_valid_ones():
     result = launch("deploy")
     assert result.returncode == 2
-    assert (
-        "error: unknown command 'deploy'; valid: train, test, bench, python, tpu" in result.stderr
-    )
+    valid = "demo, train, sweep, report, attention-maps, test, bench, python, tpu"
+    assert f"error: unknown command 'deploy'; valid: {valid}" in result.stderr
 
 
 @pytest.mark.parametrize(

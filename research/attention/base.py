@@ -1,7 +1,8 @@
 """The interface every attention variant shares.
 
-A variant subclasses `SelfAttention` and implements `attend(q, k, v, key_mask)`; the base class owns
-the query/key/value and output projections, so every variant takes the same inputs
+A variant subclasses `SelfAttention` and implements `attend(q, k, v, key_mask)` and
+`weights(q, k, key_mask)`, the dense attention matrix it implies (for attention maps); the base
+class owns the query/key/value and output projections, so every variant takes the same inputs
 (`x_BTE`, a key padding mask `key_mask_BT` with True = real token) and returns the same shape.
 """
 
@@ -87,4 +88,15 @@ class SelfAttention(nnx.Module):
         dropout_key: jax.Array | None,
     ) -> Array:
         """Mixes values by query-key scores into out_BTHD; padded keys must contribute nothing."""
+        raise NotImplementedError
+
+    def weights(self, q_BTHD: Array, k_BSHD: Array, key_mask_BS: Array | None) -> Array:
+        """weights_BHTS, float32: how much query t takes from key s, at this variant's options,
+        causality and key mask, without dropout. Rows sum to 1 over the keys a query may see (0 for
+        a query that sees none); padded and out-of-reach keys get exactly 0. Where the output is
+        a mix of the values, einsum("bhts,bshd->bthd", weights, v) == attend(q, k, v, key_mask).
+
+        Dense (O(T S) memory) on purpose, also for variants whose `attend` never builds it: it is
+        for inspecting a model (research/attention_maps.py), not for training.
+        """
         raise NotImplementedError

@@ -84,6 +84,24 @@ def dot_product_attention(
     return jnp.einsum("...hts,...shd->...thd", weights.astype(v_BSHD.dtype), v_BSHD)
 
 
+def positional_weights(
+    q_XTHD: Array,
+    k_XSHD: Array,
+    mask_X1TS: Array | None,
+    position: Position,
+    offset: int | Array,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+) -> Array:
+    """weights_XHTS of a tile at `offset` under a position scheme's logit bias (the scoring half
+    of `positional_attention`, shared with the `weights` methods that draw attention maps)."""
+    bias = position.logits_bias(q_XTHD, k_XSHD.shape[-3], offset)
+    return attention_weights(
+        q_XTHD, k_XSHD, mask_X1TS, bias, dropout_rate=dropout_rate, dropout_key=dropout_key
+    )
+
+
 def positional_attention(
     q_XTHD: Array,
     k_XSHD: Array,
@@ -96,9 +114,14 @@ def positional_attention(
     dropout_key: jax.Array | None,
 ) -> Array:
     """Dense attention with a position scheme's bias and value term for a tile at `offset`."""
-    bias = position.logits_bias(q_XTHD, k_XSHD.shape[-3], offset)
-    weights = attention_weights(
-        q_XTHD, k_XSHD, mask_X1TS, bias, dropout_rate=dropout_rate, dropout_key=dropout_key
+    weights = positional_weights(
+        q_XTHD,
+        k_XSHD,
+        mask_X1TS,
+        position,
+        offset,
+        dropout_rate=dropout_rate,
+        dropout_key=dropout_key,
     )
     out = jnp.einsum("...hts,...shd->...thd", weights.astype(v_XSHD.dtype), v_XSHD)
     extra = position.value_term(weights, offset)
@@ -356,6 +379,16 @@ class FullAttention(SelfAttention):
             dropout_rate=self.dropout_rate,
             dropout_key=dropout_key,
         )
+
+    def weights(self, q_BTHD, k_BSHD, key_mask_BS):
+        """The dense softmax weights_BHTS, whichever implementation `attend` runs (dense, chunked
+        and cudnn compute the same function). With position `shaw` the output is weights @ v plus
+        the relative value term sum_j w_ij a^V(j - i), so weights @ v alone is not the output."""
+        q_BTHD, k_BSHD = self.position.rotate(q_BTHD, k_BSHD)
+        mask_B1TS = attention_mask(
+            key_mask_BS, causal=self.causal, q_len=q_BTHD.shape[1], kv_len=k_BSHD.shape[1]
+        )
+        return positional_weights(q_BTHD, k_BSHD, mask_B1TS, self.position, 0)
 
     def _cudnn(self, q_BTHD, k_BSHD, v_BSHD, key_mask_BS):
         ok, why = cudnn_eligible(

@@ -7,8 +7,9 @@ Causal: a scan over chunks of `chunk_size` carries the (M, D) state, each chunk 
 masked (chunk x chunk) quadratic term, so no N x M x D prefix tensor is built.
 
 Variants: Katharopoulos et al. 2020 (phi = elu + 1, `linear`) and Performer FAVOR+ (Choromanski et
-al. 2021, positive orthogonal random features, `performer`). There are no attention weights, so
-`dropout_rate` has nothing to act on here.
+al. 2021, positive orthogonal random features, `performer`). No weight matrix is formed, so
+`dropout_rate` has nothing to act on here; `weights()` builds the one the output implies (the
+normalised phi(q).phi(k)) only to draw attention maps.
 """
 
 import math
@@ -20,6 +21,7 @@ from jax import Array
 
 from research.attention.base import SelfAttention
 from research.attention.full import pad_to
+from research.attention.masks import attention_mask
 from research.errors import check_choice, check_positive
 
 REDRAW = ("never", "step")
@@ -117,6 +119,38 @@ def linear_attention(
     return out_BTHD.astype(v_BSHD.dtype)
 
 
+def linear_weights(
+    phi_q_BTHM: Array,
+    phi_k_BSHM: Array,
+    key_mask_BS: Array | None,
+    *,
+    causal: bool,
+    key_log_scale_BSH: Array | None = None,
+) -> Array:
+    """The weights linear attention implies, weights_BHTS (float32): phi(q_t).phi(k_s), key s
+    scaled by exp(key_log_scale_s), normalised over the keys query t sees (valid, and s <= t when
+    causal), 0 elsewhere and in a row with none: `linear_attention`'s output is weights @ v.
+
+    Built as a dense (T, S) matrix for inspection; each row is shifted by its own largest key
+    log scale, which cancels in the ratio as it does in `linear_attention`.
+    """
+    scores_BHTS = jnp.einsum(
+        "bthm,bshm->bhts", phi_q_BTHM.astype(jnp.float32), phi_k_BSHM.astype(jnp.float32)
+    )
+    q_len, kv_len = scores_BHTS.shape[-2:]
+    log_scale_BHTS = jnp.zeros(scores_BHTS.shape, jnp.float32)
+    if key_log_scale_BSH is not None:
+        log_scale = jnp.moveaxis(key_log_scale_BSH.astype(jnp.float32), 1, 2)[:, :, None, :]
+        log_scale_BHTS = log_scale_BHTS + log_scale
+    allowed = attention_mask(key_mask_BS, causal=causal, q_len=q_len, kv_len=kv_len)
+    if allowed is not None:
+        log_scale_BHTS = jnp.where(allowed, log_scale_BHTS, -jnp.inf)  # weight exp(-inf) = 0
+    top_BHT1 = jax.lax.stop_gradient(log_scale_BHTS.max(-1, keepdims=True))
+    top_BHT1 = jnp.where(jnp.isfinite(top_BHT1), top_BHT1, 0.0)
+    scores_BHTS = scores_BHTS * jnp.exp(log_scale_BHTS - top_BHT1)
+    return _divide(scores_BHTS, scores_BHTS.sum(-1, keepdims=True))
+
+
 def elu_features(x: Array) -> Array:
     """Katharopoulos et al.'s phi(x) = elu(x) + 1 > 0, per head: x_BTHD -> phi_BTHD."""
     return jax.nn.elu(x.astype(jnp.float32)) + 1.0
@@ -155,6 +189,14 @@ class LinearAttention(SelfAttention):
 
     def attend(self, q_BTHD, k_BSHD, v_BSHD, key_mask_BS, *, dropout_key):
         return self.mix(self.features(q_BTHD, k_BSHD), v_BSHD, key_mask_BS)
+
+    def weights(self, q_BTHD, k_BSHD, key_mask_BS):
+        """The normalised phi(q).phi(k) weights_BHTS the output mixes values by, from the same
+        features `attend` uses (for Performer, the stored random projection)."""
+        phi_q, phi_k, key_log_scale = self.features(q_BTHD, k_BSHD)
+        return linear_weights(
+            phi_q, phi_k, key_mask_BS, causal=self.causal, key_log_scale_BSH=key_log_scale
+        )
 
 
 def random_features(key: jax.Array, num_features: int, dim: int, *, orthogonal: bool) -> Array:

@@ -1,7 +1,11 @@
 """Task registry: `config.task` -> `Task` (its TFDS builder, vocabulary and classes)."""
 
+import contextlib
 import dataclasses
+import io
+import logging
 import os
+import sys
 from collections.abc import Callable
 
 import tensorflow_datasets as tfds
@@ -98,15 +102,33 @@ def data_dir(config_data_dir: str) -> str:
     return os.path.expanduser(path)
 
 
+class _HideCustomConfigWarning(logging.Filter):
+    """Every task names its options in a custom builder config, which tfds warns about each time:
+    expected here, so not shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_HideCustomConfigWarning())
+
+
 def prepare_builder(task: Task, task_options, config_data_dir: str) -> tfds.core.DatasetBuilder:
-    """Builds the dataset once (array_record) and returns its builder; later calls reuse it."""
+    """Builds the dataset once (array_record) and returns its builder; later calls reuse it.
+
+    tfds prints "Downloading and preparing dataset ..." to stdout; nothing is downloaded here, so
+    one line of our own says what happens instead.
+    """
     builder = task.builder_class(
         config=task.builder_config(task_options),
         data_dir=data_dir(config_data_dir),
         file_format="array_record",
     )
+    if not builder.is_prepared():
+        print(f"generating the {task.name} data into {builder.data_dir}", file=sys.stderr)
     tfds.disable_progress_bar()
-    builder.download_and_prepare()
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare()
     return builder
 
 

@@ -1,0 +1,335 @@
+"""Runs an experiment file's grid of training runs ("cells"), resumes it, and reports it.
+
+    python -m research.sweep experiments/X.py [--workdir runs/X] [--only KEY=VALUE ...]
+        [--parallel K] [--dry-run] [--executor local|slurm|submitit_local] [--shard I/N]
+        [--slurm KEY=VALUE ...] [--no-report]
+
+An experiment file holds a docstring, `CONFIG = "configs/recall.py:size=tiny"` (the base config
+spec), `def get_hyper(h)` returning a grid built with `research.hyper` (LRA's sweep grammar), and
+optionally `TPU = {"accelerator": "v4-8"}` (its cells are meant for a TPU slice; `--dry-run` then
+also prints the `launch.sh tpu` commands).
+
+Every cell's config is resolved and every dataset built here, once, before any cell starts, so a bad
+cell fails alone with a one-line error and parallel cells never generate the same data at once.
+Each cell then trains in its own process (`research.main`) in `<workdir>/<cell name>`. Running the
+same command again skips finished cells and resumes interrupted ones from their checkpoints.
+
+Files, read by `research.report`: `<workdir>/sweep.json` (the experiment, its axes and every cell of
+the full grid), and per cell `cell.json` (name, config spec, overrides, command), `log.txt`,
+`failed.json` (returncode, error) when it failed, and the run's own files (results.json, ...).
+
+The grid and its cells are in research/sweep_grid.py, the executors in research/sweep_executors.py;
+this module prepares the cells, runs them through an executor and summarises the outcome.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from research import sweep_executors as executors
+from research.errors import UserError
+from research.sweep_grid import (
+    Cell,
+    Experiment,
+    launch_command,
+    load_experiment,
+    make_cells,
+    override_flags,
+    select,
+    tpu_command,
+    train_command,
+    varying_keys,
+)
+
+EXIT_USAGE = 2
+EXIT_PREEMPTED = 75  # as research.main: stopped by a signal, run the same command again
+
+
+def print_dry_run(experiment: Experiment, cells: list[Cell], total: int) -> None:
+    print(f"# {len(cells)} of {total} cells of {experiment.path}")
+    for cell in cells:
+        print(cell.name)
+        print(f"  {shlex.join(launch_command(cell))}")
+        if experiment.tpu:
+            print(f"  {shlex.join(tpu_command(cell, experiment.tpu))}")
+
+
+# ----------------------------------------------------------------------------- preparation
+
+
+def is_finished(cell: Cell) -> bool:
+    """A cell whose results.json exists and whose cell.json describes the same run."""
+    folder = Path(cell.workdir)
+    if not (folder / "results.json").is_file():
+        return False
+    try:
+        saved = json.loads((folder / "cell.json").read_text())
+    except (OSError, ValueError):
+        return False
+    record = cell.record()
+    return saved.get("config") == record["config"] and saved.get("overrides") == record["overrides"]
+
+
+def write_sweep_json(experiment: Experiment, cells: list[Cell], workdir: str) -> None:
+    """The full grid (not only this invocation's cells, so shards agree on it) for the report."""
+    os.makedirs(workdir, exist_ok=True)
+    content = {
+        "experiment": experiment.path,
+        "config": experiment.config,
+        "axes": varying_keys(experiment.grid),
+        "cells": [cell.record() for cell in cells],
+    }
+    Path(workdir, "sweep.json").write_text(json.dumps(content, indent=2) + "\n")
+
+
+def config_error(error: Exception, argv: list[str]) -> str:
+    """One line for a config that config_flags could not build (as research.main prints it)."""
+    if isinstance(error, OSError):
+        path = argv[2].partition(":")[0]
+        return f"--config: cannot read {path!r}; give a file such as configs/listops.py[:args]"
+    if isinstance(error, AttributeError | KeyError):
+        field = str(error).strip("'\"")
+        overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+        culprit = next((o for o in overrides if o.split(".")[-1] == field), f"--config...{field}")
+        return f"{culprit}: the config has no field {field!r}; see the config file for the fields"
+    cause = error.__cause__ or error.__context__
+    if cause is not None:  # get_config() raised; config_flags wraps it in a traceback
+        lines = [line for line in str(cause).splitlines() if line.strip()]
+        return lines[-1].removeprefix("research.errors.UserError: ") if lines else str(error)
+    return str(error).splitlines()[0]
+
+
+def resolve(cell: Cell):
+    """The cell's config, built by ml_collections exactly as research.main will build it, and
+    checked as research.train will check it; UserError (one line) if it is not valid."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from research import tasks, train
+
+    argv = ["sweep", "--config", cell.spec, *override_flags(cell.overrides)]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "config", flag_values=values, lock_config=True, sys_argv=argv
+    )
+    try:
+        values(argv)
+        config = values.config
+        config.task  # a config file that failed to load raises here  # noqa: B018
+    except UserError:
+        raise
+    except (OSError, AttributeError, KeyError, flags.Error) as error:
+        raise UserError(config_error(error, argv)) from error
+    return train.resolve_config(config, tasks.get_task(config.task))
+
+
+def prepare_data(cells: list[Cell], configs: dict[str, Any]) -> dict[str, str]:
+    """Builds each distinct dataset once, here and one after the other, so that parallel cells
+    only read it; returns {cell name: one-line error} for the cells whose data failed."""
+    from research import tasks, train
+
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        config = configs[cell.name]
+        options = json.dumps(config.task_options.to_dict(), sort_keys=True, default=str)
+        key = json.dumps([config.task, options, tasks.data_dir(config.data_dir)])
+        groups.setdefault(key, []).append(cell)
+    errors = {}
+    for group in groups.values():
+        config = configs[group[0].name]
+        print(f"data for {config.task} ({len(group)} cells): building or checking", flush=True)
+        try:
+            builder = tasks.prepare_builder(
+                tasks.get_task(config.task), config.task_options, config.data_dir
+            )
+        except (UserError, OSError) as error:  # e.g. a missing source archive
+            errors.update({cell.name: str(error).splitlines()[0] for cell in group})
+            continue
+        for cell in group:
+            try:
+                train.check_lengths(builder, configs[cell.name])
+            except UserError as error:
+                errors[cell.name] = str(error)
+    return errors
+
+
+def job(cell: Cell, parallel: int) -> dict[str, Any]:
+    """The plain-data form of a cell that the executors run (see research.sweep_executors)."""
+    # Several runs on one GPU must not each preallocate most of its memory.
+    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if parallel > 1 else {}
+    env = {k: v for k, v in env.items() if k not in os.environ}
+    return {
+        **cell.record(),
+        "launch": shlex.join(launch_command(cell)),
+        "command": train_command(cell),
+        "workdir": cell.workdir,
+        "cwd": os.getcwd(),
+        "env": env,
+    }
+
+
+@dataclasses.dataclass
+class Outcome:
+    counts: dict[str, int]
+    failed: dict[str, str]  # name -> one-line error
+    interrupted: bool
+
+
+def run_sweep(
+    cells: list[Cell], executor: str, parallel: int, slurm: dict[str, Any], workdir: str
+) -> Outcome:
+    """Skips finished cells, resolves and prepares the others, runs them, prints a summary."""
+    progress = executors.Progress(total=len(cells), parallel=parallel)
+    outcome = Outcome(dict.fromkeys(("finished", "skipped", "failed"), 0), {}, False)
+    todo = []
+    for cell in cells:
+        if is_finished(cell):
+            progress.line(cell.name, "skipped (finished)")
+            outcome.counts["skipped"] += 1
+        else:
+            todo.append(cell)
+    errors = prepare(todo)
+    jobs = [job(cell, parallel) for cell in todo]
+    for cell in [cell for cell in jobs if cell["name"] in errors]:
+        record_failure(cell, {"returncode": EXIT_USAGE, "error": errors[cell["name"]]})
+        progress.line(cell["name"], f"FAILED: {errors[cell['name']]}")
+    jobs = [cell for cell in jobs if cell["name"] not in errors]
+    progress.to_run = len(jobs)
+    results, outcome.interrupted = execute(jobs, executor, parallel, slurm, workdir, progress)
+    for cell in jobs:
+        result = results.get(cell["name"], {"status": "not started"})
+        outcome.counts[result["status"]] = outcome.counts.get(result["status"], 0) + 1
+        if result["status"] == "failed":
+            record_failure(cell, result)
+            errors[cell["name"]] = result["error"]
+    outcome.failed = {cell.name: errors[cell.name] for cell in cells if cell.name in errors}
+    outcome.counts["failed"] = len(outcome.failed)
+    print_summary(outcome, workdir)
+    return outcome
+
+
+def prepare(cells: list[Cell]) -> dict[str, str]:
+    """Resolves every cell's config and builds its data; {name: one-line error} of those that
+    cannot run."""
+    configs, errors = {}, {}
+    for cell in cells:
+        try:
+            configs[cell.name] = resolve(cell)
+        except UserError as error:
+            errors[cell.name] = str(error)
+    errors.update(prepare_data([cell for cell in cells if cell.name in configs], configs))
+    return errors
+
+
+def execute(
+    jobs: list[dict[str, Any]],
+    executor: str,
+    parallel: int,
+    slurm: dict[str, Any],
+    workdir: str,
+    progress: executors.Progress,
+) -> tuple[dict[str, dict], bool]:
+    """Runs the jobs on the chosen executor: ({name: result}, whether a signal stopped it)."""
+    if executor == "local":
+        return executors.run_local(jobs, parallel, progress)
+    if not jobs:
+        return {}, False
+    cluster = "local" if executor == "submitit_local" else "slurm"
+    folder = os.path.join(workdir, "submitit")
+    return executors.run_submitit(jobs, cluster, slurm, folder, progress)
+
+
+def record_failure(cell: dict[str, Any], result: dict[str, Any]) -> None:
+    """Writes the cell's failed.json (and cell.json), where the report looks, also for cells that
+    failed before launch (bad config, data) or whose job died without writing one."""
+    folder = executors.start_cell_dir(cell)
+    executors.write_json(
+        folder / "failed.json", {"returncode": result["returncode"], "error": result["error"]}
+    )
+
+
+def print_summary(outcome: Outcome, workdir: str) -> None:
+    counts = ", ".join(f"{n} {status}" for status, n in outcome.counts.items() if n or
+                       status in ("finished", "failed"))  # fmt: skip
+    print(f"\nsweep {workdir}: {counts}")
+    for name, error in outcome.failed.items():
+        print(f"  FAILED {name}: {error}")
+    if outcome.interrupted:
+        print("stopped by a signal; run the same command again to resume")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        experiment = load_experiment(args.experiment)
+        workdir = args.workdir or os.path.join("runs", Path(args.experiment).stem)
+        all_cells = make_cells(experiment, workdir)
+        cells = select(all_cells, args.only, args.shard)
+        slurm = executors.parse_parameters(args.slurm)
+        if args.parallel < 1:
+            raise UserError(f"--parallel {args.parallel} is not valid; it must be >= 1")
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dry_run:
+        print_dry_run(experiment, cells, len(all_cells))
+        return 0
+    write_sweep_json(experiment, all_cells, workdir)
+    try:
+        outcome = run_sweep(cells, args.executor, args.parallel, slurm, workdir)
+    except KeyboardInterrupt:  # while resolving or building data: nothing has started yet
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if outcome.interrupted:
+        return EXIT_PREEMPTED
+    if not args.no_report:
+        from research import report
+
+        print(report.write_report(workdir))
+    return 1 if outcome.failed else 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="./launch.sh sweep", description=__doc__.split("\n\n")[0].strip()
+    )
+    add = parser.add_argument
+    add("experiment", help="an experiment file, e.g. experiments/attention.py")
+    add("--workdir", help="the sweep's folder (default: runs/<experiment file stem>)")
+    add(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run only the cells with this value; repeatable",
+    )
+    add("--parallel", type=int, default=1, metavar="K", help="cells run at once (local executor)")
+    add("--dry-run", action="store_true", help="print each cell's command; run and write nothing")
+    add(
+        "--executor",
+        choices=("local", "slurm", "submitit_local"),
+        default="local",
+        help="where cells run: local processes, or one submitit job array",
+    )
+    add("--shard", metavar="I/N", help="run the cells whose position in the grid %% N == I")
+    add(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a submitit parameter, e.g. slurm_partition=gpu or timeout_min=120",
+    )
+    add("--no-report", action="store_true", help="skip writing the report")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

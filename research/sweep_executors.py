@@ -1,0 +1,309 @@
+"""Where a sweep's cells run: local processes (K at once) or a submitit job array (SLURM, or
+submitit's local executor), with one progress line per finished cell.
+
+A cell travels as a plain dict (picklable for submitit): name, config, overrides, launch (the
+pasteable command), command (the argv that trains it), workdir, cwd and env (extra variables).
+"""
+
+import ctypes
+import dataclasses
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from research.errors import UserError
+
+EXIT_PREEMPTED = 75
+PR_SET_PDEATHSIG = 1
+INTERRUPTED_CODES = (EXIT_PREEMPTED, -signal.SIGTERM, -signal.SIGINT)
+
+
+# ----------------------------------------------------------------------------- one cell
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the kernel sends the cell SIGTERM when the sweep dies, even by SIGKILL, so a
+    killed sweep leaves no orphans; the cell checkpoints on SIGTERM and exits 75."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def last_error(log: Path, offset: int) -> str:
+    """The one-line error of an attempt: the last `error:` line of its log, else its last line."""
+    with open(log, "rb") as file:
+        file.seek(offset)
+        text = file.read().decode(errors="replace")
+    # tqdm redraws with carriage returns: only the last part of such a line was ever visible
+    lines = [line.split("\r")[-1].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if line.startswith("error:")]
+    if errors:
+        return errors[-1].removeprefix("error:").strip()
+    return lines[-1] if lines else "no output"
+
+
+def cell_status(returncode: int, workdir: str) -> str:
+    if returncode in INTERRUPTED_CODES:
+        return "interrupted"
+    if returncode == 0 and Path(workdir, "results.json").is_file():
+        return "finished"
+    return "failed"
+
+
+def write_json(path: Path, content: dict) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def start_cell_dir(cell: dict) -> Path:
+    """Creates the cell's folder, records what runs there, and forgets an earlier failure."""
+    folder = Path(cell["workdir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "failed.json").unlink(missing_ok=True)
+    record = {key: cell[key] for key in ("name", "config", "overrides")}
+    write_json(folder / "cell.json", {**record, "command": cell["launch"]})
+    return folder
+
+
+def run_cell(cell: dict, on_start: Callable[[subprocess.Popen], None] | None = None) -> dict:
+    """Runs one cell's training process to its end, output appended to <workdir>/log.txt.
+
+    Module-level and plain-data so that submitit can pickle it. Returns returncode, status
+    (finished | failed | interrupted), error (one line, or None) and seconds.
+    """
+    started = time.monotonic()
+    folder = start_cell_dir(cell)
+    log = folder / "log.txt"
+    with open(log, "ab") as out:
+        offset = out.tell()
+        out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {cell['launch']}\n".encode())
+        out.flush()
+        process = subprocess.Popen(
+            cell["command"],
+            cwd=cell["cwd"],
+            env={**os.environ, **cell["env"]},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # its own session: a Ctrl-C in the terminal reaches the sweep only, which forwards it
+            # once (a second SIGINT would make the cell abort without a checkpoint)
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        if on_start:
+            on_start(process)
+        try:
+            returncode = process.wait()
+        except KeyboardInterrupt:  # a submitit job being cancelled: let the cell checkpoint
+            process.send_signal(signal.SIGTERM)
+            process.wait()
+            raise
+    status = cell_status(returncode, cell["workdir"])
+    error = None
+    if status == "failed":
+        error = last_error(log, offset)
+        write_json(folder / "failed.json", {"returncode": returncode, "error": error})
+    seconds = time.monotonic() - started
+    return {
+        "returncode": returncode,
+        "status": status,
+        "error": error,
+        "seconds": seconds,
+        "pid": process.pid,
+    }
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def test_score(workdir: str) -> str:
+    try:
+        results = json.loads(Path(workdir, "results.json").read_text())
+        return f"test {results['test_accuracy']:.4f}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no test score"
+
+
+@dataclasses.dataclass
+class Progress:
+    """Numbers and prints one line per cell that is done, with an estimate of the time left."""
+
+    total: int
+    parallel: int
+    to_run: int = 0
+    done: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    run_seconds: list[float] = dataclasses.field(default_factory=list)
+
+    def line(self, name: str, text: str, seconds: float | None = None) -> None:
+        self.done += 1
+        timing = ""
+        if seconds is not None:
+            self.run_seconds.append(seconds)
+            timing = f"  | elapsed {duration(time.monotonic() - self.started)}"
+            left = self.to_run - len(self.run_seconds)
+            if left > 0:
+                mean = sum(self.run_seconds) / len(self.run_seconds)
+                estimate = mean * left / max(1, min(self.parallel, left))
+                timing += f", about {duration(estimate)} left"
+        print(f"[{self.done}/{self.total}] {name}  {text}{timing}", flush=True)
+
+    def result(self, cell: dict, result: dict) -> None:
+        seconds = result.get("seconds")
+        if result["status"] == "finished":
+            text = f"finished in {duration(seconds)}  {test_score(cell['workdir'])}"
+        elif result["status"] == "interrupted":
+            text = "interrupted (its checkpoint resumes it)"
+        else:
+            text = f"FAILED: {result['error']}"
+        self.line(cell["name"], text, seconds)
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM stop the sweep from launching cells and are passed on to
+    the running ones through `forward(signum)` (which must not block for long)."""
+
+    def __init__(self, forward: Callable[[int], None]):
+        self.forward = forward
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def handle(self, signum: int, frame) -> None:
+        if self.received is None:  # os.write: print() may not be re-entered from a handler
+            name = signal.Signals(signum).name
+            message = f"\n{name}: launching no more cells; running cells save a checkpoint\n"
+            os.write(sys.stdout.fileno(), message.encode())
+        self.received = signum
+        self.forward(signum)
+
+    def __enter__(self) -> "StopSignals":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+# ----------------------------------------------------------------------------- executors
+
+
+def run_local(cells: list[dict], parallel: int, progress: Progress) -> tuple[dict, bool]:
+    """Runs the cells as child processes, `parallel` at once (a thread waits on each).
+
+    Returns ({name: result} of the cells that ran, whether a signal stopped the sweep).
+    """
+    pending = list(cells)
+    running: dict[int, subprocess.Popen] = {}
+    lock = threading.Lock()
+    done: queue.Queue = queue.Queue()
+
+    def forward(signum: int) -> None:
+        with lock:
+            for process in running.values():
+                process.send_signal(signum)
+
+    stop = StopSignals(forward)
+
+    def register(process: subprocess.Popen) -> None:
+        with lock:
+            running[process.pid] = process
+            if stop.received is not None:  # the signal came while it was being started
+                process.send_signal(stop.received)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if stop.received is not None or not pending:
+                    return
+                cell = pending.pop(0)
+            try:
+                result = run_cell(cell, on_start=register)
+            except Exception as error:  # e.g. a full disk: fail the cell, keep the sweep going
+                result = {"returncode": None, "status": "failed", "error": str(error)}
+            with lock:
+                running.pop(result.get("pid"), None)
+            done.put((cell, result))
+
+    results = {}
+    with stop:
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(parallel)]
+        for thread in threads[: len(cells)]:
+            thread.start()
+        while any(t.is_alive() for t in threads) or not done.empty():
+            try:
+                cell, result = done.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            results[cell["name"]] = result
+            progress.result(cell, result)
+    return results, stop.received is not None
+
+
+def parse_parameters(items: list[str]) -> dict[str, Any]:
+    """--slurm KEY=VALUE items as submitit parameters; integers become ints."""
+    parameters: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--slurm {item!r} is not valid; give KEY=VALUE, e.g. timeout_min=120")
+        parameters[key] = int(value) if value.lstrip("-").isdigit() else value
+    return parameters
+
+
+def run_submitit(
+    cells: list[dict], cluster: str, parameters: dict[str, Any], folder: str, progress: Progress
+) -> tuple[dict, bool]:
+    """Submits the cells as one job array and waits for them; a signal cancels the array
+    (each job passes it on to its cell, which checkpoints)."""
+    import submitit
+
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        executor.update_parameters(**parameters)
+    except Exception as error:
+        raise UserError(f"submitit ({cluster}): {str(error).splitlines()[0]}") from error
+    jobs = executor.map_array(run_cell, cells)
+    print(f"submitted {len(jobs)} cells as job array {jobs[0].job_id.split('_')[0]} ({folder})")
+    waiting = dict(zip(jobs, cells, strict=True))
+
+    def cancel(signum: int) -> None:
+        for job in waiting:
+            job.cancel(check=False)
+
+    results = {}
+    with StopSignals(cancel) as stop:
+        while waiting and stop.received is None:
+            for job in [job for job in waiting if job.done()]:
+                cell = waiting.pop(job)
+                results[cell["name"]] = job_result(job)
+                progress.result(cell, results[cell["name"]])
+            time.sleep(0.5)
+    return results, stop.received is not None
+
+
+def job_result(job) -> dict:
+    """A finished job's result; a job that died before returning one (cancelled, out of time,
+    out of memory) is a failed cell with the last line of submitit's error."""
+    try:
+        return job.result()
+    except Exception as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        return {"returncode": None, "status": "failed", "error": lines[-1] if lines else "?"}

@@ -1,0 +1,319 @@
+"""The sweep report on hand-written sweep folders: its numbers exactly (means, sample std, counts,
+LRA's Avg and published row), the runs it must not average, the CSV, the plots, and the one-line
+error for a folder without runs. No training: every file a run would write is written here."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from research import report
+
+MIB = 2**20
+
+# (attention, pairs, seed) -> test accuracy, for the MQAR-like sweep below.
+RECALL = {
+    ("full", 4, 0): 0.90,
+    ("full", 4, 1): 0.94,
+    ("full", 8, 0): 0.80,
+    ("full", 8, 1): 0.70,
+    ("local", 4, 0): 0.50,
+    ("local", 4, 1): 0.60,
+    ("local", 8, 0): 0.30,
+    ("local", 8, 1): 0.35,
+}
+
+
+@pytest.fixture(autouse=True)
+def attention_maps(monkeypatch) -> list[tuple[str, Path]]:
+    """Stands in for research.attention_maps, which needs trained checkpoints: records each call
+    and writes a placeholder PNG."""
+    from research import attention_maps as maps
+
+    calls = []
+
+    def save_attention_map(cell_dir: str, out_path: Path) -> Path:
+        calls.append((cell_dir, out_path))
+        Path(out_path).write_bytes(b"png")
+        return Path(out_path)
+
+    monkeypatch.setattr(maps, "save_attention_map", save_attention_map)
+    return calls
+
+
+def write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+def results(accuracy: float, *, memory: int, speed: float = 10.0) -> dict:
+    """A results.json as train.py writes it."""
+    return {
+        "test_accuracy": accuracy,
+        "validation_accuracy": accuracy - 0.01,
+        "best_validation_accuracy": accuracy + 0.01,
+        "steps_per_second": speed,
+        "peak_memory_bytes": memory,
+        "peak_memory_source": "host_rss",
+        "num_params": 1234,
+    }
+
+
+def metrics_lines(accuracy: float, *, truncated: bool = False) -> str:
+    """A metrics.jsonl with startup, train and validation records; `truncated` cuts the last line
+    short, as a run killed mid-write leaves it."""
+    records = [
+        {"step": 1, "split": "startup", "time_to_first_step": 3.0},
+        {"step": 10, "split": "train", "loss": 1.0, "accuracy": 0.2},
+        {"step": 10, "split": "validation", "loss": 1.0, "accuracy": accuracy / 2},
+        {"step": 20, "split": "validation", "loss": 0.5, "accuracy": accuracy},
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    return text + ('{"step": 30, "split": "valid' if truncated else "")
+
+
+def recall_config(attention: str, pairs: int, seed: int) -> dict:
+    return {
+        "task": "recall",
+        "seed": seed,
+        "task_options": {"num_pairs": pairs},
+        "model": {"attention": attention, "max_len": 4 * pairs},
+    }
+
+
+@pytest.fixture
+def recall_sweep(tmp_path) -> Path:
+    """2 variants x 2 pairs x 2 seeds finished; a failed full run, a running local run (killed
+    mid-line in metrics.jsonl) and a linear run not started, all listed in sweep.json."""
+    sweep = tmp_path / "mqar"
+    cells = []
+
+    def cell(attention: str, pairs: int, seed: int) -> Path:
+        name = f"attention={attention},pairs={pairs},seed={seed}"
+        spec = f"configs/recall.py:pairs={pairs},size=tiny"
+        overrides = {"config.model.attention": attention, "config.seed": seed}
+        cells.append({"name": name, "config": spec, "overrides": overrides})
+        return sweep / name
+
+    for (attention, pairs, seed), accuracy in RECALL.items():
+        directory = cell(attention, pairs, seed)
+        write_json(directory / "config.json", recall_config(attention, pairs, seed))
+        memory = (100 if seed == 0 else 200) * MIB
+        write_json(directory / "results.json", results(accuracy, memory=memory, speed=pairs))
+        (directory / "metrics.jsonl").write_text(metrics_lines(accuracy))
+    failed = cell("full", 4, 2)
+    write_json(failed / "config.json", recall_config("full", 4, 2))
+    write_json(failed / "failed.json", {"returncode": 1, "error": "Traceback\nerror: boom"})
+    running = cell("local", 8, 2)
+    write_json(running / "config.json", recall_config("local", 8, 2))
+    (running / "metrics.jsonl").write_text(metrics_lines(0.99, truncated=True))
+    cell("linear", 4, 0)  # in sweep.json only
+    axes = ["config.model.attention", "arg.pairs", "config.seed"]
+    write_json(sweep / "sweep.json", {"experiment": "mqar", "axes": axes, "cells": cells})
+    return sweep
+
+
+def test_main_table_has_means_sample_std_and_counts(recall_sweep):
+    table = report.write_report(recall_sweep)
+    assert table.splitlines() == [
+        "| attention | pairs=4 | pairs=8 |",
+        "|---|---|---|",
+        "| full | 92.00 ± 2.83 (2) | 75.00 ± 7.07 (2) |",
+        "| local | 55.00 ± 7.07 (2) | 32.50 ± 3.54 (2) |",
+        "| linear | – | – |",
+    ]
+    # The sample standard deviation (ddof=1), as the report says.
+    assert f"{100 * np.std([0.90, 0.94], ddof=1):.2f}" == "2.83"
+    text = (recall_sweep / "report.md").read_text()
+    assert text.startswith("# Sweep report: mqar\n") and table in text
+    assert "sample standard deviation (ddof=1)" in text
+
+
+def test_failed_running_and_unstarted_runs_are_listed_not_averaged(recall_sweep):
+    report.write_report(recall_sweep)
+    text = (recall_sweep / "report.md").read_text()
+    assert "- failed: `attention=full,pairs=4,seed=2` (exit 1): error: boom" in text
+    assert "running (config.json but no results.json yet" in text
+    assert "`attention=local,pairs=8,seed=2`" in text
+    assert "- not started: `attention=linear,pairs=4,seed=0`" in text
+    assert "8 of 11 runs finished" in text
+
+
+def test_detail_table_has_validation_speed_memory_and_size(recall_sweep):
+    report.write_report(recall_sweep)
+    text = (recall_sweep / "report.md").read_text()
+    # best validation = test + 0.01; speed = pairs; memory the mean of 100 and 200 MiB
+    assert "| full | pairs=4 | 93.00 ± 2.83 (2) | 4.00 | 150.0 (host_rss) | 1,234 |" in text
+    assert "| local | pairs=8 | 33.50 ± 3.54 (2) | 8.00 | 150.0 (host_rss) | 1,234 |" in text
+
+
+def test_csv_has_one_row_per_group_with_finished_runs(recall_sweep):
+    report.write_report(recall_sweep)
+    with (recall_sweep / "results.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["attention"], r["pairs"], r["seeds"]) for r in rows] == [
+        ("full", "4", "2"),
+        ("full", "8", "2"),
+        ("local", "4", "2"),
+        ("local", "8", "2"),
+    ]
+    first = rows[0]
+    assert float(first["test_accuracy_mean"]) == pytest.approx(0.92)
+    assert float(first["test_accuracy_std"]) == pytest.approx(
+        np.std([0.90, 0.94], ddof=1), rel=1e-5
+    )
+    assert float(first["best_validation_accuracy_mean"]) == pytest.approx(0.93)
+    assert float(first["steps_per_second"]) == 4.0
+    assert float(first["peak_memory_mib"]) == 150.0
+    assert (first["peak_memory_source"], first["num_params"]) == ("host_rss", "1234")
+
+
+def test_plots_are_written_and_linked(recall_sweep):
+    report.write_report(recall_sweep)
+    text = (recall_sweep / "report.md").read_text()
+    for name in ("speed_accuracy", "validation_curves", "accuracy_vs_pairs"):
+        assert (recall_sweep / f"{name}.png").stat().st_size > 1000
+        assert f"]({name}.png)" in text
+    assert "band: min–max over seeds" in text
+
+
+def test_validation_curve_skips_a_half_written_line(recall_sweep):
+    running = recall_sweep / "attention=local,pairs=8,seed=2" / "metrics.jsonl"
+    assert report.read_validation_curve(running) == [(10, 0.495), (20, 0.99)]
+
+
+LRA = {"listops": 0.37, "text": 0.64, "retrieval": 0.58, "image": 0.42, "pathfinder": 0.70}
+
+
+@pytest.fixture
+def lra_sweep(tmp_path) -> Path:
+    """No sweep.json: full on five LRA tasks (two ListOps seeds), local on ListOps only; the data
+    paths differ between tasks and must not become axes."""
+    sweep = tmp_path / "lra"
+    runs = [("full", task, 0, accuracy) for task, accuracy in LRA.items()]
+    runs += [("full", "listops", 1, 0.39), ("local", "listops", 0, 0.20)]
+    for attention, task, seed, accuracy in runs:
+        directory = sweep / f"{task}_{attention}_{seed}"
+        config = {
+            "task": task,
+            "seed": seed,
+            "data_dir": f"/data/{task}",
+            "task_options": {"resolution": 32} if task == "pathfinder" else {},
+            "model": {"attention": attention, "max_len": len(task) * 100},
+        }
+        write_json(directory / "config.json", config)
+        write_json(directory / "results.json", results(accuracy, memory=MIB))
+    return sweep
+
+
+def test_lra_table_has_avg_and_the_published_transformer(lra_sweep):
+    lines = report.write_report(lra_sweep).splitlines()
+    assert lines[0] == "| attention | ListOps | Text | Retrieval | Image | Pathfinder | Avg |"
+    average = 100 * np.mean([0.38, 0.64, 0.58, 0.42, 0.70])
+    assert lines[2] == (
+        "| full | 38.00 ± 1.41 (2) | 64.00 (1) | 58.00 (1) | 42.00 (1) | 70.00 (1) "
+        f"| {average:.2f} |"
+    )
+    assert lines[3] == "| local | 20.00 (1) | – | – | – | – | – |"  # no Avg over one task
+    assert lines[4] == (
+        "| Transformer (LRA Table 1, Tay et al. 2020) | 36.37 | 64.27 | 57.46 | 42.44 | 71.40 "
+        "| 54.39 |"
+    )
+    assert not list(lra_sweep.glob("accuracy_vs_*.png"))
+
+
+def test_axes_are_inferred_from_configs_without_the_fields_that_follow_from_the_task(lra_sweep):
+    _, axes, _ = report.load_sweep(lra_sweep)
+    assert axes == ["config.task", "config.model.attention", "config.seed"]
+
+
+def test_pathfinder_128_is_labelled_path_x():
+    assert report.task_label("pathfinder", 128) == "pathx"
+    assert report.task_label("pathfinder", 32) == "pathfinder"
+    cell = report.Cell("c", Path("."), spec="configs/pathfinder.py:resolution=128")
+    assert report.cell_task(cell) == "pathx"
+
+
+@pytest.mark.parametrize(
+    "make", [lambda p: None, lambda p: p.mkdir(), lambda p: (p / "x").mkdir(parents=True)]
+)
+def test_a_folder_without_runs_is_a_one_line_error(tmp_path, capsys, make):
+    folder = tmp_path / "empty"
+    make(folder)
+    assert report.main([str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {folder} holds no runs (no <cell>/config.json); run ./launch.sh sweep ... first\n"
+    )
+
+
+def test_axis_values_come_from_config_json_overrides_or_config_arguments():
+    started = report.Cell(
+        "c",
+        Path("."),
+        spec="configs/distance.py:distance=64",
+        overrides=report.normalize_overrides(["--config.model.attention_options.local.window=16"]),
+        config={"task": "listops", "seed": 3},
+    )
+    assert report.axis_value(started, "config") == "listops"
+    assert report.axis_value(started, "config.seed") == 3
+    assert report.axis_value(started, "arg.distance") == 64
+    assert report.axis_value(started, "config.model.attention_options.local.window") == 16
+    waiting = report.Cell("d", Path("."), spec="configs/text.py:size=tiny")
+    assert report.axis_value(waiting, "config") == "text"
+    assert report.axis_value(waiting, "config.seed") is None
+
+
+def test_a_sweep_over_variants_and_seeds_only_has_one_column(tmp_path):
+    sweep = tmp_path / "variants"
+    for attention, seed, accuracy in [("full", 0, 0.5), ("full", 1, 0.7), ("linear", 0, 0.4)]:
+        directory = sweep / f"{attention}_{seed}"
+        config = {"task": "listops", "seed": seed, "model": {"attention": attention}}
+        write_json(directory / "config.json", config)
+        write_json(directory / "results.json", results(accuracy, memory=MIB))
+    assert report.write_report(sweep).splitlines()[2:] == [
+        "| full | 60.00 ± 14.14 (2) |",
+        "| linear | 40.00 (1) |",
+    ]
+    assert (sweep / "speed_accuracy.png").exists()
+
+
+def test_one_attention_map_per_variant_from_its_first_finished_cell(recall_sweep, attention_maps):
+    report.write_report(recall_sweep)
+    assert [(Path(d).name, p.name) for d, p in attention_maps] == [
+        ("attention=full,pairs=4,seed=0", "attention_full.png"),
+        ("attention=local,pairs=4,seed=0", "attention_local.png"),
+    ]
+    text = (recall_sweep / "report.md").read_text()
+    assert "![attention map: full](attention_full.png)" in text
+
+
+def test_lra_sweep_json_with_path_x_and_data_paths_as_axes(tmp_path):
+    """sweep.json as the runner writes it for experiments/lra.py: the config file is an axis, and
+    so are the data paths that come with some tasks; Path-X is pathfinder at resolution=128."""
+    sweep = tmp_path / "lra"
+    specs = {
+        "listops": ("configs/listops.py", {}),
+        "text": ("configs/text.py", {"config.task_options.source": "~/data/aclImdb_v1.tar.gz"}),
+        "pathx": ("configs/pathfinder.py:resolution=128", {}),
+    }
+    accuracy = {"listops": 0.36, "text": 0.66, "pathx": 0.5}
+    cells = []
+    for task, (spec, paths) in specs.items():
+        name = f"task={task},attention=full"
+        overrides = {**paths, "config.model.attention": "full", "config.seed": 0}
+        cells.append({"name": name, "config": spec, "overrides": overrides})
+        config = {"task": task.replace("pathx", "pathfinder"), "seed": 0}
+        config["task_options"] = {"resolution": 128} if task == "pathx" else {}
+        config["model"] = {"attention": "full"}
+        write_json(sweep / name / "config.json", config)
+        write_json(sweep / name / "results.json", results(accuracy[task], memory=MIB))
+    axes = ["config", "config.task_options.source", "config.model.attention", "config.seed"]
+    write_json(sweep / "sweep.json", {"experiment": "lra", "axes": axes, "cells": cells})
+    assert report.write_report(sweep).splitlines() == [
+        "| attention | ListOps | Text | Path-X | Avg |",
+        "|---|---|---|---|---|",
+        "| full | 36.00 (1) | 66.00 (1) | 50.00 (1) | 51.00 |",
+        "| Transformer (LRA Table 1, Tay et al. 2020) | 36.37 | 64.27 | fail | 50.32 |",
+    ]
