@@ -2,7 +2,7 @@
 each at LRA's released config (configs/<task>.py at size=base). Meant for accelerators.
 
   ./launch.sh sweep experiments/lra.py --dry-run            # every cell and its command
-  ./launch.sh sweep experiments/lra.py --only task=listops  # one task on this machine
+  ./launch.sh sweep experiments/lra.py --only config=listops  # one task on this machine
   ./launch.sh sweep experiments/lra.py --executor slurm --slurm gpus_per_node=1
   ./launch.sh sweep experiments/lra.py --shard 0/4          # machine 0 of 4 (then 1/4, ...)
 

@@ -293,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_report:
         from research import report
 
-        print(report.write_report(workdir))
+        table = report.write_report(workdir)
+        print(f"\nTest accuracy (%), mean ± std over seeds (seeds):\n{table}\n")
+        print(f"report, plots and attention maps: {os.path.join(workdir, 'report.md')}")
     return 1 if outcome.failed else 0
 
 

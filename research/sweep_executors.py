@@ -164,6 +164,11 @@ class Progress:
                 timing += f", about {duration(estimate)} left"
         print(f"[{self.done}/{self.total}] {name}  {text}{timing}", flush=True)
 
+    def start(self, cell: dict) -> None:
+        """A line when a cell starts, so a long first cell is not a silent wait."""
+        log = os.path.join(cell["workdir"], "log.txt")
+        print(f"  started {cell['name']}  (its output: {log})", flush=True)
+
     def result(self, cell: dict, result: dict) -> None:
         seconds = result.get("seconds")
         if result["status"] == "finished":
@@ -234,6 +239,7 @@ def run_local(cells: list[dict], parallel: int, progress: Progress) -> tuple[dic
                 if stop.received is not None or not pending:
                     return
                 cell = pending.pop(0)
+                progress.start(cell)
             try:
                 result = run_cell(cell, on_start=register)
             except Exception as error:  # e.g. a full disk: fail the cell, keep the sweep going

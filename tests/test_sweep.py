@@ -14,7 +14,7 @@ import pytest
 
 from research import sweep, sweep_executors
 from research.errors import UserError
-from research.sweep_grid import Experiment, make_cells, select
+from research.sweep_grid import Experiment, load_experiment, make_cells, select
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -188,6 +188,30 @@ def test_resolving_reports_bad_fields_and_values_in_one_line():
     assert "config.model.attention='x' is not valid" in error(**{"config.model.attention": "x"})
     assert "config argument pairs='x' must be a positive integer" in error(**{"arg.pairs": "x"})
     assert "cannot read 'configs/nope.py'" in error(config="configs/nope.py")
+
+
+EXPERIMENTS = sorted(Path(ROOT, "experiments").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_every_shipped_experiment_builds_cells_whose_configs_are_valid(path):
+    """What `--dry-run` shows must also run: every cell resolves (configs, arguments, fields)."""
+    experiment = load_experiment(str(path))
+    assert experiment.grid
+    cells = make_cells(experiment, "runs/x")
+    assert len({cell.name for cell in cells}) == len(cells)
+    for cell in cells[:: max(1, len(cells) // 12)]:  # a spread of cells: resolving takes ~0.1 s
+        sweep.resolve(cell)
+
+
+def test_the_lra_experiment_is_six_tasks_by_nine_variants_by_three_seeds(capsys):
+    assert sweep.main([str(Path(ROOT, "experiments", "lra.py")), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# 162 of 162 cells")
+    tasks = ("listops", "text", "retrieval", "image", "pathfinder", "pathfinder:resolution=128")
+    for task in tasks:
+        assert f"\nconfig={task},attention=performer,seed=2\n" in out
+    assert out.count("./launch.sh tpu ") == 162
 
 
 def test_the_error_of_a_failed_cell_is_its_last_error_line(tmp_path):

@@ -102,15 +102,17 @@ def data_dir(config_data_dir: str) -> str:
     return os.path.expanduser(path)
 
 
-class _HideCustomConfigWarning(logging.Filter):
-    """Every task names its options in a custom builder config, which tfds warns about each time:
-    expected here, so not shown."""
+class _HideExpectedTfdsWarnings(logging.Filter):
+    """tfds warns that every task's builder config is custom (each names its options) and, before
+    a first build, that the dataset's folder has no dataset_info.json: expected here, so hidden."""
+
+    EXPECTED = ("Using custom data configuration", "Variant folder")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Using custom data configuration")
+        return not record.getMessage().startswith(self.EXPECTED)
 
 
-logging.getLogger("absl").addFilter(_HideCustomConfigWarning())
+logging.getLogger("absl").addFilter(_HideExpectedTfdsWarnings())
 
 
 def prepare_builder(task: Task, task_options, config_data_dir: str) -> tfds.core.DatasetBuilder:
