@@ -3,7 +3,11 @@ task (configs/distance.py) asks, at every position, whether the symbol `distance
 the same. One layer of sliding-window attention with window w sees w positions back, so it should
 be perfect for distance <= w and at chance (50%) beyond; full attention is the reference row.
 
-  ./launch.sh sweep experiments/window.py
+  ./launch.sh sweep experiments/window.py --parallel 2
+
+Measured on a 2-core CPU (10.5 minutes at --parallel 2; experiments/results/window/report.md):
+local attention with window w scores 99.5-100% at every distance <= w and 49.3-50.0% beyond it;
+full attention 98.6-99.7% at every distance.
 """
 
 CONFIG = "configs/distance.py:size=tiny"

@@ -48,6 +48,10 @@ LRA_TRANSFORMER = {
 LRA_CITATION = "Transformer (LRA Table 1, Tay et al. 2020)"
 
 VARIANT_AXIS = "config.model.attention"
+# A variant's own options (config.model.attention_options.<variant>.<option>) label its rows, and
+# do not apply to the other variants' rows.
+OPTION_PREFIX = "config.model.attention_options."
+NOT_APPLICABLE = "–"
 # Axes that describe the model rather than the problem: rows of the main table, not columns.
 ROW_AXIS_NAMES = ("attention", "positional", "position")
 # Flattened config keys that differ between cells without being an experimental choice.
@@ -254,6 +258,10 @@ def axis_value(cell: Cell, axis: str) -> object:
     """The value `cell` takes on `axis` ("config", "config.<field>" or "arg.<name>"), or None."""
     if axis in ("config", "config.task"):
         return cell_task(cell)
+    if axis.startswith(OPTION_PREFIX):
+        variant = axis.removeprefix(OPTION_PREFIX).split(".")[0]
+        if axis_value(cell, VARIANT_AXIS) not in (None, variant):
+            return NOT_APPLICABLE
     short = axis.removeprefix("config.").removeprefix("arg.")
     if axis.startswith("config.") and short in cell.config:
         return number(cell.config[short])
@@ -275,9 +283,12 @@ def is_seed(axis: str) -> bool:
 
 
 def split_axes(axes: list[str]) -> tuple[list[str], list[str]]:
-    """(row axes, column axes): the variant (and position scheme) are rows; seeds are averaged."""
+    """(row axes, column axes): the variant, its options and the position scheme are rows;
+    seeds are averaged."""
     rows = [VARIANT_AXIS] + [
-        a for a in axes if a != VARIANT_AXIS and short_name(a) in ROW_AXIS_NAMES
+        a
+        for a in axes
+        if a != VARIANT_AXIS and (short_name(a) in ROW_AXIS_NAMES or a.startswith(OPTION_PREFIX))
     ]
     columns = [a for a in axes if a not in rows and not is_seed(a)]
     return rows, columns
@@ -308,6 +319,8 @@ def label(axes: list[str], values: tuple) -> str:
     """A row or column heading: "full", "pairs=16", "listops, window=8"."""
     parts = []
     for axis, value in zip(axes, values, strict=True):
+        if value == NOT_APPLICABLE:
+            continue
         bare = axis in (VARIANT_AXIS, "config", "config.task") or short_name(axis) in ROW_AXIS_NAMES
         parts.append(str(value) if bare else f"{short_name(axis)}={value}")
     return ", ".join(parts) if parts else "all"

@@ -140,6 +140,16 @@ def test_score(workdir: str) -> str:
         return "no test score"
 
 
+_SAY = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Prints one whole line: worker threads and the main thread print concurrently."""
+    with _SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 @dataclasses.dataclass
 class Progress:
     """Numbers and prints one line per cell that is done, with an estimate of the time left."""
@@ -162,12 +172,12 @@ class Progress:
                 mean = sum(self.run_seconds) / len(self.run_seconds)
                 estimate = mean * left / max(1, min(self.parallel, left))
                 timing += f", about {duration(estimate)} left"
-        print(f"[{self.done}/{self.total}] {name}  {text}{timing}", flush=True)
+        say(f"[{self.done}/{self.total}] {name}  {text}{timing}")
 
     def start(self, cell: dict) -> None:
         """A line when a cell starts, so a long first cell is not a silent wait."""
         log = os.path.join(cell["workdir"], "log.txt")
-        print(f"  started {cell['name']}  (its output: {log})", flush=True)
+        say(f"  started {cell['name']}  (its output: {log})")
 
     def result(self, cell: dict, result: dict) -> None:
         seconds = result.get("seconds")

@@ -317,3 +317,36 @@ def test_lra_sweep_json_with_path_x_and_data_paths_as_axes(tmp_path):
         "| full | 36.00 (1) | 66.00 (1) | 50.00 (1) | 51.00 |",
         "| Transformer (LRA Table 1, Tay et al. 2020) | 36.37 | 64.27 | fail | 50.32 |",
     ]
+
+
+def test_a_variants_own_options_label_its_rows_and_skip_the_other_variants(tmp_path):
+    """experiments/window.py's shape: full at each distance, local at each window x distance. The
+    window is local's option, so it labels local's rows; full's config holds a default window of
+    its own, which must not split or label full's row."""
+    sweep = tmp_path / "window"
+    window_axis = "config.model.attention_options.local.window"
+    cells = []
+    runs = [("full", None, 4, 0.99), ("full", None, 8, 0.98)]
+    runs += [("local", 4, 4, 1.0), ("local", 4, 8, 0.5), ("local", 8, 4, 1.0), ("local", 8, 8, 1.0)]
+    for attention, window, distance, accuracy in runs:
+        overrides = {"config.model.attention": attention}
+        if window is not None:
+            overrides[window_axis] = window
+        name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items())
+        name += f",distance={distance}"
+        cells.append({"name": name, "config": f"configs/distance.py:distance={distance}",
+                      "overrides": overrides})  # fmt: skip
+        config = {"task": "distance", "seed": 0, "task_options": {"distance": distance},
+                  "model": {"attention": attention,
+                            "attention_options": {"local": {"window": window or 32}}}}  # fmt: skip
+        write_json(sweep / name / "config.json", config)
+        write_json(sweep / name / "results.json", results(accuracy, memory=MIB))
+    axes = ["config.model.attention", "arg.distance", window_axis]
+    write_json(sweep / "sweep.json", {"experiment": "window", "axes": axes, "cells": cells})
+    assert report.write_report(sweep).splitlines() == [
+        "| attention / window | distance=4 | distance=8 |",
+        "|---|---|---|",
+        "| full | 99.00 (1) | 98.00 (1) |",
+        "| local, window=4 | 100.00 (1) | 50.00 (1) |",
+        "| local, window=8 | 100.00 (1) | 100.00 (1) |",
+    ]
