@@ -10,7 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from research.errors import NonFiniteLossError, UserError
+from research.errors import NonFiniteLossError, UserError, config_flag_error, unreadable_config
 
 FLAGS = flags.FLAGS
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run again
@@ -46,16 +46,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     """FLAGS(argv), with config mistakes reported as one line instead of a traceback."""
     try:
         return FLAGS(argv)
-    except (AttributeError, KeyError) as error:
-        field = str(error).strip("'\"")
-        overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-        culprit = next((o for o in overrides if o.split(".")[-1] == field), f"--config...{field}")
-        fail(f"{culprit}: the config has no field {field!r}; see the config file for the fields")
-    except flags.Error as error:
-        cause = error.__cause__ or error.__context__
-        if isinstance(cause, UserError):  # raised by get_config(); config_flags adds a traceback
-            fail(str(cause).strip().splitlines()[-1].removeprefix("research.errors.UserError: "))
-        fail(str(error).splitlines()[0])
+    except (AttributeError, KeyError, flags.Error) as error:
+        fail(config_flag_error(error, argv))
 
 
 def start_distributed() -> None:
@@ -84,8 +76,7 @@ def main(argv: list[str]) -> None:
         config = FLAGS.config
         config.task  # a config file that failed to load raises here  # noqa: B018
     except OSError:
-        path = FLAGS["config"].config_filename
-        fail(f"--config: cannot read {path!r}; give a file such as configs/listops.py[:args]")
+        fail(unreadable_config(FLAGS["config"].config_filename))
     try:
         results = train_and_evaluate(config, FLAGS.workdir)
     except UserError as error:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from research import sweep_executors as executors
-from research.errors import UserError
+from research.errors import UserError, config_flag_error, unreadable_config
 from research.sweep_grid import (
     Cell,
     Experiment,
@@ -87,23 +87,6 @@ def write_sweep_json(experiment: Experiment, cells: list[Cell], workdir: str) ->
     Path(workdir, "sweep.json").write_text(json.dumps(content, indent=2) + "\n")
 
 
-def config_error(error: Exception, argv: list[str]) -> str:
-    """One line for a config that config_flags could not build (as research.main prints it)."""
-    if isinstance(error, OSError):
-        path = argv[2].partition(":")[0]
-        return f"--config: cannot read {path!r}; give a file such as configs/listops.py[:args]"
-    if isinstance(error, AttributeError | KeyError):
-        field = str(error).strip("'\"")
-        overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-        culprit = next((o for o in overrides if o.split(".")[-1] == field), f"--config...{field}")
-        return f"{culprit}: the config has no field {field!r}; see the config file for the fields"
-    cause = error.__cause__ or error.__context__
-    if cause is not None:  # get_config() raised; config_flags wraps it in a traceback
-        lines = [line for line in str(cause).splitlines() if line.strip()]
-        return lines[-1].removeprefix("research.errors.UserError: ") if lines else str(error)
-    return str(error).splitlines()[0]
-
-
 def resolve(cell: Cell):
     """The cell's config, built by ml_collections exactly as research.main will build it, and
     checked as research.train will check it; UserError (one line) if it is not valid."""
@@ -123,8 +106,10 @@ def resolve(cell: Cell):
         config.task  # a config file that failed to load raises here  # noqa: B018
     except UserError:
         raise
-    except (OSError, AttributeError, KeyError, flags.Error) as error:
-        raise UserError(config_error(error, argv)) from error
+    except OSError as error:
+        raise UserError(unreadable_config(cell.spec.partition(":")[0])) from error
+    except (AttributeError, KeyError, flags.Error) as error:
+        raise UserError(config_flag_error(error, argv)) from error
     return train.resolve_config(config, tasks.get_task(config.task))
 
 
