@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError
+from research.hyper import independent_keys
 
 # LRA's tasks in its Table 1 order; our label for each (pathfinder at resolution 128 is Path-X).
 LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
@@ -182,11 +183,11 @@ def load_sweep(sweep_dir: Path) -> tuple[str, list[str], list[Cell]]:
 
 def infer_axes(cells: list[Cell]) -> list[str]:
     """The config fields that differ between cells (paths aside), less those that follow from
-    others (see `independent`); for sweep folders without sweep.json."""
+    others (see `hyper.independent_keys`); for sweep folders without sweep.json."""
     configs = [{f"config.{k}": v for k, v in c.config.items()} for c in cells if c.config]
     keys = {k for config in configs for k in config if not k.lower().endswith(IGNORED_KEY_ENDINGS)}
     by_count = sorted(keys, key=lambda k: (len({json.dumps(c.get(k)) for c in configs}), k))
-    return independent(prioritized(by_count), configs)
+    return independent_keys(prioritized(by_count), configs)
 
 
 def prioritized(axes: list[str]) -> list[str]:
@@ -194,25 +195,6 @@ def prioritized(axes: list[str]) -> list[str]:
     first = [a for a in ("config", "config.task", VARIANT_AXIS) if a in axes]
     first += [a for a in axes if is_seed(a) and a not in first]
     return first + [a for a in axes if a not in first]
-
-
-def independent(axes: list[str], values: list[dict]) -> list[str]:
-    """The axes that vary and are not determined by the axes kept before them.
-
-    An LRA sweep's data paths change with its task, and the task changes vocabulary, length and
-    step count: as axes of their own they would only relabel the task's columns. Axes are tried in
-    order, so the ones to keep come first (`prioritized`).
-    """
-    kept: list[str] = []
-    for axis in axes:
-        seen: dict[str, str] = {}
-        for row in values:
-            before = json.dumps([row.get(a) for a in kept], default=str)
-            value = json.dumps(row.get(axis), default=str)
-            if seen.setdefault(before, value) != value:
-                kept.append(axis)
-                break
-    return kept
 
 
 # ----------------------------------------------------------------------------- axis values
@@ -407,7 +389,7 @@ def build_table(cells: list[Cell], axes: list[str]) -> Table:
     column whose runs have not finished yet shows as empty rather than missing."""
     axes = prioritized(list(dict.fromkeys(axes + [VARIANT_AXIS])))
     assign_axes(cells, axes)
-    row_axes, column_axes = split_axes(independent(axes, [cell.axes for cell in cells]))
+    row_axes, column_axes = split_axes(independent_keys(axes, [cell.axes for cell in cells]))
     known = [c for c in cells if all(c.axes[a] is not None for a in row_axes + column_axes)]
 
     def ordered(axes_: list[str]) -> list[tuple]:

@@ -119,22 +119,6 @@ def varying_keys(grid: hyper.Grid) -> list[str]:
     return [k for k in keys if len({repr(cell.get(k, missing)) for cell in grid}) > 1]
 
 
-def naming_keys(grid: hyper.Grid) -> list[str]:
-    """The axes that name cells: each varying key in order, unless the keys before it already
-    determine it (LRA's data paths follow from its task, so `source=...` stays out of the names)."""
-    missing = object()
-    chosen: list[str] = []
-    for key in varying_keys(grid):
-        seen: dict[str, str] = {}
-        for cell in grid:
-            earlier = repr([cell.get(k, missing) for k in chosen])
-            value = repr(cell.get(key, missing))
-            if seen.setdefault(earlier, value) != value:
-                chosen.append(key)
-                break
-    return chosen
-
-
 def short_names(keys: list[str]) -> dict[str, str]:
     """key -> its shortest dotted suffix that no other key ends with (`attention`, or
     `model.attention` beside `arg.attention`); the full key when no suffix is unique."""
@@ -190,7 +174,8 @@ def override_flags(overrides: dict[str, Any]) -> list[str]:
 def make_cells(experiment: Experiment, workdir: str) -> list[Cell]:
     """The grid's cells, named after their values on the axes; names must be distinct."""
     grid = experiment.grid
-    axes = naming_keys(grid)
+    # Keys the earlier ones determine (LRA's data path per task) stay out of the names.
+    axes = hyper.independent_keys(varying_keys(grid), grid)
     shorts = short_names(axes)
     named = [cell_name(values, axes, shorts) for values in grid]
     if len(set(named)) < len(grid) or not all(named):  # keys missing from some cells
