@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from research.errors import UserError
+from research.flat import flatten
 from research.paths import workdir_path
 
 # Fields that define what a checkpoint is; resuming with any of these changed is refused.
@@ -26,19 +27,9 @@ NON_STRUCTURAL = ("model.dropout_rate", "model.attention_dropout_rate")
 ADDED_FIELDS = {"model.mask_zero_tokens": False, "model.two_tower_head": "interaction"}
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_differences(saved: dict, new: dict) -> list[str]:
     """`field: old -> new` for every structural field that differs."""
-    old_flat, new_flat = _flatten(saved), _flatten(new)
+    old_flat, new_flat = flatten(saved), flatten(new)
     differences = []
     for field in sorted(set(old_flat) | set(new_flat)):
         if not field.startswith(STRUCTURAL_PREFIXES) or field in NON_STRUCTURAL:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError
+from research.flat import flatten
 from research.hyper import independent_keys
 
 # LRA's tasks in its Table 1 order; our label for each (pathfinder at resolution 128 is Path-X).
@@ -89,17 +90,6 @@ class Cell:
         return RUNNING if self.config else NOT_STARTED
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"model": {"attention": "full"}} -> {"model.attention": "full"}: one key per config field."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def read_json(path: Path) -> dict | None:
     """The file's JSON object, or None when it is missing or half written (a run being killed)."""
     try:
@@ -125,17 +115,6 @@ def read_validation_curve(path: Path) -> list[tuple[int, float]]:
     return curve
 
 
-def normalize_overrides(overrides) -> dict:
-    """Overrides as a dict; a list of `--key=value` strings is accepted too."""
-    if isinstance(overrides, dict):
-        return {str(k).removeprefix("--"): v for k, v in overrides.items()}
-    parsed = {}
-    for item in overrides or []:
-        key, _, value = str(item).removeprefix("--").partition("=")
-        parsed[key] = value
-    return parsed
-
-
 def read_cell(directory: Path, name: str, spec: str = "", overrides=None) -> Cell:
     """Everything a cell folder holds (any file may be missing: the run may not have started)."""
     cell_json = read_json(directory / "cell.json") or {}
@@ -143,7 +122,7 @@ def read_cell(directory: Path, name: str, spec: str = "", overrides=None) -> Cel
         name=name,
         directory=directory,
         spec=str(spec or cell_json.get("config") or ""),
-        overrides=normalize_overrides(overrides or cell_json.get("overrides") or {}),
+        overrides=dict(overrides or cell_json.get("overrides") or {}),
     )
     cell.config = flatten(read_json(directory / "config.json") or {})
     cell.results = read_json(directory / "results.json")
@@ -229,11 +208,10 @@ def cell_task(cell: Cell) -> str | None:
     """The cell's task label, from config.json once the run started, else from its config file."""
     if cell.config.get("task"):
         return task_label(cell.config["task"], cell.config.get("task_options.resolution"))
-    spec = cell.spec or str(cell.overrides.get("config", ""))
-    if not spec:
+    if not cell.spec:
         return None
-    stem = Path(spec.partition(":")[0]).stem
-    return task_label(stem, spec_arguments(spec).get("resolution"))
+    stem = Path(cell.spec.partition(":")[0]).stem
+    return task_label(stem, spec_arguments(cell.spec).get("resolution"))
 
 
 def axis_value(cell: Cell, axis: str) -> object:
@@ -247,9 +225,8 @@ def axis_value(cell: Cell, axis: str) -> object:
     short = axis.removeprefix("config.").removeprefix("arg.")
     if axis.startswith("config.") and short in cell.config:
         return number(cell.config[short])
-    for key in (axis, short, f"config.{short}"):
-        if key in cell.overrides:
-            return number(cell.overrides[key])
+    if axis in cell.overrides:
+        return number(cell.overrides[axis])
     if axis.startswith("arg."):
         return number(spec_arguments(cell.spec).get(short))
     return None

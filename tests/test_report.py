@@ -253,7 +253,7 @@ def test_axis_values_come_from_config_json_overrides_or_config_arguments():
         "c",
         Path("."),
         spec="configs/distance.py:distance=64",
-        overrides=report.normalize_overrides(["--config.model.attention_options.local.window=16"]),
+        overrides={"config.model.attention_options.local.window": 16},
         config={"task": "listops", "seed": 3},
     )
     assert report.axis_value(started, "config") == "listops"
