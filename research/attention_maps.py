@@ -100,13 +100,11 @@ def encoder_attention_weights(
 ) -> tuple[list[jax.Array], jax.Array]:
     """Every block's attention weights_BHLL (float32, no dropout) and mask_BL, L = T (+1 with CLS).
 
-    Follows `Encoder.__call__` step by step (deterministic: its dropout is the identity), asking
+    Follows `Encoder.__call__` block by block (deterministic: its dropout is the identity), asking
     each block's attention for `weights` on what the block feeds it: `attention_norm(x)`,
     projected by the module's own `qkv`.
     """
-    if encoder.mask_zero_tokens:
-        mask_BT = mask_BT & (tokens_BT != 0)
-    x_BLE, mask_BL = encoder.embedding(tokens_BT, mask_BT)
+    x_BLE, mask_BL = encoder.embed(tokens_BT, mask_BT)
     weights = []
     for block in encoder.blocks:
         q_BLHD, k_BLHD, _ = block.attention.qkv(block.attention_norm(x_BLE))

@@ -138,17 +138,21 @@ class Encoder(nnx.Module):
         self.blocks = nnx.List([EncoderBlock(config, rngs=rngs) for _ in range(config.num_layers)])
         self.final_norm = nnx.LayerNorm(config.emb_dim, rngs=rngs)
 
-    def __call__(
-        self, tokens_BT: Array, mask_BT: Array, *, deterministic: bool, rngs: nnx.Rngs | None
-    ) -> tuple[Array, Array]:
-        """Returns (encoded_BLE, mask_BL); L = T + 1 when a CLS vector is prepended.
+    def embed(self, tokens_BT: Array, mask_BT: Array) -> tuple[Array, Array]:
+        """(x_BLE, mask_BL) that the first block reads (before dropout).
 
         With `mask_zero_tokens` every token 0 counts as padding (LRA's `inputs > 0`), for the
         attention and, through the returned mask, for pooling.
         """
         if self.mask_zero_tokens:
             mask_BT = mask_BT & (tokens_BT != 0)
-        x_BTE, mask_BT = self.embedding(tokens_BT, mask_BT)
+        return self.embedding(tokens_BT, mask_BT)
+
+    def __call__(
+        self, tokens_BT: Array, mask_BT: Array, *, deterministic: bool, rngs: nnx.Rngs | None
+    ) -> tuple[Array, Array]:
+        """Returns (encoded_BLE, mask_BL); L = T + 1 when a CLS vector is prepended."""
+        x_BTE, mask_BT = self.embed(tokens_BT, mask_BT)
         x_BTE = self.dropout(x_BTE, deterministic=deterministic, rngs=rngs)
         for block in self.blocks:
             x_BTE = block(x_BTE, mask_BT, deterministic=deterministic, rngs=rngs)
