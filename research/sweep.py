@@ -230,8 +230,9 @@ def execute(
 
 
 def record_failure(cell: dict[str, Any], result: dict[str, Any]) -> None:
-    """Writes the cell's failed.json (and cell.json), where the report looks, also for cells that
-    failed before launch (bad config, data) or whose job died without writing one."""
+    """Writes the cell's failed.json (and cell.json), where the report looks: the one place every
+    failure is recorded, whether the cell failed before launch (bad config, data), in its run, or
+    with its job (a submitit job that died)."""
     folder = executors.start_cell_dir(cell)
     executors.write_json(
         folder / "failed.json", {"returncode": result["returncode"], "error": result["error"]}

@@ -106,10 +106,7 @@ def run_cell(cell: dict, on_start: Callable[[subprocess.Popen], None] | None = N
             process.wait()
             raise
     status = cell_status(returncode, cell["workdir"])
-    error = None
-    if status == "failed":
-        error = last_error(log, offset)
-        write_json(folder / "failed.json", {"returncode": returncode, "error": error})
+    error = last_error(log, offset) if status == "failed" else None  # the sweep records it
     seconds = time.monotonic() - started
     return {
         "returncode": returncode,
