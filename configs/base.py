@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every_steps = 100
     config.eval_every_steps = 1_000
     config.test_params = "last"  # "last" or "best_val": which parameters the test score uses
+    # "START:STOP": a jax.profiler trace of steps START to STOP-1 in <workdir>/profile, for
+    # TensorBoard's profile plugin (research/profiling.py); "" = no trace
+    config.profile_steps = ""
 
     # Devices and resuming (research/parallel.py, research/checkpoint.py).
     config.parallelism = "jit"  # jit (NamedSharding over all devices) | pmap

@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from research import checkpoint, parallel, tasks
+from research import checkpoint, parallel, profiling, tasks
 from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
 from research.metrics import MetricWriter, peak_memory
 from research.models import build_model, check_head_fits_task, validate_model_config
@@ -45,6 +45,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     check_choice("config.compute_dtype", config.compute_dtype, COMPUTE_DTYPES)
     check_choice("config.optimizer.schedule", config.optimizer.schedule, SCHEDULES)
     check_positive("config.optimizer.warmup_steps", config.optimizer.warmup_steps, allow_zero=True)
+    profiling.parse_steps(config.profile_steps, config.num_train_steps)
     if not config.optimizer.learning_rate > 0:
         raise UserError(
             f"config.optimizer.learning_rate={config.optimizer.learning_rate!r} must be > 0"
@@ -406,9 +407,16 @@ class Run:
             file=sys.stderr,
             disable=not topology.is_main_process,
         )
-        with progress, checkpoint.PreemptionHandler() as preemption:
+        profiler = profiling.StepProfiler(
+            profiling.parse_steps(config.profile_steps, num_steps),
+            self.directory / "profile",
+            self.say,
+        )
+        with progress, checkpoint.PreemptionHandler() as preemption, profiler:
             for step in range(start_step + 1, num_steps + 1):
-                state, metrics = self.train_step(state, topology.put_batch(next(train_iter)))
+                with profiler.step(step, state):
+                    state, metrics = self.train_step(state, topology.put_batch(next(train_iter)))
+                profiler.end_step(step, (state, metrics))
                 history.append((step, topology.unreplicate_metrics(metrics)))
                 progress.update(1)
                 clock.tick()

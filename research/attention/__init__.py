@@ -1,17 +1,25 @@
 """Registry of attention variants: name -> `SelfAttention` subclass.
 
-A variant's own options are the keyword arguments its `__init__` adds to the base class's; their
-defaults become the config fields `config.model.attention_options.<name>.<option>` (see
-`default_options`). Adding a variant is one module plus one line in `ATTENTION`. docs/attention.md
-describes each variant, its options and what composes with what.
+A variant's options are the fields of its frozen dataclass `Options` (FullOptions, LocalOptions,
+... with PositionOptions and KernelOptions shared by the softmax variants); their defaults become
+the config fields `config.model.attention_options.<name>.<option>` (see `default_options`). Adding a
+variant is one module plus one line in `ATTENTION`. docs/attention.md describes each variant, its
+options and what composes with what.
 """
 
-import inspect
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from research.attention.base import SelfAttention
-from research.attention.full import FullAttention, dot_product_attention, full_with_position
+from research.attention.dense import dot_product_attention
+from research.attention.full import (
+    AlibiAttention,
+    FullAttention,
+    RopeAttention,
+    ShawAttention,
+    T5Attention,
+)
 from research.attention.linear import LinearAttention, PerformerAttention
 from research.attention.local import BlockLocalAttention, LocalAttention
 from research.attention.masks import attention_mask, causal_mask
@@ -35,18 +43,19 @@ __all__ = [
 ]
 
 ATTENTION: dict[str, type[SelfAttention]] = {
-    "full": FullAttention,
-    "local": LocalAttention,
-    "block_local": BlockLocalAttention,
-    "linear": LinearAttention,
-    "performer": PerformerAttention,
-    "rope": full_with_position("rope"),
-    "alibi": full_with_position("alibi"),
-    "t5": full_with_position("t5"),
-    "shaw": full_with_position("shaw"),
+    cls.name: cls
+    for cls in (
+        FullAttention,
+        LocalAttention,
+        BlockLocalAttention,
+        LinearAttention,
+        PerformerAttention,
+        RopeAttention,
+        AlibiAttention,
+        T5Attention,
+        ShawAttention,
+    )
 }
-
-_BASE_ARGS = set(inspect.signature(SelfAttention.__init__).parameters)
 
 
 def attention_class(name: str) -> type[SelfAttention]:
@@ -56,25 +65,28 @@ def attention_class(name: str) -> type[SelfAttention]:
 
 
 def default_options(name: str) -> dict[str, Any]:
-    """The variant-specific keyword arguments of `ATTENTION[name]` and their defaults."""
-    params = inspect.signature(attention_class(name).__init__).parameters.values()
-    return {
-        p.name: p.default for p in params if p.name not in _BASE_ARGS and p.kind == p.KEYWORD_ONLY
-    }
+    """The options variant `name` offers and their defaults (from its `Options` dataclass)."""
+    cls = attention_class(name)
+    defaults = dataclasses.asdict(cls.Options()) if cls.Options else {}
+    return {option: defaults[option] for option in cls.offered_options()}
 
 
-def resolve_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults of variant `name` updated by `options`; an unknown key is a UserError."""
+def resolve_options(name: str, options: Mapping[str, Any]):
+    """Variant `name`'s `Options` with `options` set and checked; an unknown key or a bad value is
+    a UserError naming the field."""
+    cls = attention_class(name)
     known = default_options(name)
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise UserError(
-            f"config.model.attention_options.{name} has unknown option(s) {unknown}; "
-            f"valid: {sorted(known) or 'none'}"
-        )
-    return {**known, **dict(options)}
+        valid = sorted(known) or "none"
+        raise UserError(f"{cls.option_field()} has unknown option(s) {unknown}; valid: {valid}")
+    if cls.Options is None:
+        return None
+    resolved = cls.Options(**{**known, **dict(options)})
+    resolved.check(cls.option_field())
+    return resolved
 
 
 def make_attention(name: str, options: Mapping[str, Any], **base_kwargs) -> SelfAttention:
     """Builds variant `name` with its `options` and the shared base arguments."""
-    return attention_class(name)(**resolve_options(name, options), **base_kwargs)
+    return attention_class(name)(resolve_options(name, options), **base_kwargs)

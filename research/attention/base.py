@@ -1,11 +1,14 @@
 """The interface every attention variant shares.
 
-A variant subclasses `SelfAttention` and implements `attend(q, k, v, key_mask)` and
+A variant subclasses `SelfAttention`, declares its options as a frozen dataclass `Options` (with a
+`check(field)` method raising one-line UserErrors; its constructor takes an instance), and
+implements `attend(q, k, v, key_mask)` and
 `weights(q, k, key_mask)`, the dense attention matrix it implies (for attention maps); the base
 class owns the query/key/value and output projections, so every variant takes the same inputs
 (`x_BTE`, a key padding mask `key_mask_BT` with True = real token) and returns the same shape.
 """
 
+import dataclasses
 from typing import ClassVar
 
 import jax
@@ -26,6 +29,14 @@ class SelfAttention(nnx.Module):
 
     #: The variant's registry name, used to name its config fields in error messages.
     name: ClassVar[str] = ""
+    #: The variant's options: a frozen dataclass; its fields are the config fields
+    #: config.model.attention_options.<name>.<field> (those `offered_options` names).
+    Options: ClassVar[type | None] = None
+
+    @classmethod
+    def offered_options(cls) -> tuple[str, ...]:
+        """The option fields a user may set for this variant."""
+        return () if cls.Options is None else tuple(f.name for f in dataclasses.fields(cls.Options))
 
     @classmethod
     def option_field(cls, option: str = "") -> str:

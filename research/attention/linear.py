@@ -12,6 +12,7 @@ al. 2021, positive orthogonal random features, `performer`). No weight matrix is
 normalised phi(q).phi(k)) only to draw attention maps.
 """
 
+import dataclasses
 import math
 
 import jax
@@ -20,7 +21,7 @@ from flax import nnx
 from jax import Array
 
 from research.attention.base import SelfAttention
-from research.attention.full import pad_to
+from research.attention.dense import pad_to
 from research.attention.masks import attention_mask
 from research.errors import check_choice, check_positive
 
@@ -156,18 +157,45 @@ def elu_features(x: Array) -> Array:
     return jax.nn.elu(x.astype(jnp.float32)) + 1.0
 
 
-class LinearAttention(SelfAttention):
-    """Linear Transformer (Katharopoulos et al. 2020), phi = elu + 1.
+@dataclasses.dataclass(frozen=True)
+class LinearOptions:
+    """Options of `linear`: chunk_size, the scan chunk of the causal form (memory
+    O(N chunk + N/chunk D^2))."""
 
-    Options: chunk_size, the scan chunk of the causal form (memory O(N chunk + N/chunk D^2)).
-    """
+    chunk_size: int = 64
+
+    def check(self, field: str) -> None:
+        check_positive(f"{field}.chunk_size", self.chunk_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerformerOptions(LinearOptions):
+    """Options of `performer`: num_features (M); orthogonal features; redraw ("never" keeps the
+    features drawn from `rngs.params` at build time, "step" draws fresh ones on every training
+    call from the call's `dropout` stream, the training loop folding the step into it, while
+    evaluation uses the stored draw); chunk_size as for `linear`."""
+
+    num_features: int = 256
+    orthogonal: bool = True
+    redraw: str = "never"
+
+    def check(self, field: str) -> None:
+        super().check(field)
+        check_positive(f"{field}.num_features", self.num_features)
+        check_choice(f"{field}.redraw", self.redraw, REDRAW)
+
+
+class LinearAttention(SelfAttention):
+    """Linear Transformer (Katharopoulos et al. 2020), phi = elu + 1. Options: LinearOptions."""
 
     name = "linear"
+    Options = LinearOptions
 
-    def __init__(self, *, chunk_size: int = 64, **kwargs):
+    def __init__(self, options=None, **kwargs):
         super().__init__(**kwargs)
-        check_positive(self.option_field("chunk_size"), chunk_size)
-        self.chunk_size = chunk_size
+        self.options = self.Options() if options is None else options
+        self.options.check(self.option_field())
+        self.chunk_size = self.options.chunk_size
 
     def features(self, q_BTHD: Array, k_BSHD: Array):
         """(phi_q_BTHM, phi_k_BSHM, key_log_scale_BSH or None): key j's feature is
@@ -238,29 +266,17 @@ class PerformerAttention(LinearAttention):
     features, and the stabilising shifts (each query's largest exponent; for keys, the largest
     over the keys a row sees) are constants per row, which cancel.
 
-    Options: num_features (M); orthogonal; redraw: "never" keeps the features drawn from
-    `rngs.params` at build time, "step" draws fresh ones on every training call from the call's
-    `dropout` stream (the training loop folds the step into it) while evaluation uses the stored
-    draw; chunk_size as for `linear`.
+    Options: PerformerOptions.
     """
 
     name = "performer"
+    Options = PerformerOptions
 
-    def __init__(
-        self,
-        *,
-        num_features: int = 256,
-        orthogonal: bool = True,
-        redraw: str = "never",
-        chunk_size: int = 64,
-        **kwargs,
-    ):
-        super().__init__(chunk_size=chunk_size, **kwargs)
-        check_positive(self.option_field("num_features"), num_features)
-        check_choice(self.option_field("redraw"), redraw, REDRAW)
-        self.num_features = num_features
-        self.orthogonal = bool(orthogonal)
-        self.redraw = redraw
+    def __init__(self, options=None, **kwargs):
+        super().__init__(options, **kwargs)
+        self.num_features = self.options.num_features
+        self.orthogonal = bool(self.options.orthogonal)
+        self.redraw = self.options.redraw
         self.projection = RandomFeatures(self.draw(kwargs["rngs"].params()))
 
     def draw(self, key: jax.Array) -> Array:

@@ -9,16 +9,26 @@ Hooks, each the identity or None for `Position` itself:
   rotate(q_BTHD, k_BSHD) -> (q, k)       applied to whole sequences before any tiling (RoPE)
   logits_bias(q_XTHD, S, offset)          -> bias_XHTS or None, added to q.k / sqrt(D)
   value_term(weights_XHTS, offset)        -> out_XTHD or None, added to weights @ v (Shaw)
+  tile_terms()                            -> (kernel.TileTerms or None, params): the same bias and
+                                             value term for the block-sparse kernel's tiles
 `X` is any leading shape: (B,) dense, (B, blocks) local.
+
+The dense hooks gather by a (T, S) index and are the reference; the kernel's tile terms are
+written for speed with reshapes instead (vectors over the tile's T + S - 1 relative positions laid
+out by `toeplitz`, whose gradient is a reshape too, not a T x S scatter), and are tested against
+the dense hooks.
 """
 
+import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax import Array
 
+from research.attention.kernel import TileTerms
 from research.errors import UserError, check_choice, check_positive
 
 POSITIONS = ("none", "rope", "alibi", "t5", "shaw")
@@ -71,6 +81,110 @@ def shaw_index(rel: Array, clip: int) -> Array:
     return jnp.clip(rel, -clip, clip) + clip
 
 
+def toeplitz(u_XTL: Array, kv_len: int) -> Array:
+    """out_XTS[t, s] = u_XTL[t, s - t + T - 1], L = T + S - 1: row t's values indexed by relative
+    position laid out on the tile's (T, S) grid, by a reshape with a row stride one short."""
+    x, t, _ = u_XTL.shape
+    width = t + kv_len
+    flat = jnp.pad(u_XTL, ((0, 0), (0, 0), (0, 1))).reshape(x, t * width)
+    return flat[:, t - 1 : t - 1 + t * (width - 1)].reshape(x, t, width - 1)[:, :, :kv_len]
+
+
+def by_relative_position(w_XTS: Array) -> Array:
+    """The inverse layout of `toeplitz`: out_XTL[t, l] = w_XTS[t, l - (T - 1) + t] (0 off the
+    tile), L = T + S - 1."""
+    x, t, s = w_XTS.shape
+    width = t + s
+    flat = jnp.pad(w_XTS, ((0, 0), (0, 0), (0, width - 1 - s))).reshape(x, t * (width - 1))
+    flat = jnp.pad(flat, ((0, 0), (t - 1, 1)))
+    return flat.reshape(x, t, width)[:, :, : width - 1]
+
+
+def _clamped_slice(x: Array, start, size: int) -> Array:
+    """x[..., start : start + size] with start clamped into range (lax would wrap a negative
+    start around the end, as Python indexing does)."""
+    start = jnp.clip(start, 0, x.shape[-1] - size)
+    return jax.lax.dynamic_slice_in_dim(x, start, size, axis=-1)
+
+
+def tile_relative_positions(q_len: int, kv_len: int, offset) -> Array:
+    """rel_L of a tile's L = T + S - 1 diagonals: rel_l = offset - (T - 1) + l."""
+    return offset - (q_len - 1) + jnp.arange(q_len + kv_len - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ALiBiTile(TileTerms):
+    num_heads: int
+    has_bias = True
+
+    def bias(self, params, q_XTD, offset, rows_X, kv_len):
+        slopes_X = jnp.asarray(alibi_slopes(self.num_heads))[rows_X % self.num_heads]
+        rel_TS = relative_positions(q_XTD.shape[1], kv_len, offset)
+        return -slopes_X[:, None, None] * jnp.abs(rel_TS).astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Tile(TileTerms):
+    num_heads: int
+    num_buckets: int
+    max_distance: int
+    bidirectional: bool
+    has_bias = True
+
+    def bias(self, embedding_NH, q_XTD, offset, rows_X, kv_len):
+        q_len = q_XTD.shape[1]
+        bucket_L = t5_bucket(
+            tile_relative_positions(q_len, kv_len, offset),
+            num_buckets=self.num_buckets,
+            max_distance=self.max_distance,
+            bidirectional=self.bidirectional,
+        )
+        bias_XL = embedding_NH.astype(jnp.float32)[bucket_L][:, rows_X % self.num_heads].T
+        return toeplitz(
+            jnp.broadcast_to(bias_XL[:, None, :], (len(rows_X), q_len, bias_XL.shape[1])), kv_len
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ShawTile(TileTerms):
+    """Shaw's key term q.a^K(rel) and value term sum_s w a^V(rel) on a tile, through the tile's
+    relative positions: bucket r < 2k of the clip holds one diagonal, the two end buckets the
+    diagonals beyond, so each term is a slice and two masked sums, not a gather."""
+
+    clip: int
+    has_bias = True
+    has_value = True
+
+    def bias(self, params, q_XTD, offset, rows_X, kv_len):
+        key_RD, _ = params
+        q_len, k = q_XTD.shape[1], self.clip
+        length = q_len + kv_len - 1
+        qa_XTR = jnp.einsum(
+            "xtd,rd->xtr", q_XTD, key_RD.astype(q_XTD.dtype), preferred_element_type=jnp.float32
+        )
+        # ext index of relative position r is length + r + k for |r| <= k; beyond, the end
+        # buckets repeat for `length` slots, enough that any tile's window of `length` slots is
+        # exact (and a window wholly past the ends is clamped into the repeats).
+        ends = lambda i: jnp.broadcast_to(qa_XTR[..., i : i + 1], qa_XTR.shape[:2] + (length,))  # noqa: E731
+        ext = jnp.concatenate([ends(0), qa_XTR, ends(2 * k)], axis=-1)
+        start = length + k + offset - (q_len - 1)
+        return toeplitz(_clamped_slice(ext, start, length), kv_len)
+
+    def value(self, params, weights_XTS, offset):
+        _, value_RD = params
+        q_len, kv_len = weights_XTS.shape[1:]
+        k, r = self.clip, 2 * self.clip + 1
+        w_XTL = by_relative_position(weights_XTS.astype(jnp.float32))
+        rel_L = tile_relative_positions(q_len, kv_len, offset)
+        low = jnp.sum(jnp.where(rel_L <= -k, w_XTL, 0.0), -1, keepdims=True)
+        high = jnp.sum(jnp.where(rel_L >= k, w_XTL, 0.0), -1, keepdims=True)
+        padded = jnp.pad(w_XTL, ((0, 0), (0, 0), (r, r)))
+        start = r + 1 - k - (offset - (q_len - 1))
+        middle = _clamped_slice(padded, start, 2 * k - 1)
+        buckets_XTR = jnp.concatenate([low, middle, high], axis=-1)
+        return jnp.einsum("xtr,rd->xtd", buckets_XTR, value_RD.astype(jnp.float32))
+
+
 class Position(nnx.Module):
     """No position information (position="none"); the base the schemes override."""
 
@@ -82,6 +196,9 @@ class Position(nnx.Module):
 
     def value_term(self, weights_XHTS: Array, offset: int | Array) -> Array | None:
         return None
+
+    def tile_terms(self) -> tuple[TileTerms | None, tuple]:
+        return None, ()
 
 
 class RoPE(Position):
@@ -125,6 +242,9 @@ class ALiBi(Position):
             jnp.float32
         )
 
+    def tile_terms(self):
+        return ALiBiTile(self.num_heads), ()
+
 
 class T5Bias(Position):
     """T5's learned per-head scalar bias for each bucket of relative position (Raffel et al.)."""
@@ -148,6 +268,12 @@ class T5Bias(Position):
             bidirectional=self.bidirectional,
         )
         return jnp.moveaxis(self.embedding_NH[...][bucket_TS], -1, 0).astype(jnp.float32)
+
+    def tile_terms(self):
+        terms = T5Tile(
+            self.embedding_NH.shape[1], self.num_buckets, self.max_distance, self.bidirectional
+        )
+        return terms, self.embedding_NH[...]
 
 
 class Shaw(Position):
@@ -193,49 +319,79 @@ class Shaw(Position):
         out = jnp.einsum("...htr,rd->...thd", buckets_XHTR, self.value_RD[...])
         return out.astype(weights_XHTS.dtype)
 
+    def tile_terms(self):
+        return ShawTile(self.clip), (self.key_RD[...], self.value_RD[...])
+
+
+@dataclasses.dataclass(frozen=True)
+class PositionOptions:
+    """The position scheme of a softmax variant (`position`, one of POSITIONS) and each scheme's
+    parameters; a scheme reads only its own (SCHEME_OPTIONS)."""
+
+    position: str = "none"
+    rope_base: float = 10_000.0
+    t5_num_buckets: int = 32
+    t5_max_distance: int = 128
+    t5_bidirectional: bool = True
+    shaw_clip: int = 16
+
+    def check(self, field: str) -> None:
+        """One-line UserErrors naming `field.<option>` for a bad scheme or parameter."""
+        check_choice(f"{field}.position", self.position, POSITIONS)
+        if self.position == "rope" and not (
+            isinstance(self.rope_base, int | float) and self.rope_base > 1
+        ):
+            raise UserError(f"{field}.rope_base={self.rope_base!r} is not valid; it must be > 1")
+        if self.position == "t5":
+            self._check_t5(field)
+        if self.position == "shaw":
+            check_positive(f"{field}.shaw_clip", self.shaw_clip)
+
+    def _check_t5(self, field: str) -> None:
+        check_positive(f"{field}.t5_num_buckets", self.t5_num_buckets)
+        minimum = 4 if self.t5_bidirectional else 2
+        if self.t5_num_buckets < minimum:
+            buckets = self.t5_num_buckets
+            raise UserError(
+                f"{field}.t5_num_buckets={buckets} is not valid; it must be >= {minimum}"
+            )
+        exact = self.t5_num_buckets // (4 if self.t5_bidirectional else 2)
+        distance = self.t5_max_distance
+        if not (isinstance(distance, int) and not isinstance(distance, bool) and distance > exact):
+            raise UserError(
+                f"{field}.t5_max_distance={distance!r} is not valid; it must be an integer "
+                f"> {exact} (the largest exactly bucketed distance)"
+            )
+
+
+# The options each scheme reads: a preset variant (`attention=t5`) offers only its own.
+SCHEME_OPTIONS = {
+    "none": (),
+    "rope": ("rope_base",),
+    "alibi": (),
+    "t5": ("t5_num_buckets", "t5_max_distance", "t5_bidirectional"),
+    "shaw": ("shaw_clip",),
+}
+
 
 def make_position(
-    name: str,
-    *,
-    field: str,
-    num_heads: int,
-    head_dim: int,
-    rope_base: float,
-    t5_num_buckets: int,
-    t5_max_distance: int,
-    t5_bidirectional: bool,
-    shaw_clip: int,
-    rngs: nnx.Rngs,
+    options: PositionOptions, *, field: str, num_heads: int, head_dim: int, rngs: nnx.Rngs
 ) -> Position:
-    """Builds scheme `name`; `field` is the config path prefix (`...options.full`) for errors."""
-    check_choice(f"{field}.position", name, POSITIONS)
+    """Builds the scheme `options` name; `field` is the config path prefix (`...options.full`)."""
+    options.check(field)
+    name = options.position
     if name == "rope":
-        if not rope_base > 1:
-            raise UserError(f"{field}.rope_base={rope_base!r} is not valid; it must be > 1")
-        return RoPE(head_dim, float(rope_base), f"{field}.position")
+        return RoPE(head_dim, float(options.rope_base), f"{field}.position")
     if name == "alibi":
         return ALiBi(num_heads)
     if name == "t5":
-        check_positive(f"{field}.t5_num_buckets", t5_num_buckets)
-        minimum = 4 if t5_bidirectional else 2
-        if t5_num_buckets < minimum:
-            raise UserError(
-                f"{field}.t5_num_buckets={t5_num_buckets} is not valid; it must be >= {minimum}"
-            )
-        exact = t5_num_buckets // (4 if t5_bidirectional else 2)
-        if not (isinstance(t5_max_distance, int) and t5_max_distance > exact):
-            raise UserError(
-                f"{field}.t5_max_distance={t5_max_distance!r} is not valid; it must be an integer "
-                f"> {exact} (the largest exactly bucketed distance)"
-            )
         return T5Bias(
             num_heads,
-            num_buckets=t5_num_buckets,
-            max_distance=t5_max_distance,
-            bidirectional=bool(t5_bidirectional),
+            num_buckets=options.t5_num_buckets,
+            max_distance=options.t5_max_distance,
+            bidirectional=bool(options.t5_bidirectional),
             rngs=rngs,
         )
     if name == "shaw":
-        check_positive(f"{field}.shaw_clip", shaw_clip)
-        return Shaw(head_dim, clip=shaw_clip, rngs=rngs)
+        return Shaw(head_dim, clip=options.shaw_clip, rngs=rngs)
     return Position()

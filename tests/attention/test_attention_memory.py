@@ -1,7 +1,7 @@
-"""Compiled temporary memory of local, linear and chunked attention grows linearly with length.
+"""Compiled temporary memory of local, linear and kernel attention grows linearly with length.
 
 XLA's own accounting (`memory_analysis().temp_size_in_bytes`) of the jitted forward pass (and of
-the backward pass too for chunked attention, whose point is training), at lengths 512 and 2048
+the backward pass too for the kernel, whose point is training), at lengths 512 and 2048
 with a fixed window, feature count or chunk; dense attention is measured the same way to show the
 measure sees a quadratic cost.
 """
@@ -41,7 +41,10 @@ def growth(name, options, causal=False, backward=False):
         ("linear", {}, False, False),
         ("linear", {"chunk_size": 32}, True, False),
         ("performer", {"num_features": 32}, False, False),
-        ("full", {"implementation": "chunked", "chunk_size": 64}, True, True),
+        ("full", {"implementation": "kernel", "block_q": 64, "block_k": 64}, True, True),
+        ("local", {"window": 16, "implementation": "kernel"}, True, True),
+        ("alibi", {"implementation": "kernel", "block_q": 64, "block_k": 64}, False, True),
+        ("shaw", {"implementation": "kernel", "block_q": 64, "block_k": 64}, False, True),
     ],
 )
 def test_memory_grows_linearly(name, options, causal, backward):
@@ -50,4 +53,4 @@ def test_memory_grows_linearly(name, options, causal, backward):
 
 
 def test_dense_memory_grows_quadratically():
-    assert all(ratio > 14 for ratio in growth("full", {}))
+    assert all(ratio > 14 for ratio in growth("full", {"implementation": "dense"}))

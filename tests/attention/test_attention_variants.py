@@ -16,14 +16,15 @@ from configs import listops
 from research.attention import ATTENTION, attention_class, default_options, make_attention
 from research.errors import UserError
 
-# Small windows and chunks, so blocked and chunked code paths are exercised at this length.
+# Small windows, tiles and chunks, so the kernel's and the scans' loops run at this length.
+KERNEL = {"implementation": "kernel", "block_q": 4, "block_k": 4}
 SMALL = {
-    "full": {"implementation": "chunked", "chunk_size": 4},
-    "local": {"window": 2},
-    "block_local": {"block_size": 4, "neighbours": True},
+    "full": KERNEL,
+    "local": {"window": 2, **KERNEL},
+    "block_local": {"block_size": 4, "neighbours": True, **KERNEL},
     "linear": {"chunk_size": 4},
     "performer": {"chunk_size": 4, "num_features": 8},
-    "shaw": {"shaw_clip": 2},
+    "shaw": {"shaw_clip": 2, **KERNEL},
 }
 LENGTH = 11
 
@@ -106,7 +107,8 @@ def test_unknown_name_lists_the_valid_ones():
         ("local", {"position": "sinusoid"}, "local.position='sinusoid'"),
         ("block_local", {"block_size": -2}, "block_local.block_size=-2"),
         ("full", {"implementation": "flash"}, "full.implementation='flash'"),
-        ("full", {"chunk_size": 0}, "full.chunk_size=0"),
+        ("full", {"block_q": -1}, "full.block_q=-1"),
+        ("local", {"implementation": "chunked"}, "local.implementation='chunked'"),
         ("full", {"position": "t5", "t5_num_buckets": 2}, "full.t5_num_buckets=2"),
         ("t5", {"t5_max_distance": 4}, "t5.t5_max_distance=4"),
         ("rope", {"rope_base": 0.5}, "rope.rope_base=0.5"),

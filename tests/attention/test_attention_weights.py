@@ -19,13 +19,24 @@ from research.attention import ATTENTION
 # two ragged blocks, so the band and the block boundaries show.
 DEFAULT_LENGTH = 70
 # Options that send `attend` down its other paths (the defaults already run the causal linear and
-# Performer scans over two chunks): flash for full, the chunked scan with a value term for Shaw,
-# several local windows with a bias, neighbouring blocks with RoPE.
+# Performer scans over two chunks): the kernel in several tiles for full, with a value term for
+# Shaw, with a bias for local windows and with RoPE for neighbouring blocks.
 SMALL = {
-    "full": {"implementation": "chunked", "chunk_size": 4},
-    "shaw": {"implementation": "chunked", "chunk_size": 4, "shaw_clip": 2},
-    "local": {"window": 2, "position": "t5"},
-    "block_local": {"block_size": 4, "neighbours": True, "position": "rope"},
+    "full": {"implementation": "kernel", "block_q": 4, "block_k": 4},
+    "shaw": {"implementation": "kernel", "block_q": 4, "block_k": 4, "shaw_clip": 2},
+    "local": {
+        "window": 2,
+        "position": "t5",
+        "implementation": "kernel",
+        "block_q": 4,
+        "block_k": 4,
+    },
+    "block_local": {
+        "block_size": 4,
+        "neighbours": True,
+        "position": "rope",
+        "implementation": "kernel",
+    },
 }
 SMALL_LENGTH = 11
 HEADS, DIM = 2, 8
@@ -37,11 +48,12 @@ def reach_TS(module, length: int) -> np.ndarray:
     allowed = np.ones((length, length), bool)
     if module.causal:
         allowed &= s <= t
-    if hasattr(module, "window"):
-        allowed &= np.abs(t - s) <= module.window
-    if hasattr(module, "block_size"):
-        block_t, block_s = t // module.block_size, s // module.block_size
-        reach = 1 if module.neighbours else 0
+    options = getattr(module, "options", None)
+    if hasattr(options, "window"):
+        allowed &= np.abs(t - s) <= options.window
+    if hasattr(options, "block_size"):
+        block_t, block_s = t // options.block_size, s // options.block_size
+        reach = 1 if options.neighbours else 0
         allowed &= np.abs(block_t - block_s) <= reach
     return allowed
 

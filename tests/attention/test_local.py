@@ -14,10 +14,12 @@ from attention_testing import (
     reference,
 )
 
-from research.attention.full import positional_attention
+from research.attention.dense import positional_attention
 from research.attention.masks import attention_mask
 
 LENGTH = 13  # not a multiple of any window or block used here
+# The kernel in tiles smaller than the length (auto would take the dense path at this length).
+KERNEL = {"implementation": "kernel", "block_q": 4, "block_k": 4}
 
 
 def _attend(module, key_mask):
@@ -29,7 +31,7 @@ def _attend(module, key_mask):
 def test_sliding_window_equals_dense_band_mask(window, causal):
     q, k, v = qkv(window, length=LENGTH)
     key_mask = padding_mask([LENGTH, 9], LENGTH)
-    ours = _attend(build("local", {"window": window}, causal=causal), key_mask)
+    ours = _attend(build("local", {"window": window, **KERNEL}, causal=causal), key_mask)
     theirs = lambda q, k, v: reference(q, k, v, band_mask(LENGTH, window, causal), key_mask)
     assert_same_function(ours, theirs, (q, k, v))
 
@@ -46,7 +48,9 @@ def _block_mask(length, block, neighbours, causal):
 def test_block_local_equals_dense_block_diagonal_mask(neighbours, causal):
     q, k, v = qkv(7, length=LENGTH)
     key_mask = padding_mask([LENGTH, 10], LENGTH)
-    module = build("block_local", {"block_size": 4, "neighbours": neighbours}, causal=causal)
+    module = build(
+        "block_local", {"block_size": 4, "neighbours": neighbours, **KERNEL}, causal=causal
+    )
     ours = _attend(module, key_mask)
     pattern = _block_mask(LENGTH, 4, neighbours, causal)
     theirs = lambda q, k, v: reference(q, k, v, pattern, key_mask)
@@ -57,7 +61,7 @@ def test_block_local_equals_dense_block_diagonal_mask(neighbours, causal):
 def test_window_at_least_length_equals_full_attention(causal):
     q, k, v = qkv(3, length=LENGTH)
     key_mask = padding_mask([LENGTH, 5], LENGTH)
-    local = _attend(build("local", {"window": LENGTH}, causal=causal), key_mask)
+    local = _attend(build("local", {"window": LENGTH, **KERNEL}, causal=causal), key_mask)
     full = _attend(build("full", causal=causal), key_mask)
     assert_close(local(q, k, v), full(q, k, v))
 
@@ -78,7 +82,7 @@ def test_gradient_outside_the_window_is_exactly_zero(position, causal):
     """Through the whole module (projections and position scheme), output i ignores inputs j with
     |i - j| > w."""
     window, query = 2, 6
-    module = build("local", {"window": window, "position": position}, causal=causal)
+    module = build("local", {"window": window, "position": position, **KERNEL}, causal=causal)
     x = normal(0, (1, LENGTH, 16))
     grad = jax.jit(jax.grad(lambda x: module(x)[0, query].sum()))(x)
     touched = np.abs(np.asarray(grad[0])).sum(-1) > 0
@@ -90,12 +94,12 @@ def test_gradient_outside_the_window_is_exactly_zero(position, causal):
 @pytest.mark.parametrize("position", ["rope", "alibi", "t5", "shaw"])
 @pytest.mark.parametrize("variant", ["local", "block_local"])
 def test_position_schemes_in_blocks_equal_the_dense_layout(variant, position):
-    """The blocked layout gives what dense attention gives with the same scheme and band mask."""
+    """The kernel gives what dense attention gives with the same scheme and band mask."""
     causal = position == "alibi"
     q, k, v = qkv(4, length=LENGTH)
     key_mask = padding_mask([LENGTH, 8], LENGTH)
     options = {"window": 3} if variant == "local" else {"block_size": 4, "neighbours": True}
-    module = build(variant, {**options, "position": position}, causal=causal)
+    module = build(variant, {**options, "position": position, **KERNEL}, causal=causal)
     if variant == "local":
         pattern = band_mask(LENGTH, 3, causal)
     else:

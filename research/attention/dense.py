@@ -1,0 +1,124 @@
+"""Dense softmax attention: one (T, S) score matrix, the reference every other path is tested
+against, and the fastest on CPU at short lengths.
+
+`positional_attention` adds a position scheme's logit bias and value term for a tile whose keys
+start `offset` after its queries (offset 0 for a whole sequence); `attention_weights` is the scoring
+half, shared with the `weights` methods that draw attention maps.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from research.attention.relative import Position
+from research.attention.sparsity import Band
+
+
+def _dropout(weights: Array, rate: float, key: jax.Array | None) -> Array:
+    if key is None or rate <= 0.0:
+        return weights
+    keep = jax.random.bernoulli(key, 1.0 - rate, weights.shape)
+    return jnp.where(keep, weights / (1.0 - rate), 0.0)
+
+
+def attention_weights(
+    q_XTHD: Array,
+    k_XSHD: Array,
+    mask_X1TS: Array | None = None,
+    bias_XHTS: Array | None = None,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+) -> Array:
+    """weights_XHTS = softmax(q k^T / sqrt(D) + bias) in float32 over any leading shape X.
+
+    Masked keys get weight exactly 0; a query with every key masked gets an all-zero row (and zero
+    gradient) instead of NaN or a uniform average over padding.
+    """
+    scale = q_XTHD.shape[-1] ** -0.5
+    logits = jnp.einsum(
+        "...thd,...shd->...hts", q_XTHD * scale, k_XSHD, preferred_element_type=jnp.float32
+    )
+    if bias_XHTS is not None:
+        logits = logits + bias_XHTS
+    if mask_X1TS is not None:
+        logits = jnp.where(mask_X1TS, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    if mask_X1TS is not None:
+        weights = jnp.where(mask_X1TS, weights, 0.0)
+    return _dropout(weights, dropout_rate, dropout_key)
+
+
+def dot_product_attention(
+    q_BTHD: Array,
+    k_BSHD: Array,
+    v_BSHD: Array,
+    mask_B1TS: Array | None = None,
+    bias_BHTS: Array | None = None,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+) -> Array:
+    """softmax(q k^T / sqrt(D) + bias) v; returns out_BTHD (any leading shape in place of B)."""
+    weights = attention_weights(
+        q_BTHD, k_BSHD, mask_B1TS, bias_BHTS, dropout_rate=dropout_rate, dropout_key=dropout_key
+    )
+    return jnp.einsum("...hts,...shd->...thd", weights.astype(v_BSHD.dtype), v_BSHD)
+
+
+def positional_weights(
+    q_XTHD: Array,
+    k_XSHD: Array,
+    mask_X1TS: Array | None,
+    position: Position,
+    offset: int | Array,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+) -> Array:
+    """weights_XHTS of a tile at `offset` under a position scheme's logit bias (the scoring half
+    of `positional_attention`, shared with the `weights` methods that draw attention maps)."""
+    bias = position.logits_bias(q_XTHD, k_XSHD.shape[-3], offset)
+    return attention_weights(
+        q_XTHD, k_XSHD, mask_X1TS, bias, dropout_rate=dropout_rate, dropout_key=dropout_key
+    )
+
+
+def positional_attention(
+    q_XTHD: Array,
+    k_XSHD: Array,
+    v_XSHD: Array,
+    mask_X1TS: Array | None,
+    position: Position,
+    offset: int,
+    *,
+    dropout_rate: float,
+    dropout_key: jax.Array | None,
+) -> Array:
+    """Dense attention with a position scheme's bias and value term for a tile at `offset`."""
+    weights = positional_weights(
+        q_XTHD,
+        k_XSHD,
+        mask_X1TS,
+        position,
+        offset,
+        dropout_rate=dropout_rate,
+        dropout_key=dropout_key,
+    )
+    out = jnp.einsum("...hts,...shd->...thd", weights.astype(v_XSHD.dtype), v_XSHD)
+    extra = position.value_term(weights, offset)
+    return out if extra is None else out + extra.astype(out.dtype)
+
+
+def pad_to(x: Array, length: int, axis: int = 1) -> Array:
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, length - x.shape[axis])
+    return jnp.pad(x, pad)
+
+
+def band_mask(key_mask_BS: Array | None, band: Band, q_len: int, kv_len: int) -> Array:
+    """mask_B1TS (or _11TS without a key mask): the band and key padding as one dense mask."""
+    mask = jnp.asarray(band.dense(q_len, kv_len))[None, None]
+    if key_mask_BS is not None:
+        mask = mask & key_mask_BS.astype(bool)[:, None, None, :]
+    return mask

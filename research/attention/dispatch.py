@@ -1,0 +1,227 @@
+"""Which implementation runs a softmax variant's attention, and the call into it.
+
+Every softmax variant (full, local, block_local and the position presets) is one `Band` plus a
+position scheme; `softmax_attention` runs it on the implementation `choose_implementation` picks:
+
+  dense   one (T, S) score matrix: the reference every other path is tested against, and the
+          fastest on CPU at short lengths (up to DENSE_MAX_LENGTH);
+  kernel  the block-sparse flash kernel (kernel.py): any band, position scheme and dropout, O(N)
+          memory, only the tiles the band needs;
+  cudnn   cuDNN's fused kernel (GPU; platform.py), where it can serve the call;
+  splash  Pallas splash attention (TPU; platform.py; `interpret` mode elsewhere, for tests).
+
+`auto` (the default) picks, per platform: GPU -> cudnn when eligible, else dense (an XLA loop is
+never chosen on a GPU); TPU -> splash when eligible, else kernel; CPU -> dense up to
+DENSE_MAX_LENGTH, else kernel. docs/attention.md has the table, tests/attention/test_dispatch.py
+states it case by case.
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+from jax import Array
+
+from research.attention import platform
+from research.attention.dense import band_mask, positional_attention
+from research.attention.kernel import block_sparse_attention
+from research.attention.relative import Position
+from research.attention.sparsity import Band
+from research.errors import UserError, check_choice, check_positive
+
+IMPLEMENTATIONS = ("auto", "kernel", "dense", "cudnn", "splash")
+# On CPU, dense beats the kernel's loop up to here (fwd + bwd, B=8, H=4, D=64: 256 -> dense 26 ms,
+# kernel 32 ms; 512 -> dense 112 ms, kernel 91 ms).
+DENSE_MAX_LENGTH = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelOptions:
+    """How a softmax variant runs: `implementation` (one of IMPLEMENTATIONS) and the kernel's
+    tile (block_q query rows x block_k keys; 0 = `default_blocks` for the platform and length)."""
+
+    implementation: str = "auto"
+    block_q: int = 0
+    block_k: int = 0
+
+    def check(self, field: str) -> None:
+        check_choice(f"{field}.implementation", self.implementation, IMPLEMENTATIONS)
+        check_positive(f"{field}.block_q", self.block_q, allow_zero=True)
+        check_positive(f"{field}.block_k", self.block_k, allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """The facts about one attention call that decide its implementation."""
+
+    backend: str
+    dtype: np.dtype
+    head_dim: int
+    band: Band
+    position: str
+    dropout: bool
+    q_len: int
+    kv_len: int
+    key_mask: bool = True
+
+    @property
+    def has_bias(self) -> bool:
+        return self.position in ("alibi", "t5", "shaw")
+
+
+def _cudnn_check(call: Call) -> tuple[bool, str]:
+    if call.position == "shaw":
+        return False, "Shaw's key and value terms are not an additive bias it takes"
+    return platform.cudnn_eligible(
+        backend=call.backend,
+        dtype=call.dtype,
+        head_dim=call.head_dim,
+        band=call.band,
+        has_bias=call.has_bias,
+        dropout=call.dropout,
+        padding_as_mask=call.key_mask,
+        lengths=(call.q_len, call.kv_len),
+    )
+
+
+def _splash_check(call: Call) -> tuple[bool, str]:
+    return platform.splash_eligible(
+        backend=call.backend,
+        head_dim=call.head_dim,
+        has_bias=call.has_bias,
+        dropout=call.dropout,
+        dtype=call.dtype,
+        interpret=call.backend != "tpu",
+    )
+
+
+def choose_implementation(requested: str, call: Call) -> tuple[str, str]:
+    """(implementation, why) for `requested` (`auto` or an explicit one) and this call."""
+    if requested != "auto":
+        return requested, "asked for"
+    if call.backend == "gpu":
+        ok, why = _cudnn_check(call)
+        if ok:
+            return "cudnn", "GPU, and cuDNN can serve the call"
+        return "dense", f"GPU, cuDNN cannot serve it ({why}); XLA's dense path beats any loop"
+    if call.backend == "tpu":
+        ok, why = _splash_check(call)
+        if ok:
+            return "splash", "TPU, and splash attention can serve the call"
+        return "kernel", f"TPU, splash cannot serve it ({why})"
+    if max(call.q_len, call.kv_len) <= DENSE_MAX_LENGTH:
+        return "dense", f"CPU, length <= {DENSE_MAX_LENGTH}: one matrix beats the kernel's loop"
+    return "kernel", f"CPU, length > {DENSE_MAX_LENGTH}"
+
+
+def default_blocks(backend: str, band: Band) -> tuple[int, int]:
+    """The kernel's (block_q, block_k) by platform and band, from measurements (docs/benchmarks):
+    on CPU, full and causal attention run fastest in 512 x 1024 tiles (B=8, H=4, D=64 at 4K:
+    94 GFLOP/s against 81 for 512 x 512 and 57 for 256 x 1024); a band of reach r in tiles of
+    about r (128 x 128 for a window of 128: 0.89 s against 1.32 s for 256 x 128), never below 128
+    rows, where per-tile overhead dominates. Blocks longer than a sequence shrink to it."""
+    if band.block is not None:
+        reach = band.block
+    elif band.window is not None:
+        reach = band.window
+    else:
+        return (512, 1024) if backend == "cpu" else (512, 512)
+    size = 128
+    while size < min(reach, 512):
+        size *= 2
+    if band.block is not None and size % band.block:
+        size = band.block * -(-size // band.block)
+    return size, size
+
+
+def require(implementation: str, call: Call, field: str) -> None:
+    """A UserError when an explicitly requested platform kernel cannot serve the call."""
+    checks = {"cudnn": _cudnn_check, "splash": _splash_check}
+    if implementation in checks:
+        ok, why = checks[implementation](call)
+        if not ok:
+            raise UserError(f"{field}.implementation={implementation!r} is not usable: {why}")
+
+
+def softmax_attention(
+    q_BTHD: Array,
+    k_BSHD: Array,
+    v_BSHD: Array,
+    key_mask_BS: Array | None,
+    band: Band,
+    *,
+    options: KernelOptions,
+    position: Position,
+    position_name: str,
+    field: str,
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+) -> Array:
+    """softmax(q k^T / sqrt(D) + position bias) v (+ position value term) over the pairs `band`
+    allows and valid keys, on the implementation `options` asks for; out_BTHD. RoPE has already
+    been applied to q and k."""
+    dropout = dropout_key is not None and dropout_rate > 0.0
+    call = Call(
+        backend=jax.default_backend(),
+        dtype=np.dtype(q_BTHD.dtype),
+        head_dim=q_BTHD.shape[-1],
+        band=band,
+        position=position_name,
+        dropout=dropout,
+        q_len=q_BTHD.shape[1],
+        kv_len=k_BSHD.shape[1],
+        key_mask=key_mask_BS is not None,
+    )
+    implementation, _ = choose_implementation(options.implementation, call)
+    require(implementation, call, field)
+    if implementation == "kernel":
+        block_q, block_k = default_blocks(call.backend, band)
+        terms, params = position.tile_terms()
+        return block_sparse_attention(
+            q_BTHD,
+            k_BSHD,
+            v_BSHD,
+            key_mask_BS,
+            band,
+            block_q=options.block_q or block_q,
+            block_k=options.block_k or block_k,
+            terms=terms,
+            params=params,
+            dropout_rate=dropout_rate,
+            dropout_key=dropout_key if dropout else None,
+        )
+    if implementation == "cudnn":
+        bias = position.logits_bias(q_BTHD, k_BSHD.shape[1], 0)
+        return platform.cudnn_attention(q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, bias_BHTS=bias)
+    if implementation == "splash":
+        interpret = call.backend != "tpu"
+        return platform.splash_attention(
+            q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, interpret=interpret
+        )
+    return dense_attention(
+        q_BTHD,
+        k_BSHD,
+        v_BSHD,
+        key_mask_BS,
+        band,
+        position=position,
+        dropout_rate=dropout_rate,
+        dropout_key=dropout_key if dropout else None,
+    )
+
+
+def dense_attention(
+    q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, *, position, dropout_rate=0.0, dropout_key=None
+):
+    """The reference: the dense (T, S) weights under the band mask, with the position terms."""
+    mask = band_mask(key_mask_BS, band, q_BTHD.shape[1], k_BSHD.shape[1])
+    return positional_attention(
+        q_BTHD,
+        k_BSHD,
+        v_BSHD,
+        mask,
+        position,
+        0,
+        dropout_rate=dropout_rate,
+        dropout_key=dropout_key,
+    )

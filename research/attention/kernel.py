@@ -1,0 +1,371 @@
+"""One block-sparse flash kernel for every softmax variant: masks as data, positions per tile.
+
+`block_sparse_attention` computes softmax(q k^T / sqrt(D) + bias) v under a `Band` (causal,
+sliding window, block-local) and key padding, in O(N) memory, visiting only the
+(query block, key block) tiles the band needs (`Band.key_blocks`), as FlexAttention and splash
+attention do. The forward pass keeps a blocked online softmax and saves only the output and each
+row's log-sum-exp; the backward pass (FlashAttention-2) recomputes each visited tile once.
+
+Position schemes enter per tile through `TileTerms` (research/attention/relative.py builds them):
+a logit bias from the tile's relative positions (ALiBi, T5, Shaw's key term; never an N x N array)
+and a value term mixed by the tile's weights (Shaw's); their gradients come from `jax.vjp` of the
+per-tile functions, so a scheme is written once, forward only. RoPE acts before the kernel.
+Dropout on the weights regenerates each tile's keep-mask from (key, row group, tile), in the
+forward and the backward pass alike, so no T x S mask is stored.
+
+Layout: (batch x heads) rows, X = `rows_per_step` of them per step: q_XTD tiles are batched
+matmuls with no transposes in the loops; 1/sqrt(D) is folded into q once. Tiles are visited as one
+flat list of (query block, key block) pairs in a scan: by query block in the forward pass (the
+running softmax state resets when a new query block starts), by key block in the backward pass
+(dk, dv accumulate per key block; dq is added into place).
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from research.attention.sparsity import Band
+
+
+class TileTerms:
+    """A position scheme's contribution to each tile. Subclasses are frozen dataclasses (hashable:
+    they are part of the compiled program) that set `has_bias` / `has_value` and implement:
+
+      bias(params, q_XTD, offset, rows_X, kv_len) -> bias_XTS (f32), added to the logits; q is
+          already scaled by 1/sqrt(D), offset = first key position - first query position of the
+          tile, rows_X the (batch x heads) row indices of the step (row % num_heads = head);
+      value(params, weights_XTS, offset) -> out_XTD (f32), added to weights @ v.
+
+    `params` is the pytree of arrays the terms read (learned tables), differentiated through the
+    kernel by `jax.vjp` of these functions.
+    """
+
+    has_bias: bool = False
+    has_value: bool = False
+
+    def bias(self, params, q_XTD: Array, offset: Array, rows_X: Array, kv_len: int) -> Array:
+        raise NotImplementedError
+
+    def value(self, params, weights_XTS: Array, offset: Array) -> Array:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything static about one call: the tiles to visit and how."""
+
+    band: Band
+    block_q: int
+    block_k: int
+    rows_per_step: int
+    terms: TileTerms | None
+    dropout_rate: float
+    q_len: int
+    kv_len: int
+
+    @functools.cached_property
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(query block, key block) of each visited tile, sorted by query block then key block."""
+        needed = self.band.key_blocks(self.q_len, self.kv_len, self.block_q, self.block_k)
+        qi, ki = np.nonzero(needed)
+        return qi.astype(np.int32), ki.astype(np.int32)
+
+
+def _firsts(major: np.ndarray) -> np.ndarray:
+    """True where a run of equal values in `major` starts."""
+    return np.concatenate([[True], major[1:] != major[:-1]])
+
+
+def _tile_mask(plan: _Plan, qi, ki, mask_XS):
+    """mask_XTS (or _TS) of tile (qi, ki): the band and key padding; None when nothing masks."""
+    q_pos = qi * plan.block_q + jnp.arange(plan.block_q)[:, None]
+    k_pos = ki * plan.block_k + jnp.arange(plan.block_k)[None, :]
+    mask = None
+    if plan.band != Band():
+        mask = plan.band.allows(q_pos, k_pos, jnp)
+    if mask_XS is not None:
+        keys = jax.lax.dynamic_slice_in_dim(mask_XS, ki * plan.block_k, plan.block_k, 1)
+        mask = keys[:, None, :] if mask is None else mask & keys[:, None, :]
+    return mask
+
+
+def _keep_mask(plan: _Plan, dropout_key, group, qi, ki, shape):
+    """The tile's dropout keep-mask scaled by 1/(1 - rate), or None without dropout."""
+    if dropout_key is None or plan.dropout_rate <= 0.0:
+        return None
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(dropout_key, group), qi), ki)
+    keep = jax.random.bernoulli(key, 1.0 - plan.dropout_rate, shape)
+    return keep.astype(jnp.float32) / (1.0 - plan.dropout_rate)
+
+
+def _logits(plan, params, q_XCD, k_XCD, offset, rows_X):
+    logits = jnp.einsum("xtd,xsd->xts", q_XCD, k_XCD, preferred_element_type=jnp.float32)
+    if plan.terms is not None and plan.terms.has_bias:
+        logits = logits + plan.terms.bias(params, q_XCD, offset, rows_X, plan.block_k)
+    return logits
+
+
+def _slice(x, block, size, axis=1):
+    return jax.lax.dynamic_slice_in_dim(x, block * size, size, axis)
+
+
+def _put(x, update, block, size, axis=1):
+    return jax.lax.dynamic_update_slice_in_dim(x, update.astype(x.dtype), block * size, axis)
+
+
+def _group_forward(plan: _Plan, params, dropout_key, group, q_XTD, k_XSD, v_XSD, mask_XS, rows_X):
+    """out_XTD (v's dtype) and lse_XT (+inf for rows that see no key) of one group of rows."""
+    bq, bk = plan.block_q, plan.block_k
+    x, dim_v = q_XTD.shape[0], v_XSD.shape[-1]
+    qi_P, ki_P = plan.pairs
+
+    def step(carry, pair):
+        acc, norm, max_, out, lse = carry
+        qi, ki, first = pair
+        acc = jnp.where(first, 0.0, acc)
+        norm = jnp.where(first, 0.0, norm)
+        max_ = jnp.where(first, -jnp.inf, max_)
+        q, k, v = _slice(q_XTD, qi, bq), _slice(k_XSD, ki, bk), _slice(v_XSD, ki, bk)
+        offset = ki * bk - qi * bq
+        logits = _logits(plan, params, q, k, offset, rows_X)
+        mask = _tile_mask(plan, qi, ki, mask_XS)
+        if mask is not None:
+            logits = jnp.where(mask, logits, -jnp.inf)
+        new_max = jnp.maximum(max_, logits.max(-1))
+        # A row with no allowed key so far keeps max -inf; exp(-inf - 0) = 0 empties its tile.
+        safe_max = jnp.where(new_max == -jnp.inf, 0.0, new_max)
+        p = jnp.exp(logits - safe_max[..., None])
+        correction = jnp.exp(max_ - safe_max)
+        norm = norm * correction + p.sum(-1)
+        keep = _keep_mask(plan, dropout_key, group, qi, ki, p.shape)
+        if keep is not None:
+            p = p * keep
+        update = jnp.einsum(
+            "xts,xsd->xtd", p.astype(v.dtype), v, preferred_element_type=jnp.float32
+        )
+        if plan.terms is not None and plan.terms.has_value:
+            update = update + plan.terms.value(params, p, offset)
+        acc = acc * correction[..., None] + update
+        # The tile's rows are final once their last key block is in; writing every step is cheap
+        # (block_q x D against a block_q x block_k x D matmul) and needs no branch.
+        valid = norm > 0
+        safe_norm = jnp.where(valid, norm, 1.0)
+        out = _put(out, jnp.where(valid[..., None], acc / safe_norm[..., None], 0.0), qi, bq)
+        lse = _put(lse, jnp.where(valid, new_max + jnp.log(safe_norm), jnp.inf), qi, bq)
+        return (acc, norm, new_max, out, lse), None
+
+    init = (
+        jnp.zeros((x, bq, dim_v), jnp.float32),
+        jnp.zeros((x, bq), jnp.float32),
+        jnp.full((x, bq), -jnp.inf, jnp.float32),
+        jnp.zeros((x, q_XTD.shape[1], dim_v), v_XSD.dtype),
+        jnp.full((x, q_XTD.shape[1]), jnp.inf, jnp.float32),
+    )
+    pairs = (jnp.asarray(qi_P), jnp.asarray(ki_P), jnp.asarray(_firsts(qi_P)))
+    (_, _, _, out, lse), _ = jax.lax.scan(step, init, pairs)
+    return out, lse
+
+
+def _group_backward(plan: _Plan, params, dropout_key, group, inputs, out_XTD, lse_XT, do_XTD):
+    """(dq, dk, dv, dparams) of one group of rows; tiles visited by key block."""
+    q_XTD, k_XSD, v_XSD, mask_XS, rows_X = inputs
+    bq, bk = plan.block_q, plan.block_k
+    terms = plan.terms
+    delta_XT = jnp.einsum("xtd,xtd->xt", do_XTD, out_XTD, preferred_element_type=jnp.float32)
+    qi_P, ki_P = plan.pairs
+    order = np.lexsort((qi_P, ki_P))
+    qi_P, ki_P = qi_P[order], ki_P[order]
+    f32 = dict(preferred_element_type=jnp.float32)
+
+    def step(carry, pair):
+        dk_acc, dv_acc, dq, dk, dv, dparams = carry
+        qi, ki, first = pair
+        dk_acc = jnp.where(first, 0.0, dk_acc)
+        dv_acc = jnp.where(first, 0.0, dv_acc)
+        q, k, v = _slice(q_XTD, qi, bq), _slice(k_XSD, ki, bk), _slice(v_XSD, ki, bk)
+        do = _slice(do_XTD, qi, bq)
+        offset = ki * bk - qi * bq
+        bias_fn = None
+        if terms is not None and terms.has_bias:
+            bias_fn = lambda prm, q: terms.bias(prm, q, offset, rows_X, bk)  # noqa: E731
+        logits = jnp.einsum("xtd,xsd->xts", q, k, **f32)
+        if bias_fn is not None:
+            bias, bias_pullback = jax.vjp(bias_fn, params, q)
+            logits = logits + bias
+        mask = _tile_mask(plan, qi, ki, mask_XS)
+        if mask is not None:
+            logits = jnp.where(mask, logits, -jnp.inf)
+        # lse is +inf on rows with no allowed key, so their p is 0 and nothing flows back.
+        p = jnp.exp(logits - _slice(lse_XT, qi, bq)[..., None])
+        keep = _keep_mask(plan, dropout_key, group, qi, ki, p.shape)
+        p_kept = p if keep is None else p * keep
+        dv_acc = dv_acc + jnp.einsum("xts,xtd->xsd", p_kept.astype(do.dtype), do, **f32)
+        dp = jnp.einsum("xtd,xsd->xts", do, v, **f32)
+        if terms is not None and terms.has_value:
+            value_fn = lambda prm, w: terms.value(prm, w, offset)  # noqa: E731
+            _, value_pullback = jax.vjp(value_fn, params, p_kept)
+            dparams_value, dp_value = value_pullback(do.astype(jnp.float32))
+            dp = dp + dp_value
+            dparams = jax.tree.map(jnp.add, dparams, dparams_value)
+        if keep is not None:
+            dp = dp * keep
+        ds = p * (dp - _slice(delta_XT, qi, bq)[..., None])
+        dk_acc = dk_acc + jnp.einsum("xts,xtd->xsd", ds.astype(q.dtype), q, **f32)
+        dq_tile = jnp.einsum("xts,xsd->xtd", ds.astype(k.dtype), k, **f32)
+        if bias_fn is not None:
+            dparams_bias, dq_bias = bias_pullback(ds)
+            dq_tile = dq_tile + dq_bias
+            dparams = jax.tree.map(jnp.add, dparams, dparams_bias)
+        dq = _put(dq, _slice(dq, qi, bq) + dq_tile, qi, bq)
+        dk, dv = _put(dk, dk_acc, ki, bk), _put(dv, dv_acc, ki, bk)
+        return (dk_acc, dv_acc, dq, dk, dv, dparams), None
+
+    x, dim, dim_v = q_XTD.shape[0], q_XTD.shape[-1], v_XSD.shape[-1]
+    init = (
+        jnp.zeros((x, bk, dim), jnp.float32),
+        jnp.zeros((x, bk, dim_v), jnp.float32),
+        jnp.zeros(q_XTD.shape, jnp.float32),
+        jnp.zeros(k_XSD.shape, jnp.float32),
+        jnp.zeros(v_XSD.shape, jnp.float32),
+        jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), params),
+    )
+    pairs = (jnp.asarray(qi_P), jnp.asarray(ki_P), jnp.asarray(_firsts(ki_P)))
+    (_, _, dq, dk, dv, dparams), _ = jax.lax.scan(step, init, pairs)
+    return dq, dk, dv, dparams
+
+
+def _groups(x: Array | None, size: int) -> Array | None:
+    """Splits the leading (batch x heads) axis into steps of `size` rows: x_GXY."""
+    return None if x is None else x.reshape(-1, size, *x.shape[1:])
+
+
+def _ungroups(x_GXY: Array) -> Array:
+    return x_GXY.reshape(-1, *x_GXY.shape[2:])
+
+
+def _map_groups(plan: _Plan, fn, *arrays):
+    """lax.map of fn(group index, *group slices) over groups of rows."""
+    grouped = [_groups(a, plan.rows_per_step) for a in arrays]
+    count = arrays[0].shape[0] // plan.rows_per_step
+    return jax.lax.map(lambda xs: fn(*xs), (jnp.arange(count), *grouped))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _kernel(plan, q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, dropout_key):
+    return _kernel_fwd(plan, q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, dropout_key)[0]
+
+
+def _kernel_fwd(plan, q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, dropout_key):
+    def group_forward(group, q, k, v, mask, rows):
+        return _group_forward(plan, params, dropout_key, group, q, k, v, mask, rows)
+
+    out_GXTD, lse_GXT = _map_groups(plan, group_forward, q_XTD, k_XSD, v_XSD, mask_XS, rows_X)
+    out_XTD, lse_XT = _ungroups(out_GXTD), _ungroups(lse_GXT)
+    residuals = (q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, dropout_key, out_XTD, lse_XT)
+    return out_XTD, residuals
+
+
+def _kernel_bwd(plan, residuals, do_XTD):
+    q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, dropout_key, out_XTD, lse_XT = residuals
+
+    def group_backward(group, q, k, v, mask, rows, out, lse, do):
+        inputs = (q, k, v, mask, rows)
+        return _group_backward(plan, params, dropout_key, group, inputs, out, lse, do)
+
+    arrays = (q_XTD, k_XSD, v_XSD, mask_XS, rows_X, out_XTD, lse_XT, do_XTD)
+    dq, dk, dv, dparams = _map_groups(plan, group_backward, *arrays)
+    dparams = jax.tree.map(lambda g, p: g.sum(0).astype(p.dtype), dparams, params)
+    grads = (_ungroups(dq), _ungroups(dk), _ungroups(dv))
+    grads = tuple(g.astype(x.dtype) for g, x in zip(grads, (q_XTD, k_XSD, v_XSD), strict=True))
+    return (*grads, None, None, dparams, None)
+
+
+_kernel.defvjp(_kernel_fwd, _kernel_bwd)
+
+
+# Scores per step the loop needs to amortise its per-step cost (CPU: a 512 x 1024 tile of one row
+# runs near the kernel's best; 128 x 128 tiles of one row spend most of their time in overhead).
+SCORES_PER_STEP = 512 * 1024
+
+
+def rows_per_tile(rows: int, block_q: int, block_k: int) -> int:
+    """How many (batch x heads) rows one step takes: the largest divisor of `rows` whose tiles
+    stay within SCORES_PER_STEP scores."""
+    best = 1
+    for count in range(1, rows + 1):
+        if rows % count == 0 and count * block_q * block_k <= SCORES_PER_STEP:
+            best = count
+    return best
+
+
+def _pad(x: Array, length: int, axis: int) -> Array:
+    if x.shape[axis] == length:
+        return x
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, length - x.shape[axis])
+    return jnp.pad(x, pad)
+
+
+def block_sparse_attention(
+    q_BTHD: Array,
+    k_BSHD: Array,
+    v_BSHD: Array,
+    key_mask_BS: Array | None,
+    band: Band | None = None,
+    *,
+    block_q: int = 512,
+    block_k: int = 512,
+    rows_per_step: int = 0,
+    terms: TileTerms | None = None,
+    params: Any = (),
+    dropout_rate: float = 0.0,
+    dropout_key: Array | None = None,
+) -> Array:
+    """softmax(q k^T / sqrt(D) + bias) v over the pairs `band` allows and valid keys; out_BTHD.
+
+    Equals dense attention under the same mask (and `terms`' bias and value term), including an
+    all-zero output and zero gradient for a query with no allowed key. Any lengths: blocks larger
+    than a length shrink to it, padded keys are masked, padded queries dropped. Each step takes
+    `rows_per_step` (batch x heads) rows at once (0: `rows_per_tile`).
+    """
+    band = Band() if band is None else band
+    batch, q_len, heads, dim = q_BTHD.shape
+    kv_len = k_BSHD.shape[1]
+    block_q, block_k = min(block_q, q_len), min(block_k, kv_len)
+    t_pad, s_pad = -(-q_len // block_q) * block_q, -(-kv_len // block_k) * block_k
+    if key_mask_BS is None and s_pad != kv_len:
+        key_mask_BS = jnp.ones((batch, kv_len), bool)
+    mask_XS = None
+    if key_mask_BS is not None:
+        mask_XS = jnp.repeat(_pad(key_mask_BS.astype(bool), s_pad, 1), heads, axis=0)
+    rows = batch * heads
+    if rows_per_step <= 0 or rows % rows_per_step:
+        rows_per_step = rows_per_tile(rows, block_q, block_k)
+    plan = _Plan(
+        band=band,
+        block_q=block_q,
+        block_k=block_k,
+        rows_per_step=rows_per_step,
+        terms=terms,
+        dropout_rate=float(dropout_rate) if dropout_key is not None else 0.0,
+        q_len=q_len,
+        kv_len=kv_len,
+    )
+    scale = jnp.asarray(dim**-0.5, q_BTHD.dtype)
+    to_rows = lambda x, n: _pad(jnp.swapaxes(x, 1, 2), n, 2).reshape(rows, n, -1)  # noqa: E731
+    out_XTD = _kernel(
+        plan,
+        to_rows(q_BTHD * scale, t_pad),
+        to_rows(k_BSHD, s_pad),
+        to_rows(v_BSHD, s_pad),
+        mask_XS,
+        jnp.arange(rows, dtype=jnp.int32),
+        params,
+        dropout_key if plan.dropout_rate > 0 else None,
+    )
+    return jnp.swapaxes(out_XTD.reshape(batch, heads, t_pad, -1)[:, :, :q_len], 1, 2)

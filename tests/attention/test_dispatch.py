@@ -1,0 +1,106 @@
+"""Which implementation `auto` picks, per platform and call, and why (docs/attention.md has the
+same table); the kernel's default tiles; refusals of explicit platform kernels."""
+
+import numpy as np
+import pytest
+from attention_testing import build, qkv
+
+from research.attention.dispatch import Call, choose_implementation, default_blocks
+from research.attention.sparsity import Band
+from research.errors import UserError
+
+BF16, F32 = np.dtype("bfloat16"), np.dtype("float32")
+
+
+def _call(backend, *, dtype=BF16, band=None, position="none", dropout=False, length=4096):
+    return Call(
+        backend=backend,
+        dtype=dtype,
+        head_dim=64,
+        band=Band() if band is None else band,
+        position=position,
+        dropout=dropout,
+        q_len=length,
+        kv_len=length,
+    )
+
+
+# (backend, call options, implementation `auto` picks): the reason is in the comment.
+AUTO = [
+    # GPU: cuDNN wherever it can serve the call ...
+    ("gpu", {}, "cudnn"),
+    ("gpu", {"band": Band(causal=True)}, "cudnn"),
+    ("gpu", {"band": Band(causal=True, window=128)}, "cudnn"),  # local_window_size
+    ("gpu", {"position": "alibi"}, "cudnn"),  # a dense bias
+    ("gpu", {"position": "t5"}, "cudnn"),
+    ("gpu", {"position": "rope"}, "cudnn"),  # rotated before the call
+    # ... else XLA's dense path: never a loop on a GPU.
+    ("gpu", {"position": "shaw"}, "dense"),  # a value term, not a bias
+    ("gpu", {"dtype": F32}, "dense"),  # cuDNN needs bf16 / fp16
+    ("gpu", {"dropout": True}, "dense"),  # cuDNN's dropout is not keyed by ours
+    ("gpu", {"band": Band(window=128)}, "dense"),  # a two-sided window only as a T x S mask
+    ("gpu", {"band": Band(block=64)}, "dense"),
+    # TPU: splash for any band without a bias or dropout, else the kernel.
+    ("tpu", {}, "splash"),
+    ("tpu", {"band": Band(window=128)}, "splash"),
+    ("tpu", {"band": Band(block=64, neighbours=True, causal=True)}, "splash"),
+    ("tpu", {"dtype": F32, "position": "rope"}, "splash"),
+    ("tpu", {"position": "alibi"}, "kernel"),
+    ("tpu", {"position": "t5"}, "kernel"),
+    ("tpu", {"position": "shaw"}, "kernel"),
+    ("tpu", {"dropout": True}, "kernel"),
+    # CPU: dense up to 256 tokens, the kernel beyond.
+    ("cpu", {"length": 256}, "dense"),
+    ("cpu", {"length": 257}, "kernel"),
+    ("cpu", {"dtype": F32, "position": "shaw", "dropout": True}, "kernel"),
+    ("cpu", {"band": Band(window=128)}, "kernel"),
+]
+
+
+@pytest.mark.parametrize(("backend", "options", "want"), AUTO)
+def test_auto_picks_per_platform(backend, options, want):
+    implementation, why = choose_implementation("auto", _call(backend, **options))
+    assert implementation == want, why
+    assert why
+
+
+def test_an_explicit_choice_is_kept():
+    assert choose_implementation("dense", _call("gpu"))[0] == "dense"
+    assert choose_implementation("kernel", _call("cpu", length=8))[0] == "kernel"
+
+
+@pytest.mark.parametrize(
+    ("backend", "band", "want"),
+    [
+        ("cpu", Band(), (512, 1024)),
+        ("cpu", Band(causal=True), (512, 1024)),
+        ("tpu", Band(), (512, 512)),
+        ("cpu", Band(window=128), (128, 128)),
+        ("cpu", Band(window=32), (128, 128)),
+        ("cpu", Band(window=300), (512, 512)),
+        ("cpu", Band(block=64, neighbours=True), (128, 128)),
+        ("cpu", Band(block=48), (144, 144)),  # a whole number of blocks per tile
+    ],
+)
+def test_default_blocks(backend, band, want):
+    assert default_blocks(backend, band) == want
+
+
+@pytest.mark.parametrize("implementation", ["cudnn"])
+def test_an_unusable_platform_kernel_is_a_one_line_error(implementation):
+    module = build("full", {"implementation": implementation})
+    q, k, v = qkv(0)
+    with pytest.raises(
+        UserError, match=r"full\.implementation='cudnn' is not usable: it needs a GPU"
+    ):
+        module.attend(q, k, v, None, dropout_key=None)
+
+
+def test_splash_runs_here_in_interpret_mode():
+    """Asked for on CPU, splash runs interpreted (the TPU path, tested in CI)."""
+    module = build("local", {"implementation": "splash", "window": 3})
+    dense = build("local", {"implementation": "dense", "window": 3})
+    q, k, v = qkv(1, length=20)
+    got = module.attend(q, k, v, None, dropout_key=None)
+    want = dense.attend(q, k, v, None, dropout_key=None)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5)
