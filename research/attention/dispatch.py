@@ -115,11 +115,17 @@ def choose_implementation(requested: str, call: Call) -> tuple[str, str]:
 
 
 def default_blocks(backend: str, band: Band) -> tuple[int, int]:
-    """The kernel's (block_q, block_k) by platform and band, from measurements (docs/benchmarks):
-    on CPU, full and causal attention run fastest in 512 x 1024 tiles (B=8, H=4, D=64 at 4K:
-    94 GFLOP/s against 81 for 512 x 512 and 57 for 256 x 1024); a band of reach r in tiles of
-    about r (128 x 128 for a window of 128: 0.89 s against 1.32 s for 256 x 128), never below 128
-    rows, where per-tile overhead dominates. Blocks longer than a sequence shrink to it."""
+    """The kernel's (block_q, block_k) by platform and band, from measurements on CPU (forward +
+    backward, B=8, H=4, D=64 at 4K; run-to-run noise on this machine is about 15%):
+
+    - full and causal attention: 512 x 1024 tiles (3.7-4.3 s; 512 x 512: 4.1 s, 256 x 512:
+      4.5 s, 128 x 512: 5.5 s, 128 x 128: 8.3 s);
+    - bands of reach r (a window, a block): query blocks of about 2r, at least 128 and at most
+      512, a whole number of blocks; the key tile is then the band's span (kernel.py), so block_k
+      does not apply. Window 128: 256 rows 0.85 s, 128 rows 0.95 s, 64 rows 0.96 s, 512 rows
+      1.15 s; blocks of 128 with neighbours: 256 rows 0.74 s, 128 rows 0.87 s.
+
+    Blocks longer than a sequence shrink to it."""
     if band.block is not None:
         reach = band.block
     elif band.window is not None:
@@ -127,7 +133,7 @@ def default_blocks(backend: str, band: Band) -> tuple[int, int]:
     else:
         return (512, 1024) if backend == "cpu" else (512, 512)
     size = 128
-    while size < min(reach, 512):
+    while size < min(2 * reach, 512):
         size *= 2
     if band.block is not None and size % band.block:
         size = band.block * -(-size // band.block)

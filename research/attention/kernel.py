@@ -1,10 +1,13 @@
 """One block-sparse flash kernel for every softmax variant: masks as data, positions per tile.
 
 `block_sparse_attention` computes softmax(q k^T / sqrt(D) + bias) v under a `Band` (causal,
-sliding window, block-local) and key padding, in O(N) memory, visiting only the
-(query block, key block) tiles the band needs (`Band.key_blocks`), as FlexAttention and splash
-attention do. The forward pass keeps a blocked online softmax and saves only the output and each
-row's log-sum-exp; the backward pass (FlashAttention-2) recomputes each visited tile once.
+sliding window, block-local) and key padding, in O(N) memory, visiting only the tiles the band
+needs, as FlexAttention and splash attention do: for unbounded bands (full, causal) the aligned
+(query block, key block) pairs with an allowed pair (`Band.key_blocks`); for bands of bounded reach
+(windows, blocks) one key tile per query block, the band's span sliding with it (`Band.key_span`),
+so time and memory per token stay flat with length. The forward pass keeps a blocked online
+softmax and saves only the output and each row's log-sum-exp; the backward pass
+(FlashAttention-2) recomputes each visited tile once.
 
 Position schemes enter per tile through `TileTerms` (research/attention/relative.py builds them):
 a logit bias from the tile's relative positions (ALiBi, T5, Shaw's key term; never an N x N array)
@@ -15,9 +18,10 @@ forward and the backward pass alike, so no T x S mask is stored.
 
 Layout: (batch x heads) rows, X = `rows_per_step` of them per step: q_XTD tiles are batched
 matmuls with no transposes in the loops; 1/sqrt(D) is folded into q once. Tiles are visited as one
-flat list of (query block, key block) pairs in a scan: by query block in the forward pass (the
-running softmax state resets when a new query block starts), by key block in the backward pass
-(dk, dv accumulate per key block; dq is added into place).
+flat list of (query block, key start) in a scan: by query block in the forward pass (the running
+softmax state resets when a new query block starts); in the backward pass by key block for aligned
+tiles (dk, dv accumulate per key block, dq is added into place) and by query block for sliding
+ones, whose key tiles overlap (dq accumulates, dk and dv are added into place).
 """
 
 import dataclasses
@@ -57,7 +61,13 @@ class TileTerms:
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """Everything static about one call: the tiles to visit and how."""
+    """Everything static about one call: the tiles to visit and how.
+
+    A tile is query block qi (rows qi * block_q ...) against `key_tile` keys starting at key
+    `k_start` of the key sequence padded by `pad_left` masked keys in front. Bands of bounded reach
+    (windows, blocks) slide one key tile of their span along the query blocks; unbounded ones (full,
+    causal) visit the aligned key blocks the band needs.
+    """
 
     band: Band
     block_q: int
@@ -69,11 +79,33 @@ class _Plan:
     kv_len: int
 
     @functools.cached_property
-    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(query block, key block) of each visited tile, sorted by query block then key block."""
-        needed = self.band.key_blocks(self.q_len, self.kv_len, self.block_q, self.block_k)
-        qi, ki = np.nonzero(needed)
-        return qi.astype(np.int32), ki.astype(np.int32)
+    def span(self) -> tuple[int, int] | None:
+        span = self.band.key_span(self.block_q)
+        return span if span is not None and span[1] < self.kv_len else None
+
+    @property
+    def key_tile(self) -> int:
+        return self.block_k if self.span is None else self.span[1]
+
+    @property
+    def pad_left(self) -> int:
+        return 0 if self.span is None else max(0, -self.span[0])
+
+    @functools.cached_property
+    def tiles(self) -> tuple[np.ndarray, np.ndarray]:
+        """(query block, key start in the padded keys) of each tile, by query block."""
+        if self.span is None:
+            needed = self.band.key_blocks(self.q_len, self.kv_len, self.block_q, self.block_k)
+            qi, ki = np.nonzero(needed)
+            return qi.astype(np.int32), (ki * self.block_k).astype(np.int32)
+        qi = np.arange(-(-self.q_len // self.block_q), dtype=np.int32)
+        return qi, (qi * self.block_q + self.span[0] + self.pad_left).astype(np.int32)
+
+    @property
+    def padded_kv_len(self) -> int:
+        """Keys after padding: every tile's keys lie inside."""
+        _, k_start = self.tiles
+        return max(self.pad_left + self.kv_len, int(k_start.max()) + self.key_tile)
 
 
 def _firsts(major: np.ndarray) -> np.ndarray:
@@ -81,84 +113,93 @@ def _firsts(major: np.ndarray) -> np.ndarray:
     return np.concatenate([[True], major[1:] != major[:-1]])
 
 
-def _tile_mask(plan: _Plan, qi, ki, mask_XS):
-    """mask_XTS (or _TS) of tile (qi, ki): the band and key padding; None when nothing masks."""
+def _tile_mask(plan: _Plan, qi, k_start, mask_XS):
+    """mask_XTS (or _TS) of a tile: the band and key padding; None when nothing masks."""
     q_pos = qi * plan.block_q + jnp.arange(plan.block_q)[:, None]
-    k_pos = ki * plan.block_k + jnp.arange(plan.block_k)[None, :]
+    k_pos = k_start - plan.pad_left + jnp.arange(plan.key_tile)[None, :]
     mask = None
     if plan.band != Band():
         mask = plan.band.allows(q_pos, k_pos, jnp)
     if mask_XS is not None:
-        keys = jax.lax.dynamic_slice_in_dim(mask_XS, ki * plan.block_k, plan.block_k, 1)
+        keys = jax.lax.dynamic_slice_in_dim(mask_XS, k_start, plan.key_tile, 1)
         mask = keys[:, None, :] if mask is None else mask & keys[:, None, :]
     return mask
 
 
-def _keep_mask(plan: _Plan, dropout_key, group, qi, ki, shape):
+def _keep_mask(plan: _Plan, dropout_key, group, qi, k_start, shape):
     """The tile's dropout keep-mask scaled by 1/(1 - rate), or None without dropout."""
     if dropout_key is None or plan.dropout_rate <= 0.0:
         return None
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(dropout_key, group), qi), ki)
-    keep = jax.random.bernoulli(key, 1.0 - plan.dropout_rate, shape)
+    key = jax.random.fold_in(jax.random.fold_in(dropout_key, group), qi)
+    keep = jax.random.bernoulli(jax.random.fold_in(key, k_start), 1.0 - plan.dropout_rate, shape)
     return keep.astype(jnp.float32) / (1.0 - plan.dropout_rate)
 
 
-def _logits(plan, params, q_XCD, k_XCD, offset, rows_X):
-    logits = jnp.einsum("xtd,xsd->xts", q_XCD, k_XCD, preferred_element_type=jnp.float32)
-    if plan.terms is not None and plan.terms.has_bias:
-        logits = logits + plan.terms.bias(params, q_XCD, offset, rows_X, plan.block_k)
-    return logits
+def _slice(x, start, size, axis=1):
+    return jax.lax.dynamic_slice_in_dim(x, start, size, axis)
 
 
-def _slice(x, block, size, axis=1):
-    return jax.lax.dynamic_slice_in_dim(x, block * size, size, axis)
+def _put(x, update, start, axis=1):
+    return jax.lax.dynamic_update_slice_in_dim(x, update.astype(x.dtype), start, axis)
 
 
-def _put(x, update, block, size, axis=1):
-    return jax.lax.dynamic_update_slice_in_dim(x, update.astype(x.dtype), block * size, axis)
+class _Tile:
+    """One tile's inputs, sliced from a group's rows: q, k, v, the mask and the tile's offset."""
+
+    def __init__(self, plan, q_XTD, k_XSD, v_XSD, mask_XS, qi, k_start):
+        bq, bk = plan.block_q, plan.key_tile
+        self.q_start = qi * bq
+        self.q, self.k, self.v = (
+            _slice(q_XTD, self.q_start, bq),
+            _slice(k_XSD, k_start, bk),
+            _slice(v_XSD, k_start, bk),
+        )
+        self.offset = k_start - plan.pad_left - self.q_start
+        self.mask = _tile_mask(plan, qi, k_start, mask_XS)
 
 
 def _group_forward(plan: _Plan, params, dropout_key, group, q_XTD, k_XSD, v_XSD, mask_XS, rows_X):
     """out_XTD (v's dtype) and lse_XT (+inf for rows that see no key) of one group of rows."""
-    bq, bk = plan.block_q, plan.block_k
+    terms = plan.terms
     x, dim_v = q_XTD.shape[0], v_XSD.shape[-1]
-    qi_P, ki_P = plan.pairs
+    qi_P, k_start_P = plan.tiles
 
-    def step(carry, pair):
+    def step(carry, tile_index):
         acc, norm, max_, out, lse = carry
-        qi, ki, first = pair
+        qi, k_start, first = tile_index
         acc = jnp.where(first, 0.0, acc)
         norm = jnp.where(first, 0.0, norm)
         max_ = jnp.where(first, -jnp.inf, max_)
-        q, k, v = _slice(q_XTD, qi, bq), _slice(k_XSD, ki, bk), _slice(v_XSD, ki, bk)
-        offset = ki * bk - qi * bq
-        logits = _logits(plan, params, q, k, offset, rows_X)
-        mask = _tile_mask(plan, qi, ki, mask_XS)
-        if mask is not None:
-            logits = jnp.where(mask, logits, -jnp.inf)
+        tile = _Tile(plan, q_XTD, k_XSD, v_XSD, mask_XS, qi, k_start)
+        logits = jnp.einsum("xtd,xsd->xts", tile.q, tile.k, preferred_element_type=jnp.float32)
+        if terms is not None and terms.has_bias:
+            logits = logits + terms.bias(params, tile.q, tile.offset, rows_X, plan.key_tile)
+        if tile.mask is not None:
+            logits = jnp.where(tile.mask, logits, -jnp.inf)
         new_max = jnp.maximum(max_, logits.max(-1))
         # A row with no allowed key so far keeps max -inf; exp(-inf - 0) = 0 empties its tile.
         safe_max = jnp.where(new_max == -jnp.inf, 0.0, new_max)
         p = jnp.exp(logits - safe_max[..., None])
         correction = jnp.exp(max_ - safe_max)
         norm = norm * correction + p.sum(-1)
-        keep = _keep_mask(plan, dropout_key, group, qi, ki, p.shape)
+        keep = _keep_mask(plan, dropout_key, group, qi, k_start, p.shape)
         if keep is not None:
             p = p * keep
         update = jnp.einsum(
-            "xts,xsd->xtd", p.astype(v.dtype), v, preferred_element_type=jnp.float32
+            "xts,xsd->xtd", p.astype(tile.v.dtype), tile.v, preferred_element_type=jnp.float32
         )
-        if plan.terms is not None and plan.terms.has_value:
-            update = update + plan.terms.value(params, p, offset)
+        if terms is not None and terms.has_value:
+            update = update + terms.value(params, p, tile.offset)
         acc = acc * correction[..., None] + update
-        # The tile's rows are final once their last key block is in; writing every step is cheap
-        # (block_q x D against a block_q x block_k x D matmul) and needs no branch.
+        # The tile's rows are final once their last key tile is in; writing every step is cheap
+        # (block_q x D against a block_q x key_tile x D matmul) and needs no branch.
         valid = norm > 0
         safe_norm = jnp.where(valid, norm, 1.0)
-        out = _put(out, jnp.where(valid[..., None], acc / safe_norm[..., None], 0.0), qi, bq)
-        lse = _put(lse, jnp.where(valid, new_max + jnp.log(safe_norm), jnp.inf), qi, bq)
+        out = _put(out, jnp.where(valid[..., None], acc / safe_norm[..., None], 0.0), tile.q_start)
+        lse = _put(lse, jnp.where(valid, new_max + jnp.log(safe_norm), jnp.inf), tile.q_start)
         return (acc, norm, new_max, out, lse), None
 
+    bq = plan.block_q
     init = (
         jnp.zeros((x, bq, dim_v), jnp.float32),
         jnp.zeros((x, bq), jnp.float32),
@@ -166,45 +207,42 @@ def _group_forward(plan: _Plan, params, dropout_key, group, q_XTD, k_XSD, v_XSD,
         jnp.zeros((x, q_XTD.shape[1], dim_v), v_XSD.dtype),
         jnp.full((x, q_XTD.shape[1]), jnp.inf, jnp.float32),
     )
-    pairs = (jnp.asarray(qi_P), jnp.asarray(ki_P), jnp.asarray(_firsts(qi_P)))
-    (_, _, _, out, lse), _ = jax.lax.scan(step, init, pairs)
+    tiles = (jnp.asarray(qi_P), jnp.asarray(k_start_P), jnp.asarray(_firsts(qi_P)))
+    (_, _, _, out, lse), _ = jax.lax.scan(step, init, tiles)
     return out, lse
 
 
 def _group_backward(plan: _Plan, params, dropout_key, group, inputs, out_XTD, lse_XT, do_XTD):
-    """(dq, dk, dv, dparams) of one group of rows; tiles visited by key block."""
+    """(dq, dk, dv, dparams) of one group of rows. Aligned key blocks are visited by key block, dk
+    and dv accumulating per block while dq is added into place; a sliding band's key tiles
+    overlap, so its tiles go by query block, dq accumulating and dk, dv added into place."""
     q_XTD, k_XSD, v_XSD, mask_XS, rows_X = inputs
-    bq, bk = plan.block_q, plan.block_k
+    bq, bk = plan.block_q, plan.key_tile
     terms = plan.terms
+    by_key = plan.span is None
     delta_XT = jnp.einsum("xtd,xtd->xt", do_XTD, out_XTD, preferred_element_type=jnp.float32)
-    qi_P, ki_P = plan.pairs
-    order = np.lexsort((qi_P, ki_P))
-    qi_P, ki_P = qi_P[order], ki_P[order]
+    qi_P, k_start_P = plan.tiles
+    if by_key:
+        order = np.lexsort((qi_P, k_start_P))
+        qi_P, k_start_P = qi_P[order], k_start_P[order]
     f32 = dict(preferred_element_type=jnp.float32)
 
-    def step(carry, pair):
-        dk_acc, dv_acc, dq, dk, dv, dparams = carry
-        qi, ki, first = pair
-        dk_acc = jnp.where(first, 0.0, dk_acc)
-        dv_acc = jnp.where(first, 0.0, dv_acc)
-        q, k, v = _slice(q_XTD, qi, bq), _slice(k_XSD, ki, bk), _slice(v_XSD, ki, bk)
-        do = _slice(do_XTD, qi, bq)
-        offset = ki * bk - qi * bq
-        bias_fn = None
+    def tile_grads(tile, qi, k_start, dparams):
+        """(dq, dk, dv) of one tile and the running dparams."""
+        q, k, v, offset = tile.q, tile.k, tile.v, tile.offset
+        do = _slice(do_XTD, tile.q_start, bq)
+        logits = jnp.einsum("xtd,xsd->xts", q, k, **f32)
         if terms is not None and terms.has_bias:
             bias_fn = lambda prm, q: terms.bias(prm, q, offset, rows_X, bk)  # noqa: E731
-        logits = jnp.einsum("xtd,xsd->xts", q, k, **f32)
-        if bias_fn is not None:
             bias, bias_pullback = jax.vjp(bias_fn, params, q)
             logits = logits + bias
-        mask = _tile_mask(plan, qi, ki, mask_XS)
-        if mask is not None:
-            logits = jnp.where(mask, logits, -jnp.inf)
+        if tile.mask is not None:
+            logits = jnp.where(tile.mask, logits, -jnp.inf)
         # lse is +inf on rows with no allowed key, so their p is 0 and nothing flows back.
-        p = jnp.exp(logits - _slice(lse_XT, qi, bq)[..., None])
-        keep = _keep_mask(plan, dropout_key, group, qi, ki, p.shape)
+        p = jnp.exp(logits - _slice(lse_XT, tile.q_start, bq)[..., None])
+        keep = _keep_mask(plan, dropout_key, group, qi, k_start, p.shape)
         p_kept = p if keep is None else p * keep
-        dv_acc = dv_acc + jnp.einsum("xts,xtd->xsd", p_kept.astype(do.dtype), do, **f32)
+        dv = jnp.einsum("xts,xtd->xsd", p_kept.astype(do.dtype), do, **f32)
         dp = jnp.einsum("xtd,xsd->xts", do, v, **f32)
         if terms is not None and terms.has_value:
             value_fn = lambda prm, w: terms.value(prm, w, offset)  # noqa: E731
@@ -214,28 +252,44 @@ def _group_backward(plan: _Plan, params, dropout_key, group, inputs, out_XTD, ls
             dparams = jax.tree.map(jnp.add, dparams, dparams_value)
         if keep is not None:
             dp = dp * keep
-        ds = p * (dp - _slice(delta_XT, qi, bq)[..., None])
-        dk_acc = dk_acc + jnp.einsum("xts,xtd->xsd", ds.astype(q.dtype), q, **f32)
-        dq_tile = jnp.einsum("xts,xsd->xtd", ds.astype(k.dtype), k, **f32)
-        if bias_fn is not None:
+        ds = p * (dp - _slice(delta_XT, tile.q_start, bq)[..., None])
+        dk = jnp.einsum("xts,xtd->xsd", ds.astype(q.dtype), q, **f32)
+        dq = jnp.einsum("xts,xsd->xtd", ds.astype(k.dtype), k, **f32)
+        if terms is not None and terms.has_bias:
             dparams_bias, dq_bias = bias_pullback(ds)
-            dq_tile = dq_tile + dq_bias
+            dq = dq + dq_bias
             dparams = jax.tree.map(jnp.add, dparams, dparams_bias)
-        dq = _put(dq, _slice(dq, qi, bq) + dq_tile, qi, bq)
-        dk, dv = _put(dk, dk_acc, ki, bk), _put(dv, dv_acc, ki, bk)
-        return (dk_acc, dv_acc, dq, dk, dv, dparams), None
+        return dq, dk, dv, dparams
+
+    def step(carry, tile_index):
+        acc_a, acc_b, dq, dk, dv, dparams = carry
+        qi, k_start, first = tile_index
+        tile = _Tile(plan, q_XTD, k_XSD, v_XSD, mask_XS, qi, k_start)
+        dq_tile, dk_tile, dv_tile, dparams = tile_grads(tile, qi, k_start, dparams)
+        acc_a, acc_b = jnp.where(first, 0.0, acc_a), jnp.where(first, 0.0, acc_b)
+        if by_key:  # acc = (dk, dv) of this key block
+            acc_a, acc_b = acc_a + dk_tile, acc_b + dv_tile
+            dk, dv = _put(dk, acc_a, k_start), _put(dv, acc_b, k_start)
+            dq = _put(dq, _slice(dq, tile.q_start, bq) + dq_tile, tile.q_start)
+        else:  # acc = dq of this query block (acc_b unused)
+            acc_a = acc_a + dq_tile
+            dq = _put(dq, acc_a, tile.q_start)
+            dk = _put(dk, _slice(dk, k_start, bk) + dk_tile, k_start)
+            dv = _put(dv, _slice(dv, k_start, bk) + dv_tile, k_start)
+        return (acc_a, acc_b, dq, dk, dv, dparams), None
 
     x, dim, dim_v = q_XTD.shape[0], q_XTD.shape[-1], v_XSD.shape[-1]
     init = (
-        jnp.zeros((x, bk, dim), jnp.float32),
-        jnp.zeros((x, bk, dim_v), jnp.float32),
+        jnp.zeros((x, bk, dim) if by_key else (x, bq, dim), jnp.float32),
+        jnp.zeros((x, bk, dim_v) if by_key else (x, 1, 1), jnp.float32),
         jnp.zeros(q_XTD.shape, jnp.float32),
         jnp.zeros(k_XSD.shape, jnp.float32),
         jnp.zeros(v_XSD.shape, jnp.float32),
         jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), params),
     )
-    pairs = (jnp.asarray(qi_P), jnp.asarray(ki_P), jnp.asarray(_firsts(ki_P)))
-    (_, _, dq, dk, dv, dparams), _ = jax.lax.scan(step, init, pairs)
+    major = k_start_P if by_key else qi_P
+    tiles = (jnp.asarray(qi_P), jnp.asarray(k_start_P), jnp.asarray(_firsts(major)))
+    (_, _, dq, dk, dv, dparams), _ = jax.lax.scan(step, init, tiles)
     return dq, dk, dv, dparams
 
 
@@ -288,8 +342,8 @@ def _kernel_bwd(plan, residuals, do_XTD):
 _kernel.defvjp(_kernel_fwd, _kernel_bwd)
 
 
-# Scores per step the loop needs to amortise its per-step cost (CPU: a 512 x 1024 tile of one row
-# runs near the kernel's best; 128 x 128 tiles of one row spend most of their time in overhead).
+# Scores per step: small tiles take several (batch x heads) rows per step, up to the size of the
+# fastest full-attention tile (512 x 1024 of one row), so the loop's per-step cost stays small.
 SCORES_PER_STEP = 512 * 1024
 
 
@@ -301,14 +355,6 @@ def rows_per_tile(rows: int, block_q: int, block_k: int) -> int:
         if rows % count == 0 and count * block_q * block_k <= SCORES_PER_STEP:
             best = count
     return best
-
-
-def _pad(x: Array, length: int, axis: int) -> Array:
-    if x.shape[axis] == length:
-        return x
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (0, length - x.shape[axis])
-    return jnp.pad(x, pad)
 
 
 def block_sparse_attention(
@@ -337,35 +383,42 @@ def block_sparse_attention(
     batch, q_len, heads, dim = q_BTHD.shape
     kv_len = k_BSHD.shape[1]
     block_q, block_k = min(block_q, q_len), min(block_k, kv_len)
-    t_pad, s_pad = -(-q_len // block_q) * block_q, -(-kv_len // block_k) * block_k
-    if key_mask_BS is None and s_pad != kv_len:
-        key_mask_BS = jnp.ones((batch, kv_len), bool)
-    mask_XS = None
-    if key_mask_BS is not None:
-        mask_XS = jnp.repeat(_pad(key_mask_BS.astype(bool), s_pad, 1), heads, axis=0)
     rows = batch * heads
-    if rows_per_step <= 0 or rows % rows_per_step:
-        rows_per_step = rows_per_tile(rows, block_q, block_k)
     plan = _Plan(
         band=band,
         block_q=block_q,
         block_k=block_k,
-        rows_per_step=rows_per_step,
+        rows_per_step=1,
         terms=terms,
         dropout_rate=float(dropout_rate) if dropout_key is not None else 0.0,
         q_len=q_len,
         kv_len=kv_len,
     )
+    if rows_per_step <= 0 or rows % rows_per_step:
+        rows_per_step = rows_per_tile(rows, block_q, plan.key_tile)
+    plan = dataclasses.replace(plan, rows_per_step=rows_per_step)
+    t_pad = -(-q_len // block_q) * block_q
+    key_padding = (plan.pad_left, plan.padded_kv_len - plan.pad_left - kv_len)
+    if key_mask_BS is None and key_padding != (0, 0):
+        key_mask_BS = jnp.ones((batch, kv_len), bool)
+    mask_XS = None
+    if key_mask_BS is not None:
+        mask_XS = jnp.repeat(jnp.pad(key_mask_BS.astype(bool), ((0, 0), key_padding)), heads, 0)
     scale = jnp.asarray(dim**-0.5, q_BTHD.dtype)
-    to_rows = lambda x, n: _pad(jnp.swapaxes(x, 1, 2), n, 2).reshape(rows, n, -1)  # noqa: E731
+
+    def to_rows(x_BTHD, padding):
+        x_BHTD = jnp.pad(jnp.swapaxes(x_BTHD, 1, 2), ((0, 0), (0, 0), padding, (0, 0)))
+        return x_BHTD.reshape(rows, x_BHTD.shape[2], -1)
+
     out_XTD = _kernel(
         plan,
-        to_rows(q_BTHD * scale, t_pad),
-        to_rows(k_BSHD, s_pad),
-        to_rows(v_BSHD, s_pad),
+        to_rows(q_BTHD * scale, (0, t_pad - q_len)),
+        to_rows(k_BSHD, key_padding),
+        to_rows(v_BSHD, key_padding),
         mask_XS,
         jnp.arange(rows, dtype=jnp.int32),
         params,
         dropout_key if plan.dropout_rate > 0 else None,
     )
-    return jnp.swapaxes(out_XTD.reshape(batch, heads, t_pad, -1)[:, :, :q_len], 1, 2)
+    out_XTD = out_XTD.reshape(batch, heads, t_pad, -1)[:, :, :q_len]
+    return jnp.swapaxes(out_XTD, 1, 2)

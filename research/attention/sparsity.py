@@ -2,11 +2,13 @@
 
 A `Band` is the mask a variant needs apart from key padding: causality, a sliding window and
 block-local groups, alone or together. Kernels read it three ways: `allows` per element (inside a
-tile), `dense` as a (T, S) array (the reference path and the tests), and `key_blocks` as the
-(query block, key block) pairs worth visiting, so no kernel spends work on a tile the mask empties.
+tile), `dense` as a (T, S) array (the reference path and the tests), `key_blocks` as the
+(query block, key block) pairs worth visiting, and `key_span` as the keys a query block can reach
+when the band's reach is bounded, so no kernel spends work on a tile the mask empties.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -79,3 +81,26 @@ class Band:
         lo = 0 if left is None else max(0, (first_q - left) // block_k)
         hi = m - 1 if right is None else min(m - 1, (last_q + right) // block_k)
         return range(lo, hi + 1)
+
+    def key_span(self, block_q: int) -> tuple[int, int] | None:
+        """(lo, length): for every query block [q0, q0 + block_q) aligned to block_q, the keys
+        the band allows lie in [q0 + lo, q0 + lo + length); None when its reach is unbounded.
+
+        Found on the host from one period of the band (block-local bands repeat every block),
+        far from the sequence's start, so it holds for every block.
+        """
+        left, right = self.reach
+        if left is None or right is None:
+            return None
+        period = block_q if self.block is None else math.lcm(block_q, self.block)
+        base = period * (-(-(left + 1) // period) + 1)
+        q_pos = base + np.arange(period)
+        k_pos = np.arange(base - left - 1, base + period + right + 1)
+        allowed = self.allows(q_pos[:, None], k_pos[None, :])
+        lo, hi = 0, 0
+        for start in range(0, period, block_q):
+            keys = k_pos[allowed[start : start + block_q].any(0)]
+            if keys.size:
+                q0 = base + start
+                lo, hi = min(lo, keys.min() - q0), max(hi, keys.max() - q0 + 1)
+        return int(lo), int(hi - lo)

@@ -75,11 +75,12 @@ def test_an_explicit_choice_is_kept():
         ("cpu", Band(), (512, 1024)),
         ("cpu", Band(causal=True), (512, 1024)),
         ("tpu", Band(), (512, 512)),
-        ("cpu", Band(window=128), (128, 128)),
+        ("cpu", Band(window=128), (256, 256)),
         ("cpu", Band(window=32), (128, 128)),
         ("cpu", Band(window=300), (512, 512)),
         ("cpu", Band(block=64, neighbours=True), (128, 128)),
-        ("cpu", Band(block=48), (144, 144)),  # a whole number of blocks per tile
+        ("cpu", Band(block=128, neighbours=True), (256, 256)),
+        ("cpu", Band(block=48), (144, 144)),  # a whole number of blocks per query tile
     ],
 )
 def test_default_blocks(backend, band, want):
