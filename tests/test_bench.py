@@ -25,7 +25,7 @@ def test_bench_writes_csv_plot_and_report(tmp_path):
     with open(tmp_path / "bench.csv") as file:
         rows = list(csv.DictReader(file))
     layers = {(r["variant"], int(r["length"])) for r in rows if r["kind"] == "layer"}
-    assert ("local", 256) in layers and ("full", 256) not in layers and ("dense", 128) in layers
+    assert ("local", 256) in layers and ("full", 256) in layers and ("dense", 256) not in layers
     assert all(r["status"] == "ok" and float(r["seconds"]) > 0 for r in rows)
     dense = [r for r in rows if r["variant"] == "dense"]
     assert all(float(r["time_vs_dense"]) == 1.0 for r in dense)

@@ -13,13 +13,15 @@ Hooks, each the identity or None for `Position` itself:
                                              value term for the block-sparse kernel's tiles
 `X` is any leading shape: (B,) dense, (B, blocks) local.
 
-The dense hooks gather by a (T, S) index and are the reference; the kernel's tile terms are
-written for speed with reshapes instead (vectors over the tile's T + S - 1 relative positions laid
-out by `toeplitz`, whose gradient is a reshape too, not a T x S scatter), and are tested against
-the dense hooks.
+The dense hooks are the reference; the kernel's tile terms are written for speed: values over a
+tile's clipped relative positions are laid out by one gather (`spread`) whose gradient is
+`gather_by_relative` (a T x 2clip gather and two masked row sums), never a T x S scatter. T5 clips
+at max_distance, beyond which distances share a bucket; Shaw at its own clip. They are tested
+against the dense hooks.
 """
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -81,35 +83,45 @@ def shaw_index(rel: Array, clip: int) -> Array:
     return jnp.clip(rel, -clip, clip) + clip
 
 
-def toeplitz(u_XTL: Array, kv_len: int) -> Array:
-    """out_XTS[t, s] = u_XTL[t, s - t + T - 1], L = T + S - 1: row t's values indexed by relative
-    position laid out on the tile's (T, S) grid, by a reshape with a row stride one short."""
-    x, t, _ = u_XTL.shape
-    width = t + kv_len
-    flat = jnp.pad(u_XTL, ((0, 0), (0, 0), (0, 1))).reshape(x, t * width)
-    return flat[:, t - 1 : t - 1 + t * (width - 1)].reshape(x, t, width - 1)[:, :, :kv_len]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def spread(v_XTC: Array, offset, q_len: int, kv_len: int, clip: int) -> Array:
+    """out_XTS = v_XTC[x, t, clip(s - t + offset, -clip, clip) + clip]: per-row values over the
+    2 clip + 1 clipped relative positions laid out on a (q_len, kv_len) tile; v may have T = 1,
+    shared by every row. One gather; its transpose is `gather_by_relative`, not a T x S scatter."""
+    index_TS = jnp.clip(relative_positions(q_len, kv_len, offset), -clip, clip) + clip
+    if v_XTC.shape[1] == 1:
+        return v_XTC[:, 0][:, index_TS]
+    index = jnp.broadcast_to(index_TS, v_XTC.shape[:1] + index_TS.shape)
+    return jnp.take_along_axis(v_XTC, index, axis=-1)
 
 
-def by_relative_position(w_XTS: Array) -> Array:
-    """The inverse layout of `toeplitz`: out_XTL[t, l] = w_XTS[t, l - (T - 1) + t] (0 off the
-    tile), L = T + S - 1."""
-    x, t, s = w_XTS.shape
-    width = t + s
-    flat = jnp.pad(w_XTS, ((0, 0), (0, 0), (0, width - 1 - s))).reshape(x, t * (width - 1))
-    flat = jnp.pad(flat, ((0, 0), (t - 1, 1)))
-    return flat.reshape(x, t, width)[:, :, : width - 1]
+def _spread_fwd(v_XTC, offset, q_len, kv_len, clip):
+    return spread(v_XTC, offset, q_len, kv_len, clip), (offset, v_XTC.shape[1])
 
 
-def _clamped_slice(x: Array, start, size: int) -> Array:
-    """x[..., start : start + size] with start clamped into range (lax would wrap a negative
-    start around the end, as Python indexing does)."""
-    start = jnp.clip(start, 0, x.shape[-1] - size)
-    return jax.lax.dynamic_slice_in_dim(x, start, size, axis=-1)
+def _spread_bwd(q_len, kv_len, clip, residuals, out_XTS):
+    offset, rows = residuals
+    grad = gather_by_relative(out_XTS, offset, clip)
+    return (grad.sum(1, keepdims=True) if rows == 1 else grad), None
 
 
-def tile_relative_positions(q_len: int, kv_len: int, offset) -> Array:
-    """rel_L of a tile's L = T + S - 1 diagonals: rel_l = offset - (T - 1) + l."""
-    return offset - (q_len - 1) + jnp.arange(q_len + kv_len - 1)
+def gather_by_relative(w_XTS: Array, offset, clip: int) -> Array:
+    """out_XTC = sum over s of w_XTS[x, t, s] with clip(s - t + offset, -clip, clip) + clip = c:
+    the weight of each clipped relative position per row (the transpose of `spread`). The 2 clip
+    - 1 inner positions are one key each (a gather of T x (2 clip - 1)); the two ends are masked
+    sums along the row."""
+    _, q_len, kv_len = w_XTS.shape
+    rel_TS = relative_positions(q_len, kv_len, offset)
+    low = jnp.sum(jnp.where(rel_TS <= -clip, w_XTS, 0.0), -1, keepdims=True)
+    high = jnp.sum(jnp.where(rel_TS >= clip, w_XTS, 0.0), -1, keepdims=True)
+    key_TJ = jnp.arange(q_len)[:, None] + jnp.arange(1 - clip, clip)[None, :] - offset
+    inside_TJ = (key_TJ >= 0) & (key_TJ < kv_len)
+    index = jnp.broadcast_to(jnp.clip(key_TJ, 0, kv_len - 1), w_XTS.shape[:1] + key_TJ.shape)
+    inner = jnp.where(inside_TJ, jnp.take_along_axis(w_XTS, index, axis=-1), 0.0)
+    return jnp.concatenate([low, inner, high], axis=-1)
+
+
+spread.defvjp(_spread_fwd, _spread_bwd)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +137,9 @@ class ALiBiTile(TileTerms):
 
 @dataclasses.dataclass(frozen=True)
 class T5Tile(TileTerms):
+    """T5's bias on a tile: distances of max_distance or more share their side's last bucket, so
+    the table is looked up for the clipped relative positions -max_distance..max_distance only."""
+
     num_heads: int
     num_buckets: int
     max_distance: int
@@ -132,24 +147,22 @@ class T5Tile(TileTerms):
     has_bias = True
 
     def bias(self, embedding_NH, q_XTD, offset, rows_X, kv_len):
-        q_len = q_XTD.shape[1]
-        bucket_L = t5_bucket(
-            tile_relative_positions(q_len, kv_len, offset),
+        clip = self.max_distance
+        bucket_C = t5_bucket(
+            jnp.arange(-clip, clip + 1),
             num_buckets=self.num_buckets,
             max_distance=self.max_distance,
             bidirectional=self.bidirectional,
         )
-        bias_XL = embedding_NH.astype(jnp.float32)[bucket_L][:, rows_X % self.num_heads].T
-        return toeplitz(
-            jnp.broadcast_to(bias_XL[:, None, :], (len(rows_X), q_len, bias_XL.shape[1])), kv_len
-        )
+        bias_XC = embedding_NH.astype(jnp.float32)[bucket_C][:, rows_X % self.num_heads].T
+        return spread(bias_XC[:, None, :], offset, q_XTD.shape[1], kv_len, clip)
 
 
 @dataclasses.dataclass(frozen=True)
 class ShawTile(TileTerms):
-    """Shaw's key term q.a^K(rel) and value term sum_s w a^V(rel) on a tile, through the tile's
-    relative positions: bucket r < 2k of the clip holds one diagonal, the two end buckets the
-    diagonals beyond, so each term is a slice and two masked sums, not a gather."""
+    """Shaw's key term q.a^K(rel) and value term sum_s w a^V(rel) on a tile: `spread` lays the
+    (T, 2k + 1) products q.a^K out on the tile, `gather_by_relative` sums the weights of each clip
+    bucket; each is the other's gradient."""
 
     clip: int
     has_bias = True
@@ -157,31 +170,14 @@ class ShawTile(TileTerms):
 
     def bias(self, params, q_XTD, offset, rows_X, kv_len):
         key_RD, _ = params
-        q_len, k = q_XTD.shape[1], self.clip
-        length = q_len + kv_len - 1
         qa_XTR = jnp.einsum(
             "xtd,rd->xtr", q_XTD, key_RD.astype(q_XTD.dtype), preferred_element_type=jnp.float32
         )
-        # ext index of relative position r is length + r + k for |r| <= k; beyond, the end
-        # buckets repeat for `length` slots, enough that any tile's window of `length` slots is
-        # exact (and a window wholly past the ends is clamped into the repeats).
-        ends = lambda i: jnp.broadcast_to(qa_XTR[..., i : i + 1], qa_XTR.shape[:2] + (length,))  # noqa: E731
-        ext = jnp.concatenate([ends(0), qa_XTR, ends(2 * k)], axis=-1)
-        start = length + k + offset - (q_len - 1)
-        return toeplitz(_clamped_slice(ext, start, length), kv_len)
+        return spread(qa_XTR, offset, q_XTD.shape[1], kv_len, self.clip)
 
     def value(self, params, weights_XTS, offset):
         _, value_RD = params
-        q_len, kv_len = weights_XTS.shape[1:]
-        k, r = self.clip, 2 * self.clip + 1
-        w_XTL = by_relative_position(weights_XTS.astype(jnp.float32))
-        rel_L = tile_relative_positions(q_len, kv_len, offset)
-        low = jnp.sum(jnp.where(rel_L <= -k, w_XTL, 0.0), -1, keepdims=True)
-        high = jnp.sum(jnp.where(rel_L >= k, w_XTL, 0.0), -1, keepdims=True)
-        padded = jnp.pad(w_XTL, ((0, 0), (0, 0), (r, r)))
-        start = r + 1 - k - (offset - (q_len - 1))
-        middle = _clamped_slice(padded, start, 2 * k - 1)
-        buckets_XTR = jnp.concatenate([low, middle, high], axis=-1)
+        buckets_XTR = gather_by_relative(weights_XTS.astype(jnp.float32), offset, self.clip)
         return jnp.einsum("xtr,rd->xtd", buckets_XTR, value_RD.astype(jnp.float32))
 
 
