@@ -53,37 +53,9 @@ CUDNN_MAX_HEAD_DIM = 128  # 256 on Hopper and later; 128 holds on every GPU cuDN
 # Which queries have any allowed key (shared by both kernels: their empty rows are zeroed here).
 
 
-@functools.lru_cache(maxsize=64)
-def _key_interval(band: Band, q_len: int, kv_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """(lo_T, hi_T): query i may see exactly keys lo..hi under the band (empty when lo > hi).
-
-    Every condition a `Band` sets allows an interval of keys per query (j <= i; |j - i| <= w; the
-    same block, or it and its neighbours), so their intersection is one interval too.
-    """
-    i = np.arange(q_len)
-    lo, hi = np.zeros(q_len, np.int64), np.full(q_len, kv_len - 1, np.int64)
-    if band.causal:
-        hi = np.minimum(hi, i)
-    if band.window is not None:
-        lo, hi = np.maximum(lo, i - band.window), np.minimum(hi, i + band.window)
-    if band.block is not None:
-        reach = 1 if band.neighbours else 0
-        first = (i // band.block - reach) * band.block
-        last = (i // band.block + 1 + reach) * band.block - 1
-        lo, hi = np.maximum(lo, first), np.minimum(hi, last)
-    # The interval's ends must agree with Band.allows (guards against a field added to Band).
-    rows, first, last = i[lo <= hi], lo[lo <= hi], hi[lo <= hi]
-    ends = band.allows(rows, first) & band.allows(rows, last)
-    before = band.allows(rows, first - 1) & (first > 0)
-    after = band.allows(rows, last + 1) & (last < kv_len - 1)
-    if not ends.all() or before.any() or after.any():
-        raise NotImplementedError(f"{band} does not allow one interval of keys per query")
-    return lo, hi
-
-
 def _rows_with_keys(band: Band, key_mask_BS: Array | None, q_len: int, kv_len: int):
     """valid_BT (or valid_1T): whether query t has any allowed real key; None when all do."""
-    lo, hi = _key_interval(band, q_len, kv_len)
+    lo, hi = band.key_interval(q_len, kv_len)
     nonempty = lo <= hi
     if key_mask_BS is None:
         return None if nonempty.all() else jnp.asarray(nonempty)[None]

@@ -3,11 +3,13 @@
 A `Band` is the mask a variant needs apart from key padding: causality, a sliding window and
 block-local groups, alone or together. Kernels read it three ways: `allows` per element (inside a
 tile), `dense` as a (T, S) array (the reference path and the tests), `key_blocks` as the
-(query block, key block) pairs worth visiting, and `key_span` as the keys a query block can reach
-when the band's reach is bounded, so no kernel spends work on a tile the mask empties.
+(query block, key block) pairs worth visiting and `key_span` as the keys a query block can reach
+when the band's reach is bounded, both from `key_interval` (each query's allowed keys are one
+interval), so no kernel spends work on a tile the mask empties.
 """
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -58,49 +60,66 @@ class Band:
             right = 0
         return left, right
 
-    def key_blocks(self, q_len: int, kv_len: int, block_q: int, block_k: int) -> np.ndarray:
-        """needed_NM: whether query block n and key block m share any allowed (i, j) pair.
+    def key_interval(self, q_len: int, kv_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """(lo_T, hi_T): query i may see exactly keys lo..hi (none when lo > hi).
 
-        Exact for every band (each block pair is checked element by element on the host, once per
-        shape), so the kernels skip exactly the tiles the mask empties.
+        Every condition a band sets allows an interval of keys per query (j <= i; |j - i| <= w;
+        the same block, or it and its neighbours), so their intersection is one interval too.
         """
-        n, m = -(-q_len // block_q), -(-kv_len // block_k)
-        q_pos = np.arange(n * block_q).reshape(n, block_q)
-        k_pos = np.arange(m * block_k).reshape(m, block_k)
-        needed = np.zeros((n, m), bool)
-        for qi in range(n):
-            for ki in self._candidate_key_blocks(qi, block_q, block_k, m):
-                allowed = self.allows(q_pos[qi][:, None], k_pos[ki][None, :])
-                needed[qi, ki] = bool(allowed.any())
-        return needed
+        return _key_interval(self, q_len, kv_len)
 
-    def _candidate_key_blocks(self, qi: int, block_q: int, block_k: int, m: int) -> range:
-        """Key blocks that may touch query block qi by the band's reach (a superset)."""
-        left, right = self.reach
-        first_q, last_q = qi * block_q, (qi + 1) * block_q - 1
-        lo = 0 if left is None else max(0, (first_q - left) // block_k)
-        hi = m - 1 if right is None else min(m - 1, (last_q + right) // block_k)
-        return range(lo, hi + 1)
+    def key_blocks(self, q_len: int, kv_len: int, block_q: int, block_k: int) -> np.ndarray:
+        """needed_NM: whether query block n and key block m share any allowed (i, j) pair; exact,
+        so the kernels skip exactly the tiles the mask empties."""
+        n, m = -(-q_len // block_q), -(-kv_len // block_k)
+        lo, hi = self.key_interval(q_len, kv_len)
+        lo = np.pad(lo, (0, n * block_q - q_len), constant_values=1)  # padded queries see nothing
+        hi = np.pad(hi, (0, n * block_q - q_len), constant_values=0)
+        first_key = np.arange(m) * block_k
+        overlap = (lo[:, None] <= first_key + block_k - 1) & (hi[:, None] >= first_key)
+        return (overlap & (lo <= hi)[:, None]).reshape(n, block_q, m).any(1)
 
     def key_span(self, block_q: int) -> tuple[int, int] | None:
         """(lo, length): for every query block [q0, q0 + block_q) aligned to block_q, the keys
         the band allows lie in [q0 + lo, q0 + lo + length); None when its reach is unbounded.
 
-        Found on the host from one period of the band (block-local bands repeat every block),
-        far from the sequence's start, so it holds for every block.
+        Found from the key intervals of one period of the band (block-local bands repeat every
+        block), far from the sequence's start, so it holds for every block.
         """
         left, right = self.reach
         if left is None or right is None:
             return None
         period = block_q if self.block is None else math.lcm(block_q, self.block)
         base = period * (-(-(left + 1) // period) + 1)
-        q_pos = base + np.arange(period)
-        k_pos = np.arange(base - left - 1, base + period + right + 1)
-        allowed = self.allows(q_pos[:, None], k_pos[None, :])
+        first, last = self.key_interval(base + period, base + period + right + 1)
         lo, hi = 0, 0
-        for start in range(0, period, block_q):
-            keys = k_pos[allowed[start : start + block_q].any(0)]
-            if keys.size:
-                q0 = base + start
-                lo, hi = min(lo, keys.min() - q0), max(hi, keys.max() - q0 + 1)
+        for start in range(base, base + period, block_q):
+            rows = slice(start, start + block_q)
+            seen = first[rows] <= last[rows]
+            if seen.any():
+                lo = min(lo, first[rows][seen].min() - start)
+                hi = max(hi, last[rows][seen].max() - start + 1)
         return int(lo), int(hi - lo)
+
+
+@functools.lru_cache(maxsize=64)
+def _key_interval(band: Band, q_len: int, kv_len: int) -> tuple[np.ndarray, np.ndarray]:
+    i = np.arange(q_len)
+    lo, hi = np.zeros(q_len, np.int64), np.full(q_len, kv_len - 1, np.int64)
+    if band.causal:
+        hi = np.minimum(hi, i)
+    if band.window is not None:
+        lo, hi = np.maximum(lo, i - band.window), np.minimum(hi, i + band.window)
+    if band.block is not None:
+        reach = 1 if band.neighbours else 0
+        first = (i // band.block - reach) * band.block
+        last = (i // band.block + 1 + reach) * band.block - 1
+        lo, hi = np.maximum(lo, first), np.minimum(hi, last)
+    # The interval's ends must agree with Band.allows (guards against a field added to Band).
+    rows, first, last = i[lo <= hi], lo[lo <= hi], hi[lo <= hi]
+    ends = band.allows(rows, first) & band.allows(rows, last)
+    before = band.allows(rows, first - 1) & (first > 0)
+    after = band.allows(rows, last + 1) & (last < kv_len - 1)
+    if not ends.all() or before.any() or after.any():
+        raise NotImplementedError(f"{band} does not allow one interval of keys per query")
+    return lo, hi

@@ -20,7 +20,6 @@ from attention_testing import (
 )
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
-from research.attention import platform
 from research.attention.platform import (
     cudnn_attention,
     cudnn_eligible,
@@ -238,7 +237,7 @@ def test_cudnn_eligible(kwargs, ok, why):
 )
 @pytest.mark.parametrize("q_len, kv_len", [(40, 40), (23, 57), (57, 23)])
 def test_key_interval_is_the_band(band, q_len, kv_len):
-    lo, hi = platform._key_interval(band, q_len, kv_len)
+    lo, hi = band.key_interval(q_len, kv_len)
     j_S = np.arange(kv_len)
     allowed_TS = (lo[:, None] <= j_S) & (j_S <= hi[:, None])
     np.testing.assert_array_equal(allowed_TS, band.dense(q_len, kv_len))
