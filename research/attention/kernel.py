@@ -72,7 +72,8 @@ class _Plan:
     band: Band
     block_q: int
     block_k: int
-    rows_per_step: int
+    rows: int  # batch x heads
+    requested_rows_per_step: int  # 0 (or one that does not divide `rows`): rows_per_tile
     terms: TileTerms | None
     dropout_rate: float
     q_len: int
@@ -86,6 +87,13 @@ class _Plan:
     @property
     def key_tile(self) -> int:
         return self.block_k if self.span is None else self.span[1]
+
+    @property
+    def rows_per_step(self) -> int:
+        requested = self.requested_rows_per_step
+        if requested > 0 and self.rows % requested == 0:
+            return requested
+        return rows_per_tile(self.rows, self.block_q, self.key_tile)
 
     @property
     def pad_left(self) -> int:
@@ -158,6 +166,24 @@ class _Tile:
         self.mask = _tile_mask(plan, qi, k_start, mask_XS)
 
 
+def _scores(plan: _Plan, params, tile: _Tile, rows_X):
+    """(logits_XTS, bias pullback or None): q k^T plus the position bias, -inf where masked; the
+    same scores in the forward and the backward pass."""
+    logits = jnp.einsum("xtd,xsd->xts", tile.q, tile.k, preferred_element_type=jnp.float32)
+    pullback = None
+    terms = plan.terms
+    if terms is not None and terms.has_bias:
+
+        def bias_fn(params, q):
+            return terms.bias(params, q, tile.offset, rows_X, plan.key_tile)
+
+        bias, pullback = jax.vjp(bias_fn, params, tile.q)
+        logits = logits + bias
+    if tile.mask is not None:
+        logits = jnp.where(tile.mask, logits, -jnp.inf)
+    return logits, pullback
+
+
 def _group_forward(plan: _Plan, params, dropout_key, group, q_XTD, k_XSD, v_XSD, mask_XS, rows_X):
     """out_XTD (v's dtype) and lse_XT (+inf for rows that see no key) of one group of rows."""
     terms = plan.terms
@@ -171,11 +197,7 @@ def _group_forward(plan: _Plan, params, dropout_key, group, q_XTD, k_XSD, v_XSD,
         norm = jnp.where(first, 0.0, norm)
         max_ = jnp.where(first, -jnp.inf, max_)
         tile = _Tile(plan, q_XTD, k_XSD, v_XSD, mask_XS, qi, k_start)
-        logits = jnp.einsum("xtd,xsd->xts", tile.q, tile.k, preferred_element_type=jnp.float32)
-        if terms is not None and terms.has_bias:
-            logits = logits + terms.bias(params, tile.q, tile.offset, rows_X, plan.key_tile)
-        if tile.mask is not None:
-            logits = jnp.where(tile.mask, logits, -jnp.inf)
+        logits, _ = _scores(plan, params, tile, rows_X)
         new_max = jnp.maximum(max_, logits.max(-1))
         # A row with no allowed key so far keeps max -inf; exp(-inf - 0) = 0 empties its tile.
         safe_max = jnp.where(new_max == -jnp.inf, 0.0, new_max)
@@ -231,13 +253,7 @@ def _group_backward(plan: _Plan, params, dropout_key, group, inputs, out_XTD, ls
         """(dq, dk, dv) of one tile and the running dparams."""
         q, k, v, offset = tile.q, tile.k, tile.v, tile.offset
         do = _slice(do_XTD, tile.q_start, bq)
-        logits = jnp.einsum("xtd,xsd->xts", q, k, **f32)
-        if terms is not None and terms.has_bias:
-            bias_fn = lambda prm, q: terms.bias(prm, q, offset, rows_X, bk)  # noqa: E731
-            bias, bias_pullback = jax.vjp(bias_fn, params, q)
-            logits = logits + bias
-        if tile.mask is not None:
-            logits = jnp.where(tile.mask, logits, -jnp.inf)
+        logits, bias_pullback = _scores(plan, params, tile, rows_X)
         # lse is +inf on rows with no allowed key, so their p is 0 and nothing flows back.
         p = jnp.exp(logits - _slice(lse_XT, tile.q_start, bq)[..., None])
         keep = _keep_mask(plan, dropout_key, group, qi, k_start, p.shape)
@@ -255,7 +271,7 @@ def _group_backward(plan: _Plan, params, dropout_key, group, inputs, out_XTD, ls
         ds = p * (dp - _slice(delta_XT, tile.q_start, bq)[..., None])
         dk = jnp.einsum("xts,xtd->xsd", ds.astype(q.dtype), q, **f32)
         dq = jnp.einsum("xts,xsd->xtd", ds.astype(k.dtype), k, **f32)
-        if terms is not None and terms.has_bias:
+        if bias_pullback is not None:
             dparams_bias, dq_bias = bias_pullback(ds)
             dq = dq + dq_bias
             dparams = jax.tree.map(jnp.add, dparams, dparams_bias)
@@ -388,15 +404,13 @@ def block_sparse_attention(
         band=band,
         block_q=block_q,
         block_k=block_k,
-        rows_per_step=1,
+        rows=rows,
+        requested_rows_per_step=rows_per_step,
         terms=terms,
         dropout_rate=float(dropout_rate) if dropout_key is not None else 0.0,
         q_len=q_len,
         kv_len=kv_len,
     )
-    if rows_per_step <= 0 or rows % rows_per_step:
-        rows_per_step = rows_per_tile(rows, block_q, plan.key_tile)
-    plan = dataclasses.replace(plan, rows_per_step=rows_per_step)
     t_pad = -(-q_len // block_q) * block_q
     key_padding = (plan.pad_left, plan.padded_kv_len - plan.pad_left - kv_len)
     if key_mask_BS is None and key_padding != (0, 0):
