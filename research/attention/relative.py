@@ -373,8 +373,8 @@ SCHEME_OPTIONS = {
 def make_position(
     options: PositionOptions, *, field: str, num_heads: int, head_dim: int, rngs: nnx.Rngs
 ) -> Position:
-    """Builds the scheme `options` name; `field` is the config path prefix (`...options.full`)."""
-    options.check(field)
+    """Builds the scheme `options` name (checked by the caller, `options.check(field)`); `field` is
+    the config path prefix (`...options.full`) for RoPE's head-dimension error."""
     name = options.position
     if name == "rope":
         return RoPE(head_dim, float(options.rope_base), f"{field}.position")
