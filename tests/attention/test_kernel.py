@@ -1,6 +1,8 @@
 """The block-sparse flash kernel equals dense attention: every band, position scheme, padding,
 causality, lengths the blocks do not divide, gradients (parameters too) and dropout."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,7 +74,7 @@ def _kernel_and_dense(name, causal, options):
     """The same module (same parameters) on the kernel and on the dense reference path."""
     kernel = build(name, {**options, "implementation": "kernel"}, causal=causal)
     dense = nnx.clone(kernel)
-    dense.options = type(dense.options)(**{**vars(dense.options), "implementation": "dense"})
+    dense.options = dataclasses.replace(dense.options, implementation="dense")
     return kernel, dense
 
 
@@ -116,7 +118,7 @@ def test_default_options_choose_the_kernel_and_equal_dense(name):
     key_mask = padding_mask([250], length)
     auto = build(name, {}, causal=name == "rope")
     dense = nnx.clone(auto)
-    dense.options = type(dense.options)(**{**vars(dense.options), "implementation": "dense"})
+    dense.options = dataclasses.replace(dense.options, implementation="dense")
     got_value, got_grads = _loss_and_grads(auto, q, k, v, key_mask)
     want_value, want_grads = _loss_and_grads(dense, q, k, v, key_mask)
     assert_close(got_value, want_value, atol=1e-3)
