@@ -14,6 +14,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from research.errors import UserError
 from research.flat import flatten
@@ -58,6 +59,30 @@ def check_resumable(workdir: str, config) -> None:
         )
 
 
+def _shapes(tree) -> dict[str, tuple]:
+    """'params.encoder.blocks.0.attention.key.kernel' -> shape, for every array of a state tree
+    (a TrainState, or orbax's metadata of a saved one: both name their leaves alike)."""
+    shapes = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+        shapes[".".join(names).removesuffix(".value")] = tuple(leaf.shape)
+    return shapes
+
+
+def shape_mismatch(saved_metadata, abstract_state) -> str | None:
+    """The first array whose saved shape differs from what the config builds (parameters
+    before optimizer state), as one phrase; None when every array matches."""
+    saved, new = _shapes(saved_metadata), _shapes(abstract_state)
+    for name in sorted(set(saved) | set(new), key=lambda n: (not n.startswith("params."), n)):
+        if name not in saved:
+            return f"this config makes {name} {new[name]}, which the checkpoint lacks"
+        if name not in new:
+            return f"the checkpoint holds {name} {saved[name]}, which this config does not make"
+        if saved[name] != new[name]:
+            return f"{name} is {saved[name]} in the checkpoint but {new[name]} in this config"
+    return None
+
+
 class Checkpoints:
     """An orbax CheckpointManager for (TrainState, grain iterator) pairs."""
 
@@ -91,7 +116,18 @@ class Checkpoints:
         )
 
     def restore(self, step: int, abstract_state, data_iterator):
-        """Returns the saved state laid out as `abstract_state`; moves the iterator in place."""
+        """Returns the saved state laid out as `abstract_state`; moves the iterator in place.
+
+        A checkpoint whose arrays do not fit `abstract_state` (a resume that changed the model's
+        shape) is refused with a UserError naming the first such array, before anything is read.
+        """
+        mismatch = shape_mismatch(self.manager.item_metadata(step)["state"], abstract_state)
+        if mismatch:
+            raise UserError(
+                f"the checkpoint at step {step} in {self.manager.directory} does not fit this "
+                f"config: {mismatch}; resume with the config it was saved with, or use a new "
+                "--workdir"
+            )
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
@@ -111,22 +147,34 @@ class Checkpoints:
 class BestParams:
     """The best-validation parameters so far, in their own orbax folder so they survive a resume.
 
-    `step` and `accuracy` are None until something was offered; `score.json` records them.
+    Orbax tracks the best itself (`best_fn`): a step's accuracy is saved inside that step's
+    checkpoint, so a run killed at any moment never names a step whose parameters are gone.
+    `step` and `accuracy` are None until something was offered.
     """
 
     def __init__(self, directory: epath.Path):
         self.directory = directory
         self.step, self.accuracy = None, None
-        if (directory / "score.json").exists():
+        self._manager = None
+        if (directory / "params").is_dir():
+            self.step = self.manager.best_step()
+        if self.step is not None:
+            self.accuracy = self.manager.metrics(self.step)["accuracy"]
+        elif (directory / "score.json").exists():  # saved before orbax tracked the best here
             saved = json.loads((directory / "score.json").read_text())
             self.step, self.accuracy = saved["step"], saved["accuracy"]
-        self._manager = None
 
     @property
     def manager(self) -> ocp.CheckpointManager:
+        """Made on first use, so a run that never offers anything writes no folder."""
         if self._manager is None:
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=1, cleanup_tmp_directories=True, enable_async_checkpointing=False
+                max_to_keep=1,
+                best_fn=lambda metrics: metrics["accuracy"],
+                best_mode="max",
+                keep_checkpoints_without_metrics=False,
+                cleanup_tmp_directories=True,
+                enable_async_checkpointing=False,
             )
             self._manager = ocp.CheckpointManager(self.directory / "params", options=options)
         return self._manager
@@ -135,37 +183,55 @@ class BestParams:
         """Keeps `params` if `accuracy` beats the best so far."""
         if self.accuracy is not None and accuracy <= self.accuracy:
             return
-        self.manager.save(step, args=ocp.args.StandardSave(params), force=True)
+        metrics = {"accuracy": accuracy}
+        self.manager.save(step, args=ocp.args.StandardSave(params), metrics=metrics, force=True)
         self.step, self.accuracy = step, accuracy
-        if jax.process_index() == 0:
-            score = json.dumps({"step": step, "accuracy": accuracy})
-            (self.directory / "score.json").write_text(score)
 
     def restore(self, abstract_params):
         return self.manager.restore(self.step, args=ocp.args.StandardRestore(abstract_params))
 
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+
 
 class PreemptionHandler:
-    """Turns SIGTERM / SIGINT into a request to checkpoint and stop at the next step boundary.
+    """Turns SIGTERM, SIGINT and SIGHUP (a closed terminal or ssh session) into a request to
+    checkpoint and stop at a step boundary; `should_stop(step)` says when.
 
-    A second SIGINT falls through to Python's default (KeyboardInterrupt), so a user can still
-    abort at once.
+    One process: a signal handler sets a flag, and a second SIGINT falls through to Python's
+    default (KeyboardInterrupt), so a user can still abort at once. Several processes (a pod): JAX's
+    preemption sync point, which spreads one process's SIGTERM to all through the coordination
+    service and picks a step they all stop at, without a collective on every step; SIGINT and
+    SIGHUP are re-raised as SIGTERM so that they reach it too.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     def __init__(self):
         self.received: int | None = None
+        self.multi_process = jax.process_count() > 1
         self._previous = {}
 
     def __enter__(self) -> "PreemptionHandler":
         for sig in self.SIGNALS:
+            if sig == signal.SIGTERM and self.multi_process:
+                continue  # JAX's preemption notifier handles SIGTERM
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
         self.received = signum
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self.multi_process:
+            signal.raise_signal(signal.SIGTERM)
+        else:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def should_stop(self, step: int) -> bool:
+        """True at the step where every process should save and stop (called at every step)."""
+        if self.multi_process:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.received is not None
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():

@@ -155,12 +155,6 @@ class Topology:
 
     # --------------------------------------------------------------------------- processes
 
-    def any_process(self, flag: bool) -> bool:
-        """True on every process when `flag` is True on any of them (a host-side collective)."""
-        if self.process_count == 1:
-            return flag
-        return bool(multihost_utils.process_allgather(jnp.array(flag)).any())
-
     def barrier(self, name: str) -> None:
         if self.process_count > 1:
             multihost_utils.sync_global_devices(name)

@@ -5,6 +5,7 @@ The model is a Flax NNX module split once into (graphdef, params, rest); the ste
 return plain pytrees, so they are pure and jit-compiled.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from research import checkpoint, parallel, profiling, tasks
 from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
+from research.locks import claim_workdir
 from research.metrics import MetricWriter, peak_memory
 from research.models import build_model, check_head_fits_task, validate_model_config
 from research.paths import workdir_path
@@ -301,8 +303,21 @@ class Run:
         task = tasks.get_task(config.task)
         self.config = config = resolve_config(config, task)
         self.topology = topology = parallel.Topology.from_config(config)
-        checkpoint.check_resumable(workdir, config)
-        self.workdir = workdir
+        self.workdir, self.directory = workdir, workdir_path(workdir)
+        self.writer = None
+        self.resources = contextlib.ExitStack()
+        try:
+            if topology.is_main_process:
+                self.resources.enter_context(claim_workdir(self.directory))
+            checkpoint.check_resumable(workdir, config)
+            self._build(task)
+        except BaseException:
+            self.resources.close()
+            raise
+
+    def _build(self, task: tasks.Task) -> None:
+        """Data, optimizer, compiled steps and checkpoint managers; writes nothing yet."""
+        config, topology = self.config, self.topology
         self.sources = prepare_data(task, config, topology)
         self.data_options = dict(
             max_len=config.model.max_len,
@@ -331,16 +346,20 @@ class Run:
         )
         self.abstract_state = topology.abstract_state(initial)
         self.initial_state = initial
-
-        self.directory = directory = workdir_path(workdir)
-        if topology.is_main_process:
-            directory.mkdir(parents=True, exist_ok=True)
-            (directory / "config.json").write_text(config.to_json(indent=2))
         self.checkpoints = checkpoint.Checkpoints(
-            directory / "checkpoints", keep=config.checkpoints_to_keep
+            self.directory / "checkpoints", keep=config.checkpoints_to_keep
         )
-        self.best = checkpoint.BestParams(directory / "best")
-        self.writer = MetricWriter(workdir) if topology.is_main_process else None
+        self.resources.callback(self.checkpoints.close)
+        self.best = checkpoint.BestParams(self.directory / "best")
+        self.resources.callback(self.best.close)
+
+    def open_outputs(self) -> None:
+        """config.json and the metric writers; only once the checkpoint (if any) was restored, so
+        that a resume refused for any reason leaves the workdir as it was."""
+        if self.topology.is_main_process:
+            (self.directory / "config.json").write_text(self.config.to_json(indent=2))
+            self.writer = MetricWriter(self.workdir)
+            self.resources.callback(self.writer.close)
 
     # ------------------------------------------------------------------------- pieces
 
@@ -379,6 +398,28 @@ class Run:
         self.say(f"resumed from the checkpoint at step {latest} in {self.workdir}")
         return self.topology.put_state(host), latest
 
+    def check_finite(self, step: int, history, state) -> None:
+        """Raises NonFiniteLossError unless the recent losses and the parameters are all finite:
+        a step whose loss was finite can still have produced NaN parameters."""
+        summarize(history)
+        if not bool(all_finite(state.params)):
+            raise NonFiniteLossError(f"the parameters became non-finite by step {step}")
+
+    @contextlib.contextmanager
+    def kept_on_nan(self):
+        """Adds to a NonFiniteLossError what the workdir keeps: nothing newer is ever saved."""
+        try:
+            yield
+        except NonFiniteLossError as error:
+            self.checkpoints.wait()
+            latest = self.checkpoints.latest_step()
+            kept = (
+                f"the checkpoint of step {latest} is kept"
+                if latest is not None
+                else "no checkpoint had been saved"
+            )
+            raise NonFiniteLossError(f"{error}; {kept}") from None
+
     def save(self, step: int, state, train_iter) -> None:
         self.checkpoints.save(step, self.topology.host_state(state), train_iter)
 
@@ -395,6 +436,7 @@ class Run:
             )
         )
         state, start_step = self.restore_or_init(train_iter)
+        self.open_outputs()
         num_steps = config.num_train_steps
         history: list[tuple[int, dict]] = []
         self.clock = clock = StepClock()
@@ -412,7 +454,7 @@ class Run:
             self.directory / "profile",
             self.say,
         )
-        with progress, checkpoint.PreemptionHandler() as preemption, profiler:
+        with progress, checkpoint.PreemptionHandler() as preemption, profiler, self.kept_on_nan():
             for step in range(start_step + 1, num_steps + 1):
                 with profiler.step(step, state):
                     state, metrics = self.train_step(state, topology.put_batch(next(train_iter)))
@@ -460,10 +502,10 @@ class Run:
                     if config.test_params == "best_val":
                         self.best.offer(step, val["accuracy"], topology.host_state(state).params)
                     clock.restart()
-                preempted = topology.any_process(preemption.received is not None)
+                preempted = preemption.should_stop(step)
                 every = config.checkpoint_every_steps
                 if preempted or last or (every and step % every == 0):
-                    summarize(history)  # raises on a non-finite loss before anything is saved
+                    self.check_finite(step, history, state)
                     self.save(step, state, train_iter)
                 if preempted:
                     self.checkpoints.wait()
@@ -524,9 +566,14 @@ class Run:
         return results
 
     def close(self) -> None:
-        self.checkpoints.close()
-        if self.writer:
-            self.writer.close()
+        self.resources.close()
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """True when no floating-point leaf of `tree` holds a NaN or an infinity."""
+    leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves))
 
 
 def summarize(history: list[tuple[int, dict]]) -> dict[str, float]:
@@ -538,8 +585,7 @@ def summarize(history: list[tuple[int, dict]]) -> dict[str, float]:
     for step, metrics in zip(steps, values, strict=True):
         if not np.isfinite(metrics["loss"]):
             raise NonFiniteLossError(
-                f"the training loss became {float(metrics['loss'])} at step {step}; "
-                "the last checkpoint saved before it is kept"
+                f"the training loss became {float(metrics['loss'])} at step {step}"
             )
     return {name: float(np.mean([m[name] for m in values])) for name in values[0]}
 

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from etils import epath
 
 from research import checkpoint, train
 from research.errors import NonFiniteLossError, UserError
@@ -120,10 +121,60 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(resum
     good = saved_state(tmp_path, 12)
     resumable.num_train_steps = 20
     resumable.optimizer.learning_rate = float("inf")
-    with pytest.raises(NonFiniteLossError, match="became nan at step 14"):
+    with pytest.raises(
+        NonFiniteLossError, match="became nan at step 14; the checkpoint of step 12 is kept$"
+    ):
         train.train_and_evaluate(resumable, str(tmp_path))
     assert checkpoint_steps(tmp_path)[-1] == 12
     assert_trees_equal(saved_state(tmp_path, 12), good)
+
+
+def test_parameters_that_became_nan_under_a_finite_loss_are_never_saved(resumable, tmp_path):
+    """An infinite learning rate turns step 1's update into NaN parameters while step 1's loss
+    (computed before the update) is finite: the save at step 1 must check the parameters."""
+    resumable.optimizer.learning_rate = float("inf")
+    resumable.log_every_steps = resumable.checkpoint_every_steps = 1
+    expected = "parameters became non-finite by step 1; no checkpoint had been saved$"
+    with pytest.raises(NonFiniteLossError, match=expected):
+        train.train_and_evaluate(resumable, str(tmp_path))
+    assert checkpoint_steps(tmp_path) == []
+
+
+def test_all_finite():
+    assert bool(train.all_finite({"a": np.ones(3), "b": [np.zeros((2, 2))]}))
+    assert not bool(train.all_finite({"a": np.ones(3), "b": [np.array([1.0, np.inf])]}))
+    assert not bool(train.all_finite({"a": np.array([np.nan])}))
+
+
+def test_best_parameters_are_tracked_by_orbax_with_their_score_inside_the_checkpoint(tmp_path):
+    best = checkpoint.BestParams(epath.Path(tmp_path / "best"))
+    assert (best.step, best.accuracy) == (None, None)
+    assert not (tmp_path / "best").exists()  # nothing offered, nothing written
+    for step, accuracy in [(1, 0.5), (2, 0.4), (3, 0.7), (4, 0.7)]:
+        best.offer(step, accuracy, {"w": np.full(2, step, np.float32)})
+    best.close()
+    assert sorted(os.listdir(tmp_path / "best" / "params")) == ["3"]
+    assert not (tmp_path / "best" / "score.json").exists()
+    again = checkpoint.BestParams(epath.Path(tmp_path / "best"))
+    assert (again.step, again.accuracy) == (3, 0.7)
+    abstract = {"w": jax.ShapeDtypeStruct((2,), np.float32)}
+    np.testing.assert_array_equal(again.restore(abstract)["w"], [3, 3])
+    again.close()
+
+
+def test_best_parameters_saved_before_orbax_tracked_them_are_still_read(tmp_path):
+    """Workdirs written before: best/params/<step> without a score, and best/score.json."""
+    legacy = ocp.CheckpointManager(epath.Path(tmp_path / "best" / "params"))
+    legacy.save(5, args=ocp.args.StandardSave({"w": np.full(2, 5.0, np.float32)}))
+    legacy.wait_until_finished()
+    (tmp_path / "best" / "score.json").write_text('{"step": 5, "accuracy": 0.9}')
+    best = checkpoint.BestParams(epath.Path(tmp_path / "best"))
+    assert (best.step, best.accuracy) == (5, 0.9)
+    abstract = {"w": jax.ShapeDtypeStruct((2,), np.float32)}
+    np.testing.assert_array_equal(best.restore(abstract)["w"], [5, 5])
+    best.offer(6, 0.8, {"w": np.zeros(2, np.float32)})  # worse: not kept
+    assert best.step == 5
+    best.close()
 
 
 def test_fields_added_later_match_their_old_behaviour():

@@ -1,8 +1,9 @@
 """Data parallelism end to end on CPU: 8 simulated devices (jit with NamedSharding, jit with FSDP,
 pmap) and two processes joined by jax.distributed all end where one device does, to float
-tolerance, with the same global batch."""
+tolerance, with the same global batch; a signal to one process of two stops both at one step."""
 
 import os
+import signal
 import socket
 import subprocess
 
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from research.parallel import fsdp_spec
-from tests.test_checkpoint import saved_state
-from tests.test_faults import ROOT, cli
+from tests.test_checkpoint import checkpoint_steps, saved_state
+from tests.test_faults import ROOT, cli, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +95,29 @@ def test_a_checkpoint_from_eight_sharded_devices_resumes_on_one(data_dir, tmp_pa
     result = run_with_devices(cli(data_dir, workdir, "--config.num_train_steps=8"), 1)
     assert "resumed from the checkpoint at step 6" in result.stderr
     assert int(saved_state(workdir)["step"]) == 8
+
+
+def test_a_signal_to_one_process_of_a_pod_stops_all_at_one_checkpointed_step(data_dir, tmp_path):
+    """JAX's preemption sync point spreads process 1's SIGTERM to process 0; both save the same
+    step together and exit 75."""
+    workdir, port = tmp_path / "run", free_port()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    processes = [
+        subprocess.Popen(
+            cli(data_dir, workdir, "--config.num_train_steps=100000", "--distributed",
+                "--config.checkpoint_every_steps=0", f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2", f"--process_id={index}"),
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for index in range(2)
+    ]  # fmt: skip
+    metrics = workdir / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and '"train"' in metrics.read_text(), what="training")
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [process.communicate(timeout=180) for process in processes]
+    assert [process.returncode for process in processes] == [75, 75], outputs
+    (step,) = checkpoint_steps(workdir)
+    assert f"stopped by signal at step {step}" in outputs[0][1]
+    assert sorted(os.listdir(workdir / "checkpoints" / str(step) / "data")) == [
+        "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"
+    ]  # fmt: skip

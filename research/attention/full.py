@@ -98,15 +98,22 @@ def preset_options(position: str) -> tuple[str, ...]:
 
 
 class _Preset(FullAttention):
-    """Full attention with `position` fixed to the class name."""
+    """Full attention with `position` fixed to the class name: its `Options` are FullOptions
+    whose `position` defaults to the name, so a config's options are checked as the scheme's
+    before anything is built."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.Options = dataclasses.make_dataclass(
+            f"{cls.name.capitalize()}Options",
+            [("position", str, dataclasses.field(default=cls.name))],
+            bases=(FullOptions,),
+            frozen=True,
+        )
 
     @classmethod
     def offered_options(cls) -> tuple[str, ...]:
         return preset_options(cls.name)
-
-    def __init__(self, options=None, **kwargs):
-        options = FullOptions() if options is None else options
-        super().__init__(dataclasses.replace(options, position=self.name), **kwargs)
 
 
 class RopeAttention(_Preset):

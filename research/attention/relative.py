@@ -346,10 +346,15 @@ class PositionOptions:
     def _check_t5(self, field: str) -> None:
         check_positive(f"{field}.t5_num_buckets", self.t5_num_buckets)
         minimum = 4 if self.t5_bidirectional else 2
-        if self.t5_num_buckets < minimum:
-            buckets = self.t5_num_buckets
+        buckets = self.t5_num_buckets
+        if buckets < minimum:
             raise UserError(
                 f"{field}.t5_num_buckets={buckets} is not valid; it must be >= {minimum}"
+            )
+        if self.t5_bidirectional and buckets % 2:
+            raise UserError(
+                f"{field}.t5_num_buckets={buckets} is not valid; with t5_bidirectional=True it "
+                "must be even (half the buckets for keys before the query, half for keys after)"
             )
         exact = self.t5_num_buckets // (4 if self.t5_bidirectional else 2)
         distance = self.t5_max_distance

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import tensorflow_datasets as tfds
 
 from research.errors import check_choice
+from research.locks import BuildLock
 from research.tasks import diagnostics, image, listops, pathfinder, retrieval, text
 
 SPLITS = ("train", "validation", "test")
@@ -118,20 +119,30 @@ logging.getLogger("absl").addFilter(_HideExpectedTfdsWarnings())
 def prepare_builder(task: Task, task_options, config_data_dir: str) -> tfds.core.DatasetBuilder:
     """Builds the dataset once (array_record) and returns its builder; later calls reuse it.
 
+    Safe under concurrency (sweep cells side by side, machines sharing a data folder): one
+    process generates while the others wait on a lock beside the folder, then read its result.
+
     tfds prints "Downloading and preparing dataset ..." to stdout; nothing is downloaded here, so
     one line of our own says what happens instead.
     """
-    builder = task.builder_class(
-        config=task.builder_config(task_options),
-        data_dir=data_dir(config_data_dir),
-        file_format="array_record",
-    )
-    if not builder.is_prepared():
-        print(f"generating the {task.name} data into {builder.data_dir}", file=sys.stderr)
-    tfds.disable_progress_bar()
-    with contextlib.redirect_stdout(io.StringIO()):
-        builder.download_and_prepare()
-    return builder
+
+    def make_builder():
+        return task.builder_class(
+            config=task.builder_config(task_options),
+            data_dir=data_dir(config_data_dir),
+            file_format="array_record",
+        )
+
+    builder = make_builder()
+    if builder.is_prepared():
+        return builder
+    with BuildLock(builder.data_dir):  # another process may be generating the same folder
+        if not builder.is_prepared():
+            print(f"generating the {task.name} data into {builder.data_dir}", file=sys.stderr)
+            tfds.disable_progress_bar()
+            with contextlib.redirect_stdout(io.StringIO()):
+                builder.download_and_prepare()
+    return make_builder()  # reads dataset_info.json, also when another process wrote it
 
 
 def load_sources(builder: tfds.core.DatasetBuilder) -> dict:

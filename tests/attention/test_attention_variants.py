@@ -111,6 +111,8 @@ def test_unknown_name_lists_the_valid_ones():
         ("local", {"implementation": "chunked"}, "local.implementation='chunked'"),
         ("full", {"position": "t5", "t5_num_buckets": 2}, "full.t5_num_buckets=2"),
         ("t5", {"t5_max_distance": 4}, "t5.t5_max_distance=4"),
+        ("t5", {"t5_num_buckets": 31}, "t5.t5_num_buckets=31"),
+        ("t5", {"t5_num_buckets": 16, "t5_max_distance": 3}, "t5.t5_max_distance=3"),
         ("rope", {"rope_base": 0.5}, "rope.rope_base=0.5"),
         ("shaw", {"shaw_clip": 0}, "shaw.shaw_clip=0"),
         ("linear", {"chunk_size": 0}, "linear.chunk_size=0"),
