@@ -10,7 +10,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from research.errors import NonFiniteLossError, UserError, config_flag_error, unreadable_config
+from research.config_cli import parse_config_flags
+from research.errors import NonFiniteLossError, UserError
 
 FLAGS = flags.FLAGS
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run again
@@ -43,11 +44,25 @@ def fail(message: str) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """FLAGS(argv), with config mistakes reported as one line instead of a traceback."""
+    """FLAGS(argv), with every mistake in the config, its overrides or the arguments reported as
+    one line instead of a traceback or a usage dump."""
     try:
-        return FLAGS(argv)
-    except (AttributeError, KeyError, flags.Error) as error:
-        fail(config_flag_error(error, argv))
+        rest = parse_config_flags(FLAGS, argv)
+    except UserError as error:
+        fail(str(error))
+    if len(rest) > 1:
+        fail(stray_argument(rest[1]))
+    return rest
+
+
+def stray_argument(arg: str) -> str:
+    """The line for a positional argument: this program takes flags only."""
+    if "=" in arg and not arg.startswith("-"):
+        return (
+            f"unexpected argument {arg!r}; config arguments go after the file, as in "
+            f"--config configs/listops.py:{arg}"
+        )
+    return f"unexpected argument {arg!r}; every argument is a flag (--config, --workdir, ...)"
 
 
 def start_distributed() -> None:
@@ -64,8 +79,6 @@ def start_distributed() -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:  # orbax and tfds INFO logs would bury the progress bar
         logging.set_verbosity(logging.WARNING)
     if FLAGS.distributed:
@@ -73,12 +86,7 @@ def main(argv: list[str]) -> None:
     from research.train import train_and_evaluate
 
     try:
-        config = FLAGS.config
-        config.task  # a config file that failed to load raises here  # noqa: B018
-    except OSError:
-        fail(unreadable_config(FLAGS["config"].config_filename))
-    try:
-        results = train_and_evaluate(config, FLAGS.workdir)
+        results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except UserError as error:
         fail(str(error))
     except NonFiniteLossError as error:

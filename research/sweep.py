@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from research import sweep_executors as executors
-from research.errors import UserError, config_flag_error, unreadable_config
+from research.config_cli import parse_config_flags
+from research.errors import UserError
 from research.sweep_grid import (
     Cell,
     Experiment,
@@ -100,16 +101,8 @@ def resolve(cell: Cell):
     config_flags.DEFINE_config_file(
         "config", None, "config", flag_values=values, lock_config=True, sys_argv=argv
     )
-    try:
-        values(argv)
-        config = values.config
-        config.task  # a config file that failed to load raises here  # noqa: B018
-    except UserError:
-        raise
-    except OSError as error:
-        raise UserError(unreadable_config(cell.spec.partition(":")[0])) from error
-    except (AttributeError, KeyError, flags.Error) as error:
-        raise UserError(config_flag_error(error, argv)) from error
+    parse_config_flags(values, argv)
+    config = values.config
     return train.resolve_config(config, tasks.get_task(config.task))
 
 

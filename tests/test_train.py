@@ -145,7 +145,7 @@ def run_cli(*args, cwd=ROOT):
         ),
         (
             ["--config", "configs/listops.py:size=tiny", "--config.model.num_layers=two"],
-            "error: flag --config.model.num_layers=two: invalid literal for int()",
+            "error: --config.model.num_layers='two' is not valid; it must be an integer",
         ),
         (["--config", "configs/missing.py"], "error: --config: cannot read 'configs/missing.py'"),
     ],
