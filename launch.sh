@@ -13,10 +13,13 @@
 #   ./launch.sh bench [--lengths 512,1024 --variants full,local ...]
 #                                            attention speed and memory -> docs/benchmarks/
 #   ./launch.sh python [arguments]           the environment's python
-#   ./launch.sh tpu --name N --zone Z --accelerator v4-32 [--project P] [--version V] [--dry-run]
-#       -- --config configs/listops.py --workdir gs://bucket/run
+#   ./launch.sh tpu --name N --zone Z --accelerator v4-32 [--project P] [--version V] [--force]
+#       [--dry-run] -- --config configs/listops.py --workdir gs://bucket/run
 #                                            create or reuse a TPU VM slice, copy this tree to
-#                                            every worker, install, train on all workers at once
+#                                            every worker, start training on all of them,
+#                                            detached (a dropped connection cannot stop it)
+#   ./launch.sh tpu-log --name N --zone Z [--worker 0]    follow that run's output
+#   ./launch.sh tpu-stop --name N --zone Z                checkpoint and stop it
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,7 +27,7 @@ VENV="${RESEARCH_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
 usage() {
-  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 ensure_venv() {
@@ -53,39 +56,66 @@ run_or_print() {
   fi
 }
 
-tpu() {
-  local name="" zone="" accelerator="" project="" version="tpu-ubuntu2204-base"
+# Parses the options shared by tpu, tpu-log and tpu-stop into name, zone, accelerator, project,
+# version, worker, force, dry_run; what follows `--` is left in tpu_args.
+tpu_options() {
+  local subcommand="$1" valid="$2"
+  shift 2
+  name="" zone="" accelerator="" project="" version="tpu-ubuntu2204-base" worker=0 force=0
   dry_run=0
+  tpu_args=()
   while [[ $# -gt 0 ]]; do
-    case "$1" in
-      --name | --zone | --accelerator | --project | --version)
-        [[ $# -ge 2 ]] || { echo "error: $1 needs a value" >&2; exit 2; }
-        local key="${1#--}"
-        printf -v "$key" '%s' "$2"
-        shift 2
-        ;;
-      --dry-run) dry_run=1; shift ;;
-      --) shift; break ;;
-      *)
-        echo "error: unknown tpu option '$1'; valid: --name --zone --accelerator --project" \
-          "--version --dry-run, then -- and the train arguments" >&2
-        exit 2
-        ;;
+    local option="$1"
+    case "$option" in
+      --) shift; tpu_args=("$@"); break ;;
+      --dry-run) dry_run=1; shift; continue ;;
     esac
+    if [[ " $valid " != *" $option "* ]]; then
+      echo "error: unknown $subcommand option '$option'; valid: $valid --dry-run" >&2
+      exit 2
+    fi
+    if [[ "$option" == --force ]]; then force=1; shift; continue; fi
+    [[ $# -ge 2 ]] || { echo "error: $option needs a value" >&2; exit 2; }
+    printf -v "${option#--}" '%s' "$2"
+    shift 2
   done
-  for required in name zone accelerator; do
-    [[ -n "${!required}" ]] || { echo "error: launch.sh tpu needs --$required" >&2; exit 2; }
+  for required in name zone; do
+    [[ -n "${!required}" ]] || { echo "error: launch.sh $subcommand needs --$required" >&2; exit 2; }
   done
-  [[ " $* " == *" --workdir"* ]] || {
+}
+
+# gcloud's TPU VM command and the --zone/--project arguments, from the parsed options.
+tpu_vm() {
+  vm=(gcloud compute tpus tpu-vm)
+  where=(--zone "$zone")
+  [[ -n "$project" ]] && where+=(--project "$project")
+  return 0
+}
+
+RUN_LOG='~/research/run.log'    # on each worker's own disk: a gs:// workdir cannot be appended to
+RUNNING="pgrep -f '[r]esearch[.]main'"  # the brackets keep pgrep from matching this very command
+
+tpu() {
+  tpu_options tpu "--name --zone --accelerator --project --version --force" "$@"
+  [[ -n "$accelerator" ]] || { echo "error: launch.sh tpu needs --accelerator" >&2; exit 2; }
+  [[ " ${tpu_args[*]} " == *" --workdir"* ]] || {
     echo "error: give the train arguments after --, including --workdir gs://BUCKET/PATH" >&2
     exit 2
   }
-  local vm=(gcloud compute tpus tpu-vm) where=(--zone "$zone")
-  [[ -n "$project" ]] && where+=(--project "$project")
+  tpu_vm
   local archive="${TMPDIR:-/tmp}/research-code.tar.gz"
-  local remote
-  remote="set -e; mkdir -p ~/research; tar xzf ~/research-code.tar.gz -C ~/research; cd ~/research;"
-  remote+=" RESEARCH_EXTRAS=tpu ./launch.sh train --distributed$(printf ' %q' "$@")"
+  # On every worker: refuse if a run is already there (unless --force), unpack, then start the
+  # run detached from the ssh session (setsid, nohup), so a dropped connection cannot stop it.
+  local remote="set -e;"
+  [[ "$force" == 1 ]] || remote+=" if $RUNNING >/dev/null; then echo \"error: a run is already"
+  [[ "$force" == 1 ]] || remote+=" running on \$(hostname); stop it with launch.sh tpu-stop, or"
+  [[ "$force" == 1 ]] || remote+=" pass --force\" >&2; exit 2; fi;"
+  remote+=" mkdir -p ~/research; tar xzf ~/research-code.tar.gz -C ~/research; cd ~/research;"
+  remote+=" RESEARCH_EXTRAS=tpu nohup setsid ./launch.sh train --distributed$(printf ' %q' "${tpu_args[@]}")"
+  remote+=" > $RUN_LOG 2>&1 < /dev/null &"
+  remote+=" echo \"started on \$(hostname); its output: $RUN_LOG\""
+  local follow=(./launch.sh tpu-log --name "$name" --zone "$zone")
+  [[ -n "$project" ]] && follow+=(--project "$project")
 
   if [[ "$dry_run" == 1 ]]; then
     echo "# create the slice unless it exists:"
@@ -103,6 +133,24 @@ tpu() {
   fi
   run_or_print "${vm[@]}" scp "$archive" "$name:~/research-code.tar.gz" --worker=all "${where[@]}"
   run_or_print "${vm[@]}" ssh "$name" --worker=all "${where[@]}" --command "$remote"
+  echo "# follow worker 0's output (Ctrl-C stops following, not the run):" >&2
+  printf '%q ' "${follow[@]}" | sed 's/ $/\n/' >&2
+}
+
+# Follows a detached run's log on one worker.
+tpu_log() {
+  tpu_options tpu-log "--name --zone --project --worker" "$@"
+  tpu_vm
+  run_or_print "${vm[@]}" ssh "$name" "--worker=$worker" "${where[@]}" \
+    --command "tail -n +1 -F $RUN_LOG"
+}
+
+# SIGTERM to the run on every worker: it saves a checkpoint and exits; `tpu` again resumes it.
+tpu_stop() {
+  tpu_options tpu-stop "--name --zone --project" "$@"
+  tpu_vm
+  run_or_print "${vm[@]}" ssh "$name" --worker=all "${where[@]}" \
+    --command "pkill -TERM -f '[r]esearch[.]main' || echo \"no run on \$(hostname)\""
 }
 
 command="${1:-}"
@@ -135,7 +183,8 @@ case "$command" in
     cd "$ROOT"
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
-    exec "$VENV/bin/python" -m pytest "$@"
+    # One worker per core; a test file stays on one worker, so its module fixtures are built once.
+    exec "$VENV/bin/python" -m pytest -n auto --dist loadfile "$@"
     ;;
   bench)
     ensure_venv
@@ -145,6 +194,12 @@ case "$command" in
   tpu)
     tpu "$@"
     ;;
+  tpu-log)
+    tpu_log "$@"
+    ;;
+  tpu-stop)
+    tpu_stop "$@"
+    ;;
   python)
     ensure_venv
     exec "$VENV/bin/python" "$@"
@@ -153,7 +208,7 @@ case "$command" in
     usage
     ;;
   *)
-    echo "error: unknown command '${command}'; valid: demo, train, sweep, report, attention-maps, test, bench, python, tpu" >&2
+    echo "error: unknown command '${command}'; valid: demo, train, sweep, report, attention-maps, test, bench, python, tpu, tpu-log, tpu-stop" >&2
     usage
     exit 2
     ;;

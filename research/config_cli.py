@@ -10,6 +10,7 @@ Used by `research.main` and by the sweep, which checks each cell's config before
 
 import difflib
 import importlib.util
+import os
 import re
 
 from absl import flags
@@ -31,26 +32,31 @@ def config_spec(argv: list[str]) -> str | None:
 def load_config_file(spec: str) -> ConfigDict:
     """Runs `get_config(ARGS)` of FILE for `spec` = FILE[:ARGS]; UserError if that fails."""
     path, _, args = spec.partition(":")
+    if not os.path.isfile(path):
+        raise UserError(
+            f"--config: cannot read {path!r}; give a file such as configs/listops.py[:args]"
+        )
     try:
         module_spec = importlib.util.spec_from_file_location("research_config_file", path)
         if module_spec is None:
             raise FileNotFoundError(path)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
-    except FileNotFoundError:
-        raise UserError(
-            f"--config: cannot read {path!r}; give a file such as configs/listops.py[:args]"
-        ) from None
     except Exception as error:  # anything the file or what it imports raised
         raise UserError(f"--config {spec} could not be loaded: {describe(error)}") from None
     if not hasattr(module, "get_config"):
         raise UserError(f"--config {path} defines no get_config(); see configs/listops.py")
     try:
-        return module.get_config(args) if args else module.get_config()
+        config = module.get_config(args) if args else module.get_config()
     except UserError:
         raise
     except Exception as error:
         raise UserError(f"--config {spec}: get_config raised {describe(error)}") from None
+    if not isinstance(config, ConfigDict):
+        raise UserError(
+            f"--config {spec}: get_config returned {type(config).__name__}, not a ConfigDict"
+        )
+    return config
 
 
 def describe(error: BaseException) -> str:
@@ -77,8 +83,11 @@ def check_fields(config: ConfigDict, argv: list[str]) -> None:
     for path, _ in overrides(argv):
         node, walked = config, []
         for name in path.split("."):
-            if not isinstance(node, ConfigDict) or "[" in name:
-                break  # a value with no fields below it (or an index): config_flags decides
+            if "[" in name:
+                break  # an index into a sequence: config_flags decides
+            if not isinstance(node, ConfigDict):
+                flag = ".".join(["--config", *walked])
+                raise UserError(f"{flag} is a value, not a group of fields; it has no {name!r}")
             if name not in node:
                 flag = ".".join(["--config", *walked, name])
                 close = difflib.get_close_matches(name, list(node.keys()), n=3)

@@ -58,6 +58,10 @@ def write_config(tmp_path, body: str) -> str:
             [*TINY, "--config.optimizer.learning_rate=fast"],
             "--config.optimizer.learning_rate='fast' is not valid; it must be a number",
         ),
+        (
+            [*TINY, "--config.model.num_layers.depth=1"],
+            "--config.model.num_layers is a value, not a group of fields; it has no 'depth'",
+        ),
         (["--config", "configs/missing.py"], "--config: cannot read 'configs/missing.py'"),
         (["--config", "configs/listops.py:size=huge"], "config argument size='huge' is not valid"),
     ],
@@ -81,6 +85,11 @@ def test_mistakes_are_one_line_naming_the_flag(argv, message):
         ),
         ("def get_config(\n", "could not be loaded: SyntaxError: '(' was never closed"),
         ("X = 1\n", "defines no get_config()"),
+        ("def get_config():\n    pass\n", "get_config returned NoneType, not a ConfigDict"),
+        (
+            "open('/no/such/data.txt')\n",
+            "could not be loaded: FileNotFoundError: [Errno 2] No such file or directory",
+        ),
         (
             "def get_config():\n    return {}['missing']\n",
             "get_config raised KeyError: 'missing'",

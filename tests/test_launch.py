@@ -4,6 +4,7 @@ user argument so that the workers receive them exactly."""
 import os
 import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -25,14 +26,16 @@ def launch(*args, env=None):
 
 def worker_arguments(remote_command: str) -> list[str]:
     """What the workers' shell passes to `launch.sh train` after parsing the remote command."""
-    words = shlex.split(remote_command.split("; ")[-1])
-    return words[words.index("--distributed") + 1 :]
+    arguments = remote_command.split(" --distributed", 1)[1].split(" > ~/research/run.log")[0]
+    return shlex.split(arguments)
 
 
 def test_unknown_subcommand_lists_the_valid_ones():
     result = launch("deploy")
     assert result.returncode == 2
-    valid = "demo, train, sweep, report, attention-maps, test, bench, python, tpu"
+    valid = (
+        "demo, train, sweep, report, attention-maps, test, bench, python, tpu, tpu-log, tpu-stop"
+    )
     assert f"error: unknown command 'deploy'; valid: {valid}" in result.stderr
 
 
@@ -49,6 +52,19 @@ def test_tpu_bad_arguments(args, message):
     assert result.returncode == 2 and message in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["tpu-log", "--zone", "z"], "error: launch.sh tpu-log needs --name"),
+        (["tpu-log", *POD], "error: unknown tpu-log option '--accelerator'"),
+        (["tpu-stop", "--name", "pod", "--zone", "z", "--force"], "unknown tpu-stop option"),
+    ],
+)
+def test_tpu_log_and_stop_bad_arguments(args, message):
+    result = launch(*args)
+    assert result.returncode == 2 and message in result.stderr
+
+
 def test_tpu_dry_run_prints_the_commands_with_every_argument_quoted():
     result = launch("tpu", *POD, "--project", "my project", "--dry-run", "--", *TRICKY)
     assert result.returncode == 0, result.stderr
@@ -62,9 +78,66 @@ def test_tpu_dry_run_prints_the_commands_with_every_argument_quoted():
     ssh = commands[3]
     assert "--worker=all" in ssh
     remote = ssh[ssh.index("--command") + 1]
-    assert "RESEARCH_EXTRAS=tpu ./launch.sh train --distributed" in remote
+    # detached from the ssh session, its output in a log on the worker's disk
+    assert "RESEARCH_EXTRAS=tpu nohup setsid ./launch.sh train --distributed" in remote
+    assert " > ~/research/run.log 2>&1 < /dev/null & echo" in remote.split("--distributed")[1]
+    assert "if pgrep -f '[r]esearch[.]main' >/dev/null; then" in remote  # one run at a time
     assert worker_arguments(remote) == TRICKY
     assert not os.path.exists("/tmp/pwned")
+    assert "./launch.sh tpu-log --name pod --zone us-central2-b --project my\\ project" in (
+        result.stderr
+    )
+    forced = launch("tpu", *POD, "--force", "--dry-run", "--", *TRICKY)
+    assert "pgrep" not in forced.stdout and "nohup\\ setsid" in forced.stdout
+
+
+def test_the_remote_command_starts_the_run_detached_and_refuses_a_second(tmp_path):
+    """The remote command itself, run by bash here with a fake HOME, a stand-in launch.sh that
+    records how it was started, and a stand-in pgrep (the real one would see other tests' runs)."""
+    home, code, bin_dir = tmp_path / "home", tmp_path / "code", tmp_path / "bin"
+    for folder in (home / "research", code, bin_dir):
+        folder.mkdir(parents=True)
+    record = tmp_path / "started"
+    (code / "launch.sh").write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$RESEARCH_EXTRAS $(ps -o sid= -p $$) $$ $*" > {record}\n'
+        "echo trained\n"
+    )
+    (code / "launch.sh").chmod(0o755)
+    subprocess.run(["tar", "czf", str(home / "research-code.tar.gz"), "-C", str(code), "."])
+    (bin_dir / "pgrep").write_text(f"#!/usr/bin/env bash\n[[ -f {tmp_path}/running ]]\n")
+    (bin_dir / "pgrep").chmod(0o755)
+    dry = launch("tpu", *POD, "--dry-run", "--", "--workdir", "gs://b/r")
+    ssh = shlex.split([line for line in dry.stdout.splitlines() if " ssh " in line][0])
+    remote = ssh[ssh.index("--command") + 1]
+    env = dict(os.environ, HOME=str(home), PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+    first = subprocess.run(["bash", "-c", remote], env=env, capture_output=True, text=True)
+    assert first.returncode == 0 and "started on" in first.stdout, first.stderr
+    for _ in range(100):
+        if record.exists() and (home / "research" / "run.log").read_text():
+            break
+        time.sleep(0.05)
+    extras, session, pid, *arguments = record.read_text().split()
+    assert extras == "tpu" and session == pid  # its own session: no SIGHUP from the ssh one
+    assert arguments == ["train", "--distributed", "--workdir", "gs://b/r"]
+    assert (home / "research" / "run.log").read_text() == "trained\n"
+
+    (tmp_path / "running").touch()
+    second = subprocess.run(["bash", "-c", remote], env=env, capture_output=True, text=True)
+    assert second.returncode == 2 and "error: a run is already running on" in second.stderr
+
+
+def test_tpu_log_and_stop_dry_runs():
+    log = launch("tpu-log", "--name", "pod", "--zone", "z", "--worker", "3", "--dry-run")
+    assert shlex.split(log.stdout) == [
+        "gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod", "--worker=3", "--zone", "z",
+        "--command", "tail -n +1 -F ~/research/run.log",
+    ]  # fmt: skip
+    stop = launch("tpu-stop", "--name", "pod", "--zone", "z", "--dry-run")
+    words = shlex.split(stop.stdout)
+    assert "--worker=all" in words
+    assert words[-1].startswith("pkill -TERM -f '[r]esearch[.]main'")
 
 
 def test_tpu_runs_create_copy_and_train_through_gcloud(tmp_path):
@@ -86,3 +159,40 @@ def test_tpu_runs_create_copy_and_train_through_gcloud(tmp_path):
     assert [call[3] for call in calls] == ["describe", "create", "scp", "ssh"]
     assert (tmp_path / "research-code.tar.gz").stat().st_size > 0
     assert worker_arguments(calls[3][calls[3].index("--command") + 1]) == TRICKY
+    assert "./launch.sh tpu-log --name pod" in result.stderr
+
+
+def test_every_package_the_code_imports_is_declared_in_pyproject():
+    """A module imported by research/ or configs/ must come from a declared distribution (or the
+    standard library): an undeclared one works here by accident and fails on a clean install."""
+    import ast
+    import importlib.metadata
+    import re
+    import sys
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as file:
+        project = tomllib.load(file)["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["bench"]
+    declared = {re.split(r"[\[=<>;]", r)[0].strip().lower() for r in requirements}
+    providers = importlib.metadata.packages_distributions()
+    missing = set()
+    for folder in ("research", "configs"):
+        for root, _, files in os.walk(os.path.join(ROOT, folder)):
+            for name in (f for f in files if f.endswith(".py")):
+                with open(os.path.join(root, name)) as file:
+                    tree = ast.parse(file.read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Import):
+                        modules = [alias.name for alias in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                        modules = [node.module]
+                    else:
+                        continue
+                    for module in (m.split(".")[0] for m in modules):
+                        if module in sys.stdlib_module_names or module in ("research", "configs"):
+                            continue
+                        names = {d.lower().replace("_", "-") for d in providers.get(module, [])}
+                        if not names & {d.replace("_", "-") for d in declared}:
+                            missing.add(f"{module} ({', '.join(sorted(names)) or 'not installed'})")
+    assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"

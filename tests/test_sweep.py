@@ -184,7 +184,9 @@ def test_resolving_reports_bad_fields_and_values_in_one_line():
         return str(raised.value)
 
     assert "the config has no field 'nope'" in error(**{"config.model.nope": 1})
-    assert "invalid literal for int()" in error(**{"config.num_train_steps": "many"})
+    assert "num_train_steps='many' is not valid; it must be an integer" in error(
+        **{"config.num_train_steps": "many"}
+    )
     assert "config.model.attention='x' is not valid" in error(**{"config.model.attention": "x"})
     assert "config argument pairs='x' must be a positive integer" in error(**{"arg.pairs": "x"})
     assert "cannot read 'configs/nope.py'" in error(config="configs/nope.py")
