@@ -117,17 +117,34 @@ tpu() {
   local follow=(./launch.sh tpu-log --name "$name" --zone "$zone")
   [[ -n "$project" ]] && follow+=(--project "$project")
 
+  # Before anything is copied: is a run going on any worker? The check in $remote alone would let
+  # the workers without one start, and wait for ever for the processes that refused.
+  local busy check="if $RUNNING >/dev/null; then echo \"research-run-on \$(hostname)\"; fi"
+
   if [[ "$dry_run" == 1 ]]; then
     echo "# create the slice unless it exists:"
     run_or_print "${vm[@]}" describe "$name" "${where[@]}"
     run_or_print "${vm[@]}" create "$name" "${where[@]}" --accelerator-type "$accelerator" \
       --version "$version"
+    if [[ "$force" != 1 ]]; then
+      echo "# refuse if a run is going on any worker (each prints research-run-on HOST):"
+      run_or_print "${vm[@]}" ssh "$name" --worker=all "${where[@]}" --command "$check"
+    fi
     echo "# pack this tree (tracked and untracked, not ignored files):"
     echo "git ls-files -co --exclude-standard -z | tar czf $(printf '%q' "$archive") --null -T -"
   else
     if ! "${vm[@]}" describe "$name" "${where[@]}" >/dev/null 2>&1; then
       "${vm[@]}" create "$name" "${where[@]}" --accelerator-type "$accelerator" \
         --version "$version"
+    fi
+    if [[ "$force" != 1 ]]; then
+      busy="$("${vm[@]}" ssh "$name" --worker=all "${where[@]}" --command "$check" |
+        sed -n 's/.*research-run-on \([^[:space:]]*\).*/\1/p' | tr '\n' ' ')"
+      if [[ -n "$busy" ]]; then
+        echo "error: a run is already running on ${busy% }; stop it with launch.sh tpu-stop, or" \
+          "pass --force" >&2
+        exit 2
+      fi
     fi
     (cd "$ROOT" && git ls-files -co --exclude-standard -z | tar czf "$archive" --null -T -)
   fi

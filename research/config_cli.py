@@ -65,22 +65,19 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def overrides(argv: list[str]) -> list[tuple[str, str]]:
-    """(field path, value) of every `--config.<path>=<value>` (or `--config.<path> value`)."""
-    found = []
-    for index, arg in enumerate(argv):
-        if arg.startswith("--config."):
-            path, equals, value = arg.removeprefix("--config.").partition("=")
-            if not equals and index + 1 < len(argv):
-                value = argv[index + 1]
-            found.append((path, value))
-    return found
+def override_paths(argv: list[str]) -> list[str]:
+    """The field path of every `--config.<path>=<value>` (or `--config.<path> <value>`)."""
+    return [
+        arg.removeprefix("--config.").partition("=")[0]
+        for arg in argv
+        if arg.startswith("--config.")
+    ]
 
 
 def check_fields(config: ConfigDict, argv: list[str]) -> None:
     """UserError for the first override naming a field the config does not have, with the
     closest existing names as a suggestion."""
-    for path, _ in overrides(argv):
+    for path in override_paths(argv):
         node, walked = config, []
         for name in path.split("."):
             if "[" in name:

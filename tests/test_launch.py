@@ -71,11 +71,16 @@ def test_tpu_dry_run_prints_the_commands_with_every_argument_quoted():
     commands = [
         shlex.split(line) for line in result.stdout.splitlines() if line.startswith("gcloud")
     ]
-    assert [c[4] for c in commands] == ["describe", "create", "scp", "ssh"]
+    assert [c[4] for c in commands] == ["describe", "create", "ssh", "scp", "ssh"]
     create = commands[1]
     assert create[create.index("--accelerator-type") + 1] == "v4-32"
     assert create[create.index("--project") + 1] == "my project"
-    ssh = commands[3]
+    check = commands[2]  # every worker, before anything is copied or started
+    assert "--worker=all" in check
+    assert check[check.index("--command") + 1] == (
+        "if pgrep -f '[r]esearch[.]main' >/dev/null; then echo \"research-run-on $(hostname)\"; fi"
+    )
+    ssh = commands[4]
     assert "--worker=all" in ssh
     remote = ssh[ssh.index("--command") + 1]
     # detached from the ssh session, its output in a log on the worker's disk
@@ -108,7 +113,7 @@ def test_the_remote_command_starts_the_run_detached_and_refuses_a_second(tmp_pat
     (bin_dir / "pgrep").write_text(f"#!/usr/bin/env bash\n[[ -f {tmp_path}/running ]]\n")
     (bin_dir / "pgrep").chmod(0o755)
     dry = launch("tpu", *POD, "--dry-run", "--", "--workdir", "gs://b/r")
-    ssh = shlex.split([line for line in dry.stdout.splitlines() if " ssh " in line][0])
+    ssh = shlex.split([line for line in dry.stdout.splitlines() if " ssh " in line][-1])
     remote = ssh[ssh.index("--command") + 1]
     env = dict(os.environ, HOME=str(home), PATH=f"{bin_dir}:{os.environ['PATH']}")
 
@@ -156,10 +161,56 @@ def test_tpu_runs_create_copy_and_train_through_gcloud(tmp_path):
     result = launch("tpu", *POD, "--", *TRICKY, env=env)
     assert result.returncode == 0, result.stderr
     calls = [(log / name).read_text().split("\0")[:-1] for name in sorted(os.listdir(log), key=int)]
-    assert [call[3] for call in calls] == ["describe", "create", "scp", "ssh"]
+    assert [call[3] for call in calls] == ["describe", "create", "ssh", "scp", "ssh"]
     assert (tmp_path / "research-code.tar.gz").stat().st_size > 0
-    assert worker_arguments(calls[3][calls[3].index("--command") + 1]) == TRICKY
+    assert worker_arguments(calls[4][calls[4].index("--command") + 1]) == TRICKY
     assert "./launch.sh tpu-log --name pod" in result.stderr
+
+
+def test_tpu_refuses_before_copying_when_any_worker_has_a_run(tmp_path):
+    """One busy worker of a slice stops the start on all of them: starting on the others would
+    leave processes waiting for ever for the ones that refused."""
+    log = tmp_path / "calls"
+    log.mkdir()
+    fake = tmp_path / "bin" / "gcloud"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        f'printf "%s\\0" "$@" > {log}/$(ls {log} | wc -l)\n'
+        'if [[ "$4" == ssh && "$*" == *research-run-on* ]]; then\n'  # the check, on 4 workers
+        '  echo "Using ssh batch size of 4." >&2\n'
+        "  echo research-run-on t1v-n-w-2; echo research-run-on t1v-n-w-3\n"
+        "fi\n"
+    )
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}", TMPDIR=str(tmp_path))
+    result = launch("tpu", *POD, "--", *TRICKY, env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "error: a run is already running on t1v-n-w-2 t1v-n-w-3; stop it with launch.sh tpu-stop,"
+        " or pass --force"
+    )
+    calls = [(log / name).read_text().split("\0")[:-1] for name in sorted(os.listdir(log), key=int)]
+    assert [call[3] for call in calls] == ["describe", "ssh"]  # nothing copied, nothing started
+
+    forced = launch("tpu", *POD, "--force", "--", *TRICKY, env=env)
+    assert forced.returncode == 0, forced.stderr
+    calls = [(log / name).read_text().split("\0")[:-1] for name in sorted(os.listdir(log), key=int)]
+    assert [call[3] for call in calls[2:]] == ["describe", "scp", "ssh"]
+
+
+def test_the_check_command_reports_a_worker_with_a_run(tmp_path):
+    dry = launch("tpu", *POD, "--dry-run", "--", "--workdir", "gs://b/r")
+    ssh = shlex.split([line for line in dry.stdout.splitlines() if " ssh " in line][0])
+    check = ssh[ssh.index("--command") + 1]
+    (tmp_path / "pgrep").write_text(f"#!/usr/bin/env bash\n[[ -f {tmp_path}/running ]]\n")
+    (tmp_path / "pgrep").chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    idle = subprocess.run(["bash", "-c", check], env=env, capture_output=True, text=True)
+    assert idle.returncode == 0 and idle.stdout == ""
+    (tmp_path / "running").touch()
+    busy = subprocess.run(["bash", "-c", check], env=env, capture_output=True, text=True)
+    assert busy.returncode == 0 and busy.stdout.startswith("research-run-on ")
 
 
 def test_every_package_the_code_imports_is_declared_in_pyproject():
