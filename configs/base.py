@@ -36,12 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Devices and resuming (research/parallel.py, research/checkpoint.py).
     config.parallelism = "jit"  # jit (NamedSharding over all devices) | pmap
-    config.fsdp = False
+    config.fsdp = False  # jit only: shard parameters and optimizer state across devices
     # Forward-pass precision; parameters and optimizer state stay float32. bfloat16 on TPUs and
     # recent GPUs (where full attention's `auto` implementation then picks cuDNN).
-    config.compute_dtype = (
-        "float32"  # jit only: shard parameters and optimizer state across devices
-    )
+    config.compute_dtype = "float32"
     config.checkpoint_every_steps = 1_000  # 0 = only at the end and on preemption
     config.checkpoints_to_keep = 3  # 0 = keep all
     config.allow_config_change = False  # resume a workdir whose model or task config differs

@@ -6,8 +6,9 @@ Two interchangeable ways to run the same pure step function:
   devices with `NamedSharding`; parameters and optimizer state are replicated, or with
   `config.fsdp` sharded along their largest divisible axis (FSDP style), and XLA inserts the
   collectives. Works unchanged on one CPU, several GPUs, or a multi-host TPU pod.
-- "pmap": the classic `jax.pmap` over local devices; the step averages gradients itself with
-  `lax.pmean` (see `research.train.make_train_step(axis_name=...)`).
+- "pmap": the classic `jax.pmap` over local devices; the step averages gradients itself through
+  `Collectives` (`lax.pmean`), which are identities under jit, so the step functions in
+  research/train.py do not know which mode runs them.
 
 Batches arrive as process-local numpy arrays (each process reads only its own part of every
 global batch) and become global arrays here.
@@ -26,6 +27,32 @@ from research.errors import UserError, check_choice
 
 PARALLELISM = ("jit", "pmap")
 AXIS = "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class Collectives:
+    """What a step does across devices, so the same step function runs under jit and pmap.
+
+    Under jit (no axis) the batch is one global array: the mean and sums are already global and
+    XLA inserts the collectives, so these are identities. Under pmap each device holds a slice
+    and they are `lax` collectives over the device axis; each device also gets its own dropout key.
+    """
+
+    axis_name: str | None = None
+
+    def mean(self, tree):
+        return jax.lax.pmean(tree, self.axis_name) if self.axis_name else tree
+
+    def sum(self, tree):
+        return jax.lax.psum(tree, self.axis_name) if self.axis_name else tree
+
+    def device_key(self, key: jax.Array) -> jax.Array:
+        if not self.axis_name:
+            return key
+        return jax.random.fold_in(key, jax.lax.axis_index(self.axis_name))
+
+
+JIT = Collectives()  # what a step under jit (or on one device) uses
 
 
 def fsdp_spec(shape: tuple[int, ...], num_devices: int) -> P:
@@ -55,6 +82,11 @@ class Topology:
         for field in ("batch_size", "eval_batch_size"):
             topology.check_divisible(f"config.{field}", config[field])
         return topology
+
+    @property
+    def collectives(self) -> Collectives:
+        """The cross-device operations a step function should use in this mode."""
+        return Collectives(AXIS if self.mode == "pmap" else None)
 
     @property
     def num_devices(self) -> int:

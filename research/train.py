@@ -173,20 +173,22 @@ def cast_floating(tree, dtype):
 
 
 def make_train_step(
-    graphdef: nnx.GraphDef, optimizer, axis_name: str | None = None, compute_dtype="float32"
+    graphdef: nnx.GraphDef,
+    optimizer,
+    collectives: parallel.Collectives = parallel.JIT,
+    compute_dtype="float32",
 ):
     """(state, batch) -> (state, metrics): one AdamW update on the mean cross-entropy.
 
-    With `axis_name` (under pmap) each device sees its slice of the batch and gradients are
-    averaged across devices; under jit the batch is one global array and XLA does the same.
+    `collectives` (Topology.collectives) make it run unchanged under jit, where the batch is one
+    global array, and under pmap, where each device sees its slice and gradients are averaged.
     The forward pass runs on parameters cast to `compute_dtype` (e.g. bfloat16); the float32
     parameters, their gradients and the optimizer state stay float32.
     """
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         dropout_key = jax.random.fold_in(state.dropout_key, state.step)
-        if axis_name:
-            dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+        dropout_key = collectives.device_key(dropout_key)
         weights_B = jnp.ones(batch["label"].shape[:1], jnp.float32)
 
         def loss_fn(params):
@@ -197,9 +199,7 @@ def make_train_step(
             return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), (sums, rest)
 
         (_, (sums, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        if axis_name:
-            grads = jax.lax.pmean(grads, axis_name)
-            sums = jax.lax.psum(sums, axis_name)
+        grads, sums = collectives.mean(grads), collectives.sum(sums)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
@@ -215,14 +215,18 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(graphdef: nnx.GraphDef, axis_name: str | None = None, compute_dtype="float32"):
+def make_eval_step(
+    graphdef: nnx.GraphDef,
+    collectives: parallel.Collectives = parallel.JIT,
+    compute_dtype="float32",
+):
     """(params, rest, batch) -> weighted metric sums over the global batch, dropout off."""
 
     def eval_step(params, rest, batch: dict) -> dict:
         model = nnx.merge(graphdef, cast_floating(params, compute_dtype), rest)
         logits_BC = model(batch, deterministic=True)
         sums = classification_metrics(logits_BC, batch["label"], batch["weight"])
-        return jax.lax.psum(sums, axis_name) if axis_name else sums
+        return collectives.sum(sums)
 
     return eval_step
 
@@ -337,12 +341,12 @@ class Run:
             peak += f"; this run ends in warmup at {last:.2e}"
         self.say(peak)
         self.graphdef, initial = create_train_state(config, optimizer)
-        axis = parallel.AXIS if topology.mode == "pmap" else None
+        collectives = topology.collectives
         self.train_step = topology.compile_train_step(
-            make_train_step(self.graphdef, optimizer, axis, config.compute_dtype), initial
+            make_train_step(self.graphdef, optimizer, collectives, config.compute_dtype), initial
         )
         self.eval_step = topology.compile_eval_step(
-            make_eval_step(self.graphdef, axis, config.compute_dtype)
+            make_eval_step(self.graphdef, collectives, config.compute_dtype)
         )
         self.abstract_state = topology.abstract_state(initial)
         self.initial_state = initial
@@ -476,7 +480,7 @@ class Run:
                     )
                     clock.restart()  # the first step's time is compilation: not counted
                 last = step == num_steps
-                if (config.log_every_steps and step % config.log_every_steps == 0) or last:
+                if itstime(step, config.log_every_steps, last):
                     clock.stop(metrics)
                     summary = summarize(history)
                     rate = clock.take_log_rate()
@@ -491,7 +495,7 @@ class Run:
                     )
                     history = []
                     clock.restart()
-                if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
+                if itstime(step, config.eval_every_steps, last):
                     clock.stop(metrics)
                     val = self.evaluate("validation", state)
                     self.log(step, "validation", val)
@@ -503,8 +507,7 @@ class Run:
                         self.best.offer(step, val["accuracy"], topology.host_state(state).params)
                     clock.restart()
                 preempted = preemption.should_stop(step)
-                every = config.checkpoint_every_steps
-                if preempted or last or (every and step % every == 0):
+                if preempted or itstime(step, config.checkpoint_every_steps, last):
                     self.check_finite(step, history, state)
                     self.save(step, state, train_iter)
                 if preempted:
@@ -567,6 +570,12 @@ class Run:
 
     def close(self) -> None:
         self.resources.close()
+
+
+def itstime(step: int, every: int, last: bool) -> bool:
+    """The rule of every periodic action (logging, evaluation, checkpoints; big_vision's
+    `itstime`): each `every` steps (0: never), and always at the last step."""
+    return last or bool(every and step % every == 0)
 
 
 @jax.jit

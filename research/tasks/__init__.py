@@ -1,94 +1,35 @@
-"""Task registry: `config.task` -> `Task` (its TFDS builder, vocabulary and classes)."""
+"""Task registry: `config.task` -> `Task` (its TFDS builder, vocabulary and classes), and building
+or reading a task's data."""
 
 import contextlib
-import dataclasses
 import io
 import logging
 import os
 import sys
-from collections.abc import Callable
 
 import tensorflow_datasets as tfds
 
 from research.errors import check_choice
 from research.locks import BuildLock
 from research.tasks import diagnostics, image, listops, pathfinder, retrieval, text
+from research.tasks.common import Task
 
 SPLITS = ("train", "validation", "test")
 
 
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """What the training loop needs to know about a task.
-
-    builder_config: maps `config.task_options` to a `tfds.core.BuilderConfig` (validating it).
-    sequence_fields: the token fields of an example; each gets a padding mask in the batch.
-    per_position: the label is a class per position (-1 = no target), read by a per-position
-      head (`config.model.head = "tagger"`), not one class per example.
-    """
-
-    name: str
-    builder_class: type[tfds.core.GeneratorBasedBuilder]
-    builder_config: Callable
-    vocab_size: int
-    num_classes: int
-    sequence_fields: tuple[str, ...] = ("tokens",)
-    per_position: bool = False
-
-
+# One line per task: each module declares its own `Task` (adding a task touches its module, its
+# config and this list).
 TASKS = {
-    "listops": Task(
-        name="listops",
-        builder_class=listops.ListOps,
-        builder_config=listops.builder_config,
-        vocab_size=len(listops.VOCAB),
-        num_classes=listops.NUM_CLASSES,
-    ),
-    "text": Task(
-        name="text",
-        builder_class=text.Text,
-        builder_config=text.builder_config,
-        vocab_size=text.VOCAB_SIZE,
-        num_classes=text.NUM_CLASSES,
-    ),
-    "retrieval": Task(
-        name="retrieval",
-        builder_class=retrieval.Retrieval,
-        builder_config=retrieval.builder_config,
-        vocab_size=retrieval.VOCAB_SIZE,
-        num_classes=retrieval.NUM_CLASSES,
-        sequence_fields=("tokens1", "tokens2"),
-    ),
-    "image": Task(
-        name="image",
-        builder_class=image.Image,
-        builder_config=image.builder_config,
-        vocab_size=image.VOCAB_SIZE,
-        num_classes=image.NUM_CLASSES,
-    ),
-    "pathfinder": Task(
-        name="pathfinder",
-        builder_class=pathfinder.Pathfinder,
-        builder_config=pathfinder.builder_config,
-        vocab_size=pathfinder.VOCAB_SIZE,
-        num_classes=pathfinder.NUM_CLASSES,
-    ),
-    "recall": Task(
-        name="recall",
-        builder_class=diagnostics.Recall,
-        builder_config=diagnostics.recall_builder_config,
-        vocab_size=diagnostics.RECALL_VOCAB_SIZE,
-        num_classes=diagnostics.MAX_VALUES,
-        per_position=True,
-    ),
-    "distance": Task(
-        name="distance",
-        builder_class=diagnostics.Distance,
-        builder_config=diagnostics.distance_builder_config,
-        vocab_size=diagnostics.DISTANCE_VOCAB_SIZE,
-        num_classes=2,
-        per_position=True,
-    ),
+    task.name: task
+    for task in (
+        listops.TASK,
+        text.TASK,
+        retrieval.TASK,
+        image.TASK,
+        pathfinder.TASK,
+        diagnostics.RECALL_TASK,
+        diagnostics.DISTANCE_TASK,
+    )
 }
 
 

@@ -1,4 +1,5 @@
-"""Pieces every task builder shares: its DatasetInfo, option checks, folder names."""
+"""Pieces every task shares: the `Task` record each task module declares, its DatasetInfo, option
+checks, folder names."""
 
 import dataclasses
 import hashlib
@@ -8,6 +9,25 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from research.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What the training loop needs to know about a task.
+
+    builder_config: maps `config.task_options` to a `tfds.core.BuilderConfig` (validating it).
+    sequence_fields: the token fields of an example; each gets a padding mask in the batch.
+    per_position: the label is a class per position (-1 = no target), read by a per-position
+      head (`config.model.head = "tagger"`), not one class per example.
+    """
+
+    name: str
+    builder_class: type[tfds.core.GeneratorBasedBuilder]
+    builder_config: Callable
+    vocab_size: int
+    num_classes: int
+    sequence_fields: tuple[str, ...] = ("tokens",)
+    per_position: bool = False
 
 
 def classification_info(

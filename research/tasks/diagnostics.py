@@ -241,3 +241,21 @@ class Distance(_Generated):
     name = "lra_distance"
     NUM_CLASSES = 2
     make_chunk = staticmethod(make_distance_chunk)
+
+
+RECALL_TASK = common.Task(
+    name="recall",
+    builder_class=Recall,
+    builder_config=recall_builder_config,
+    vocab_size=RECALL_VOCAB_SIZE,
+    num_classes=MAX_VALUES,
+    per_position=True,
+)
+DISTANCE_TASK = common.Task(
+    name="distance",
+    builder_class=Distance,
+    builder_config=distance_builder_config,
+    vocab_size=DISTANCE_VOCAB_SIZE,
+    num_classes=2,
+    per_position=True,
+)

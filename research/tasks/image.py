@@ -151,3 +151,12 @@ class Image(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(pixels_N1024: np.ndarray, labels_N: np.ndarray):
         for index, (tokens, label) in enumerate(zip(pixels_N1024, labels_N, strict=True)):
             yield index, {"tokens": tokens, "label": int(label)}
+
+
+TASK = common.Task(
+    name="image",
+    builder_class=Image,
+    builder_config=builder_config,
+    vocab_size=VOCAB_SIZE,
+    num_classes=NUM_CLASSES,
+)

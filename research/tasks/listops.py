@@ -295,3 +295,12 @@ class ListOps(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, examples):
         for index, (tokens, label) in enumerate(examples):
             yield index, {"tokens": tokens, "label": label}
+
+
+TASK = common.Task(
+    name="listops",
+    builder_class=ListOps,
+    builder_config=builder_config,
+    vocab_size=len(VOCAB),
+    num_classes=NUM_CLASSES,
+)

@@ -805,3 +805,12 @@ class Pathfinder(tfds.core.GeneratorBasedBuilder):
     def _read_release(index: list[tuple[str, int]], resolution: int) -> Iterator:
         for key, (path, label) in enumerate(index):
             yield key, {"tokens": read_png(path, resolution), "label": label}
+
+
+TASK = common.Task(
+    name="pathfinder",
+    builder_class=Pathfinder,
+    builder_config=builder_config,
+    vocab_size=VOCAB_SIZE,
+    num_classes=NUM_CLASSES,
+)

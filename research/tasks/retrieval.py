@@ -128,3 +128,13 @@ class Retrieval(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(path: str):
         for index, (tokens1, tokens2, label) in enumerate(read_release_file(path)):
             yield index, {"tokens1": tokens1, "tokens2": tokens2, "label": label}
+
+
+TASK = common.Task(
+    name="retrieval",
+    builder_class=Retrieval,
+    builder_config=builder_config,
+    vocab_size=VOCAB_SIZE,
+    num_classes=NUM_CLASSES,
+    sequence_fields=("tokens1", "tokens2"),
+)

@@ -126,3 +126,12 @@ class Text(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(examples):
         for key, tokens, label in examples:
             yield key, {"tokens": tokens, "label": label}
+
+
+TASK = common.Task(
+    name="text",
+    builder_class=Text,
+    builder_config=builder_config,
+    vocab_size=VOCAB_SIZE,
+    num_classes=NUM_CLASSES,
+)
