@@ -7,6 +7,7 @@ import math
 
 import ml_collections
 
+from research import tasks
 from research.attention import ATTENTION, default_options
 from research.errors import UserError
 
@@ -86,6 +87,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.token_init_std = 1.0
     config.model.position_init_std = 0.02
     return config
+
+
+def set_task(config: ml_collections.ConfigDict, task: str, **changes) -> None:
+    """Sets `config.task` and `config.task_options`: the task's own defaults (stated once, in the
+    dataclass its module defines) with `changes`, so a config states only what differs."""
+    options = tasks.get_task(task).default_options()
+    unknown = sorted(set(changes) - set(options))
+    if unknown:
+        raise ValueError(f"task {task} has no option(s) {unknown}; it has {sorted(options)}")
+    config.task = task
+    config.task_options = ml_collections.ConfigDict({**options, **changes})
 
 
 def lra_rsqrt(optimizer: ml_collections.ConfigDict, *, warmup_steps: int) -> None:

@@ -16,13 +16,10 @@ layers>. The model predicts at every position (`model.head = "tagger"`); positio
 sinusoidal table (docs/tasks.md shows why learned absolute positions stall here).
 """
 
-import dataclasses
-
 import ml_collections
 
 from configs import base
 from research.errors import check_choice
-from research.tasks.diagnostics import DistanceOptions
 
 SIZES = ("base", "tiny")
 
@@ -37,9 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args["distance"] = args["distance"] or ("16" if tiny else "64")
     length, distance = base.positive_arg(args, "length"), base.positive_arg(args, "distance")
     config = base.get_config()
-    config.task = "distance"
-    options = DistanceOptions(length=length, distance=distance)
-    config.task_options = ml_collections.ConfigDict(dataclasses.asdict(options))
+    base.set_task(config, "distance", length=length, distance=distance)
     config.model.attention = args["attention"]
     config.model.update(
         head="tagger",

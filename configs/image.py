@@ -22,8 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = base.parse_args(arg, {"size": "base", "attention": "full"})
     check_choice("config argument size", args["size"], SIZES)
     config = base.get_config()
-    config.task = "image"
-    config.task_options = ml_collections.ConfigDict(dict(source=""))
+    base.set_task(config, "image")
     config.model.attention = args["attention"]
     # LRA: 1024 pixels, emb 128, 8 heads (1 head reproduces only 36%), 1 layer, qkv 64, mlp 128,
     # CLS pooling, learned positions, black pixels masked as padding (LRA masks every token 0),

@@ -24,20 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = base.parse_args(arg, {"size": "base", "attention": "full"})
     check_choice("config argument size", args["size"], SIZES)
     config = base.get_config()
-    config.task = "listops"
-    config.task_options = ml_collections.ConfigDict(
-        dict(
-            num_train=96_000,
-            num_val=2_000,
-            num_test=2_000,
-            min_length=500,
-            max_length=2_000,
-            max_depth=10,
-            max_args=10,
-            seed=0,
-            release_dir="",
-        )
-    )
+    base.set_task(config, "listops")  # LRA's 96k/2k/2k expressions of 500-2000 tokens, depth 10
     config.model.attention = args["attention"]
     # LRA: length 2000, emb 512, 8 heads, 4 layers, qkv 512, mlp 1024, CLS pooling, fixed
     # sinusoidal positions, batch 32, 5k steps.

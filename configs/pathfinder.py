@@ -36,18 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     resolution = int(args["resolution"])
     config = base.get_config()
-    config.task = "pathfinder"
-    config.task_options = ml_collections.ConfigDict(
-        dict(
-            resolution=resolution,
-            contour_length=int(args["contour_length"]),
-            num_train=160_000,
-            num_val=20_000,
-            num_test=20_000,
-            seed=0,
-            num_workers=0,  # 0 = every core; the data do not depend on it
-            release_dir="",
-        )
+    # LRA: 160k/20k/20k images
+    base.set_task(
+        config, "pathfinder", resolution=resolution, contour_length=int(args["contour_length"])
     )
     config.model.attention = args["attention"]
     config.model.max_len = resolution * resolution

@@ -20,13 +20,10 @@ the runs measured in docs/tasks.md). Token embeddings start at unit scale and po
 fixed sinusoidal table: docs/tasks.md shows why learned absolute positions stall.
 """
 
-import dataclasses
-
 import ml_collections
 
 from configs import base
 from research.errors import check_choice
-from research.tasks.diagnostics import RecallOptions
 
 SIZES = ("base", "tiny")
 
@@ -39,9 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args["length"] = args["length"] or str(max(64, 4 * pairs))
     length = base.positive_arg(args, "length")
     config = base.get_config()
-    config.task = "recall"
-    options = RecallOptions(num_pairs=pairs, length=length)
-    config.task_options = ml_collections.ConfigDict(dataclasses.asdict(options))
+    base.set_task(config, "recall", num_pairs=pairs, length=length)
     config.model.attention = args["attention"]
     # Windows shorter than most key-query gaps (2 layers x 8 = 16 positions back), so that local
     # variants show what their reach costs instead of covering the whole sequence.

@@ -28,8 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = base.parse_args(arg, {"size": "base", "attention": "full"})
     check_choice("config argument size", args["size"], SIZES)
     config = base.get_config()
-    config.task = "retrieval"
-    config.task_options = ml_collections.ConfigDict(dict(release_dir=""))
+    base.set_task(config, "retrieval")
     config.truncate = True  # LRA keeps the first 4,000 bytes of each document
     config.model.attention = args["attention"]
     # LRA: 4000 bytes per document, emb 128, 4 heads, 4 layers, qkv 128, mlp 512, fixed

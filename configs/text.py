@@ -27,8 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if not args["length"].isdigit() or int(args["length"]) < 1:
         raise UserError(f"config argument length={args['length']!r} must be a positive integer")
     config = base.get_config()
-    config.task = "text"
-    config.task_options = ml_collections.ConfigDict(dict(source=""))
+    base.set_task(config, "text")
     config.truncate = True  # LRA keeps the first `length` bytes of each review
     config.model.attention = args["attention"]
     # LRA: emb 256, 4 heads, 4 layers, qkv 256, mlp 1024, CLS pooling, fixed sinusoidal

@@ -16,6 +16,8 @@ class Task:
     """What the training loop needs to know about a task.
 
     builder_config: maps `config.task_options` to a `tfds.core.BuilderConfig` (validating it).
+    default_options: every `config.task_options` field with its default, from the dataclasses that
+      define them (configs/base.py: set_task), so each default is stated once.
     sequence_fields: the token fields of an example; each gets a padding mask in the batch.
     per_position: the label is a class per position (-1 = no target), read by a per-position
       head (`config.model.head = "tagger"`), not one class per example.
@@ -24,6 +26,7 @@ class Task:
     name: str
     builder_class: type[tfds.core.GeneratorBasedBuilder]
     builder_config: Callable
+    default_options: Callable[[], dict]
     vocab_size: int
     num_classes: int
     sequence_fields: tuple[str, ...] = ("tokens",)

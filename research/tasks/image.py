@@ -157,6 +157,7 @@ TASK = common.Task(
     name="image",
     builder_class=Image,
     builder_config=builder_config,
+    default_options=lambda: {"source": ""},
     vocab_size=VOCAB_SIZE,
     num_classes=NUM_CLASSES,
 )

@@ -301,6 +301,7 @@ TASK = common.Task(
     name="listops",
     builder_class=ListOps,
     builder_config=builder_config,
+    default_options=lambda: {**dataclasses.asdict(GeneratorOptions()), "release_dir": ""},
     vocab_size=len(VOCAB),
     num_classes=NUM_CLASSES,
 )

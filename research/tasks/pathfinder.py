@@ -811,6 +811,11 @@ TASK = common.Task(
     name="pathfinder",
     builder_class=Pathfinder,
     builder_config=builder_config,
+    default_options=lambda: {
+        **dataclasses.asdict(GeneratorOptions()),
+        "num_workers": 0,  # 0 = every core; the data do not depend on it
+        "release_dir": "",
+    },
     vocab_size=VOCAB_SIZE,
     num_classes=NUM_CLASSES,
 )

@@ -134,6 +134,7 @@ TASK = common.Task(
     name="retrieval",
     builder_class=Retrieval,
     builder_config=builder_config,
+    default_options=lambda: {"release_dir": ""},
     vocab_size=VOCAB_SIZE,
     num_classes=NUM_CLASSES,
     sequence_fields=("tokens1", "tokens2"),

@@ -132,6 +132,7 @@ TASK = common.Task(
     name="text",
     builder_class=Text,
     builder_config=builder_config,
+    default_options=lambda: {"source": ""},
     vocab_size=VOCAB_SIZE,
     num_classes=NUM_CLASSES,
 )
