@@ -100,6 +100,38 @@ def set_task(config: ml_collections.ConfigDict, task: str, **changes) -> None:
     config.task_options = ml_collections.ConfigDict({**options, **changes})
 
 
+def shrink_lra_to_tiny(config: ml_collections.ConfigDict, **model_changes) -> None:
+    """The `size=tiny` preset of the LRA task configs: a one-layer model of width 32 (2 heads, MLP
+    64) without dropout, trained 500 steps with a log every 50 and an evaluation every 250: a few
+    minutes on a laptop CPU. `model_changes` are the task's own (its max_len, say); positions,
+    pooling and head stay the task's."""
+    tiny = dict(emb_dim=32, num_heads=2, qkv_dim=32, mlp_dim=64, num_layers=1)
+    no_dropout = dict(dropout_rate=0.0, attention_dropout_rate=0.0)
+    config.model.update({**tiny, **no_dropout, **model_changes})
+    config.num_train_steps = 500
+    config.log_every_steps = 50
+    config.eval_every_steps = 250
+
+
+def diagnostic_setup(config: ml_collections.ConfigDict, **model_changes) -> None:
+    """What the diagnostics (recall, distance) share: a 2-layer width-64 tagger (a class per
+    position) with fixed sinusoidal positions and unit-scale token embeddings, no dropout, trained
+    at a constant 1e-3 without weight decay. docs/tasks.md says why these choices."""
+    config.model.update(
+        dict(head="tagger", emb_dim=64, num_heads=4, qkv_dim=64, mlp_dim=128, num_layers=2)
+    )
+    config.model.update(dict(dropout_rate=0.0, attention_dropout_rate=0.0, positional="sinusoidal"))
+    config.model.update(token_init_std=1.0, **model_changes)
+    config.batch_size = 64
+    config.eval_batch_size = 250
+    config.log_every_steps = 100
+    config.eval_every_steps = 500
+    config.optimizer.schedule = "constant"
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.warmup_steps = 100
+    config.optimizer.weight_decay = 0.0
+
+
 def lra_rsqrt(optimizer: ml_collections.ConfigDict, *, warmup_steps: int) -> None:
     """LRA's rsqrt schedule, c * min(1, s/w) / sqrt(max(s, w)) with its configs' c = 0.05.
 

@@ -36,28 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = base.get_config()
     base.set_task(config, "distance", length=length, distance=distance)
     config.model.attention = args["attention"]
-    config.model.update(
-        head="tagger",
-        max_len=length,
-        emb_dim=64,
-        num_heads=4,
-        qkv_dim=64,
-        mlp_dim=128,
-        num_layers=base.positive_arg(args, "layers"),
-        dropout_rate=0.0,
-        attention_dropout_rate=0.0,
-        positional="sinusoidal",
-        token_init_std=1.0,
-    )
-    config.batch_size = 64
-    config.eval_batch_size = 250
+    layers = base.positive_arg(args, "layers")
+    base.diagnostic_setup(config, max_len=length, num_layers=layers)
     config.num_train_steps = 2_000
-    config.log_every_steps = 100
-    config.eval_every_steps = 500
-    config.optimizer.schedule = "constant"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.warmup_steps = 100
-    config.optimizer.weight_decay = 0.0
     if tiny:
         config.task_options.update(num_train=5_000, num_val=500, num_test=500)
         config.num_train_steps = 1_000

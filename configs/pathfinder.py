@@ -101,19 +101,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_batch_size = config.batch_size
     if args["size"] == "tiny":  # keeps the size's LRA positions, pooling and zero-pixel masking
         config.task_options.update(num_train=2_000, num_val=200, num_test=200)
-        config.model.update(
-            emb_dim=32,
-            num_heads=2,
-            qkv_dim=32,
-            mlp_dim=64,
-            num_layers=1,
-            dropout_rate=0.0,
-            attention_dropout_rate=0.0,
-        )
+        base.shrink_lra_to_tiny(config)
         config.batch_size = 32
         config.eval_batch_size = 100
-        config.num_train_steps = 500
-        config.log_every_steps = 50
-        config.eval_every_steps = 250
         config.optimizer.warmup_steps = 50
     return config

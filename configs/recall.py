@@ -42,29 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # variants show what their reach costs instead of covering the whole sequence.
     config.model.attention_options.local.window = 8
     config.model.attention_options.block_local.block_size = 16
-    config.model.update(
-        head="tagger",
-        causal=True,
-        max_len=length,
-        emb_dim=64,
-        num_heads=4,
-        qkv_dim=64,
-        mlp_dim=128,
-        num_layers=2,
-        dropout_rate=0.0,
-        attention_dropout_rate=0.0,
-        positional="sinusoidal",
-        token_init_std=1.0,
-    )
-    config.batch_size = 64
-    config.eval_batch_size = 250
+    base.diagnostic_setup(config, causal=True, max_len=length)
     config.num_train_steps = 3_000
-    config.log_every_steps = 100
-    config.eval_every_steps = 500
-    config.optimizer.schedule = "constant"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.warmup_steps = 100
-    config.optimizer.weight_decay = 0.0
     if args["size"] == "tiny":
         config.task_options.update(num_train=5_000, num_val=500, num_test=500)
         config.num_train_steps = 1_500

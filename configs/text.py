@@ -47,18 +47,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     base.lra_rsqrt(config.optimizer, warmup_steps=8_000)  # peak 5.59e-4
     config.optimizer.weight_decay = 0.1
     if args["size"] == "tiny":  # keeps LRA's sinusoidal positions
-        config.model.update(
-            max_len=min(config.model.max_len, 256),
-            emb_dim=32,
-            num_heads=2,
-            qkv_dim=32,
-            mlp_dim=64,
-            num_layers=1,
-            dropout_rate=0.0,
-            attention_dropout_rate=0.0,
-        )
-        config.num_train_steps = 500
-        config.log_every_steps = 50
-        config.eval_every_steps = 250
+        base.shrink_lra_to_tiny(config, max_len=min(config.model.max_len, 256))
         base.lra_rsqrt(config.optimizer, warmup_steps=100)  # peak 5e-3
     return config
