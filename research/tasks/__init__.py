@@ -67,11 +67,11 @@ def prepare_builder(task: Task, task_options, config_data_dir: str) -> tfds.core
     one line of our own says what happens instead.
     """
 
+    builder_config = task.builder_config(task_options)  # validates (and may read the release)
+
     def make_builder():
         return task.builder_class(
-            config=task.builder_config(task_options),
-            data_dir=data_dir(config_data_dir),
-            file_format="array_record",
+            config=builder_config, data_dir=data_dir(config_data_dir), file_format="array_record"
         )
 
     builder = make_builder()
