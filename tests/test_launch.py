@@ -145,7 +145,9 @@ def test_tpu_log_and_stop_dry_runs():
     assert words[-1].startswith("pkill -TERM -f '[r]esearch[.]main'")
 
 
-def test_tpu_runs_create_copy_and_train_through_gcloud(tmp_path):
+def fake_gcloud(tmp_path, body: str):
+    """A stand-in gcloud first on PATH that records each call's arguments and then runs `body`;
+    returns the environment to run launch.sh in and a function listing the calls so far."""
     log = tmp_path / "calls"
     log.mkdir()
     fake = tmp_path / "bin" / "gcloud"
@@ -153,14 +155,27 @@ def test_tpu_runs_create_copy_and_train_through_gcloud(tmp_path):
     fake.write_text(
         "#!/usr/bin/env bash\n"
         f'printf "%s\\0" "$@" > {log}/$(ls {log} | wc -l)\n'  # one file per call, NUL-separated
-        '[[ "$4" == describe ]] && exit 1\n'  # the slice does not exist yet
-        "exit 0\n"
+        + body
     )
     fake.chmod(0o755)
     env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}", TMPDIR=str(tmp_path))
+
+    def calls() -> list[list[str]]:
+        names = sorted(os.listdir(log), key=int)
+        return [(log / name).read_text().split("\0")[:-1] for name in names]
+
+    return env, calls
+
+
+def test_tpu_runs_create_copy_and_train_through_gcloud(tmp_path):
+    env, gcloud_calls = fake_gcloud(
+        tmp_path,
+        '[[ "$4" == describe ]] && exit 1\n'  # the slice does not exist yet
+        "exit 0\n",
+    )
     result = launch("tpu", *POD, "--", *TRICKY, env=env)
     assert result.returncode == 0, result.stderr
-    calls = [(log / name).read_text().split("\0")[:-1] for name in sorted(os.listdir(log), key=int)]
+    calls = gcloud_calls()
     assert [call[3] for call in calls] == ["describe", "create", "ssh", "scp", "ssh"]
     assert (tmp_path / "research-code.tar.gz").stat().st_size > 0
     assert worker_arguments(calls[4][calls[4].index("--command") + 1]) == TRICKY
@@ -170,32 +185,25 @@ def test_tpu_runs_create_copy_and_train_through_gcloud(tmp_path):
 def test_tpu_refuses_before_copying_when_any_worker_has_a_run(tmp_path):
     """One busy worker of a slice stops the start on all of them: starting on the others would
     leave processes waiting for ever for the ones that refused."""
-    log = tmp_path / "calls"
-    log.mkdir()
-    fake = tmp_path / "bin" / "gcloud"
-    fake.parent.mkdir()
-    fake.write_text(
-        "#!/usr/bin/env bash\n"
-        f'printf "%s\\0" "$@" > {log}/$(ls {log} | wc -l)\n'
+    env, gcloud_calls = fake_gcloud(
+        tmp_path,
         'if [[ "$4" == ssh && "$*" == *research-run-on* ]]; then\n'  # the check, on 4 workers
         '  echo "Using ssh batch size of 4." >&2\n'
         "  echo research-run-on t1v-n-w-2; echo research-run-on t1v-n-w-3\n"
-        "fi\n"
+        "fi\n",
     )
-    fake.chmod(0o755)
-    env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}", TMPDIR=str(tmp_path))
     result = launch("tpu", *POD, "--", *TRICKY, env=env)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
         "error: a run is already running on t1v-n-w-2 t1v-n-w-3; stop it with launch.sh tpu-stop,"
         " or pass --force"
     )
-    calls = [(log / name).read_text().split("\0")[:-1] for name in sorted(os.listdir(log), key=int)]
+    calls = gcloud_calls()
     assert [call[3] for call in calls] == ["describe", "ssh"]  # nothing copied, nothing started
 
     forced = launch("tpu", *POD, "--force", "--", *TRICKY, env=env)
     assert forced.returncode == 0, forced.stderr
-    calls = [(log / name).read_text().split("\0")[:-1] for name in sorted(os.listdir(log), key=int)]
+    calls = gcloud_calls()
     assert [call[3] for call in calls[2:]] == ["describe", "scp", "ssh"]
 
 
