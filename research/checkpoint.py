@@ -28,6 +28,12 @@ NON_STRUCTURAL = ("model.dropout_rate", "model.attention_dropout_rate")
 ADDED_FIELDS = {"model.mask_zero_tokens": False, "model.two_tower_head": "interaction"}
 
 
+def retired(name: str) -> bool:
+    """Arrays older checkpoints hold that the model no longer makes, and that a resume skips: the
+    fixed sinusoidal table, which was model state before it became a constant of the step."""
+    return name.startswith("rest.") and name.endswith("embedding.positions")
+
+
 def config_differences(saved: dict, new: dict) -> list[str]:
     """`field: old -> new` for every structural field that differs."""
     old_flat, new_flat = flatten(saved), flatten(new)
@@ -71,8 +77,10 @@ def _shapes(tree) -> dict[str, tuple]:
 
 def shape_mismatch(saved_metadata, abstract_state) -> str | None:
     """The first array whose saved shape differs from what the config builds (parameters
-    before optimizer state), as one phrase; None when every array matches."""
-    saved, new = _shapes(saved_metadata), _shapes(abstract_state)
+    before optimizer state), as one phrase; None when every array matches. Retired arrays in the
+    checkpoint are ignored: the restore skips them."""
+    saved = {name: shape for name, shape in _shapes(saved_metadata).items() if not retired(name)}
+    new = _shapes(abstract_state)
     for name in sorted(set(saved) | set(new), key=lambda n: (not n.startswith("params."), n)):
         if name not in saved:
             return f"this config makes {name} {new[name]}, which the checkpoint lacks"
@@ -81,6 +89,33 @@ def shape_mismatch(saved_metadata, abstract_state) -> str | None:
         if saved[name] != new[name]:
             return f"{name} is {saved[name]} in the checkpoint but {new[name]} in this config"
     return None
+
+
+def restore_state(manager: ocp.CheckpointManager, step: int, abstract_state, **items):
+    """Item "state" of checkpoint `step`, laid out as `abstract_state` (a TrainState, or a dict of
+    some of its fields), with the other `items` (name -> restore args) restored alongside.
+
+    Only `abstract_state`'s arrays are read: the retired ones a checkpoint may also hold are
+    skipped (`shape_mismatch` has refused any other difference). An empty `rest` (a model without
+    non-parameter state) is asked for as None and put back, since orbax cannot trim a saved subtree
+    of retired arrays down to an empty one.
+    """
+    is_dict = isinstance(abstract_state, dict)
+    rest = abstract_state["rest"] if is_dict else abstract_state.rest
+    empty = not jax.tree.leaves(rest)
+    if empty:
+        abstract_state = (
+            {**abstract_state, "rest": None} if is_dict else abstract_state.replace(rest=None)
+        )
+    state = ocp.args.PyTreeRestore(
+        item=abstract_state,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+        partial_restore=True,
+    )
+    restored = manager.restore(step, args=ocp.args.Composite(state=state, **items))
+    if not empty:
+        return restored.state
+    return {**restored.state, "rest": rest} if is_dict else restored.state.replace(rest=rest)
 
 
 class Checkpoints:
@@ -96,7 +131,8 @@ class Checkpoints:
             directory,
             options=options,
             item_handlers={
-                "state": ocp.StandardCheckpointHandler(),
+                # The format StandardCheckpointHandler writes, with partial restore (`retired`).
+                "state": ocp.PyTreeCheckpointHandler(),
                 "data": grain.checkpoint.CheckpointHandler(),
             },
         )
@@ -109,7 +145,7 @@ class Checkpoints:
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
+                state=ocp.args.PyTreeSave(state),
                 data=grain.checkpoint.CheckpointSave(data_iterator),
             ),
             force=True,
@@ -128,14 +164,8 @@ class Checkpoints:
                 f"config: {mismatch}; resume with the config it was saved with, or use a new "
                 "--workdir"
             )
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
-            ),
-        )
-        return restored.state
+        data = grain.checkpoint.CheckpointRestore(data_iterator)
+        return restore_state(self.manager, step, abstract_state, data=data)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -255,12 +285,6 @@ def restore_model_state(directory: epath.Path, abstract_state: dict) -> tuple[di
         step = manager.latest_step()
         if step is None:
             return None
-        state = ocp.args.PyTreeRestore(
-            item=abstract_state,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
-            partial_restore=True,
-        )
-        restored = manager.restore(step, args=ocp.args.Composite(state=state))
+        return restore_state(manager, step, abstract_state), step
     finally:
         manager.close()
-    return restored.state, step

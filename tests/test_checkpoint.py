@@ -5,14 +5,17 @@ import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from etils import epath
+from flax import nnx
 
 from research import checkpoint, train
 from research.errors import NonFiniteLossError, UserError
 from research.metrics import read_metrics
+from research.models.encoder import Embedding, sinusoidal_positions
 
 
 def checkpoint_steps(workdir) -> list[int]:
@@ -87,6 +90,43 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run_bit_for_bit(
     startup = [r for r in read_metrics(str(tmp_path / "resumed")) if r["split"] == "startup"]
     assert [r["resumed_from_step"] for r in startup] == [0, 6]
     assert all(r["time_to_first_step"] > 0 for r in startup)
+
+
+def test_a_checkpoint_that_holds_the_sinusoidal_table_still_resumes_bit_for_bit(
+    resumable, tmp_path, monkeypatch
+):
+    """Checkpoints written before the fixed sinusoidal table became a constant of the step hold it
+    as model state (rest...embedding.positions): resuming one skips it and ends where an
+    uninterrupted run does."""
+    straight = train.train_and_evaluate(resumable, str(tmp_path / "straight"))
+    make_embedding = Embedding.__init__
+
+    def make_embedding_as_before(self, **options):
+        make_embedding(self, **options)
+        if self.positional == "sinusoidal":
+            table = sinusoidal_positions(self.length, options["features"])
+            self.positions = nnx.data(nnx.Variable(jnp.asarray(table)))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Embedding, "__init__", make_embedding_as_before)
+        stop_with_sigterm_at(patch, 6)
+        train.train_and_evaluate(resumable, str(tmp_path / "old"))
+    assert saved_state(tmp_path / "old", 6)["rest"]["encoder"]["embedding"]["positions"]
+    resumed = train.train_and_evaluate(resumable, str(tmp_path / "old"))
+
+    assert resumed == straight
+    assert saved_state(tmp_path / "old")["rest"] == {}
+    assert_trees_equal(saved_state(tmp_path / "straight"), saved_state(tmp_path / "old"))
+
+
+def test_retired_arrays_are_the_only_extra_arrays_a_resume_accepts():
+    new = {"params": {"w": np.zeros(3)}, "rest": {}}
+    table = {"rest": {"encoder": {"embedding": {"positions": {"value": np.zeros((5, 4))}}}}}
+    assert checkpoint.shape_mismatch({**new, **table}, new) is None
+    other = {"rest": {"encoder": {"features": {"value": np.zeros((5, 4))}}}}
+    assert checkpoint.shape_mismatch({**new, **other}, new) == (
+        "the checkpoint holds rest.encoder.features (5, 4), which this config does not make"
+    )
 
 
 def test_keeps_the_last_n_checkpoints(resumable, tmp_path):

@@ -4,10 +4,12 @@ The attention variant is built by `research.attention.make_attention`, so this m
 shared interface. Masks: `mask_BT` is True for real tokens, False for padding.
 """
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import Array
 
@@ -16,13 +18,23 @@ from research.attention import make_attention
 POSITIONAL = ("learned", "sinusoidal", "none")
 
 
-def sinusoidal_positions(length: int, features: int) -> Array:
-    """pos_TE: the fixed sin/cos table of Vaswani et al. (sin on even, cos on odd features)."""
-    position = jnp.arange(length)[:, None]
-    inv_freq = jnp.exp(jnp.arange(0, features, 2) * (-math.log(10000.0) / features))
-    table = jnp.zeros((length, features))
-    table = table.at[:, 0::2].set(jnp.sin(position * inv_freq))
-    return table.at[:, 1::2].set(jnp.cos(position * inv_freq[: features // 2]))
+@functools.cache
+def sinusoidal_positions(length: int, features: int) -> np.ndarray:
+    """pos_TE: the fixed sin/cos table of Vaswani et al. (sin on even, cos on odd features).
+
+    Not model state: a step function holds it as a constant, so it is neither checkpointed nor
+    passed into every step. Computed once per shape, by jax eagerly even when called inside `jit`
+    (so its values are those the table had as state), and kept as a read-only host array that no
+    donation or caller can change.
+    """
+    with jax.ensure_compile_time_eval():
+        position = jnp.arange(length)[:, None]
+        inv_freq = jnp.exp(jnp.arange(0, features, 2) * (-math.log(10000.0) / features))
+        table = jnp.zeros((length, features))
+        table = table.at[:, 0::2].set(jnp.sin(position * inv_freq))
+        table = np.array(table.at[:, 1::2].set(jnp.cos(position * inv_freq[: features // 2])))
+    table.flags.writeable = False
+    return table
 
 
 class Embedding(nnx.Module):
@@ -44,29 +56,33 @@ class Embedding(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.positional = positional
+        self.length = max_len + int(prepend_cls)
         self.tokens = nnx.Embed(
             vocab_size, features, embedding_init=nnx.initializers.normal(token_init_std), rngs=rngs
         )
         self.cls = nnx.Param(jnp.zeros((1, 1, features))) if prepend_cls else None
-        length = max_len + int(prepend_cls)
         if positional == "learned":
             init = nnx.initializers.normal(position_init_std)
-            self.positions = nnx.Param(init(rngs.params(), (length, features)))
-        elif positional == "sinusoidal":
-            self.positions = nnx.Variable(sinusoidal_positions(length, features))
+            self.positions = nnx.Param(init(rngs.params(), (self.length, features)))
         else:
             self.positions = None
 
     def __call__(self, tokens_BT: Array, mask_BT: Array) -> tuple[Array, Array]:
         """Returns (x_BLE, mask_BL), L = T or T + 1 with CLS."""
-        x_BTE = self.tokens(tokens_BT)
+        # nnx.Embed fixes its output dtype when built (float32); the table is cast to the compute
+        # dtype (train.cast_floating), so follow it, or a bfloat16 model computes in float32.
+        x_BTE = self.tokens(tokens_BT).astype(self.tokens.embedding.dtype)
         if self.cls is not None:
             batch = tokens_BT.shape[0]
             cls_B1E = jnp.broadcast_to(self.cls[...], (batch, 1, x_BTE.shape[-1]))
             x_BTE = jnp.concatenate([cls_B1E, x_BTE], axis=1)
             mask_BT = jnp.concatenate([jnp.ones((batch, 1), bool), mask_BT], axis=1)
-        if self.positions is not None:
+        if self.positional == "learned":
             x_BTE = x_BTE + self.positions[: x_BTE.shape[1]][None]
+        elif self.positional == "sinusoidal":
+            table_LE = sinusoidal_positions(self.length, x_BTE.shape[-1])
+            # In the embeddings' dtype: a float32 table would promote a bfloat16 model to float32.
+            x_BTE = x_BTE + table_LE[: x_BTE.shape[1]][None].astype(x_BTE.dtype)
         return x_BTE, mask_BT
 
 

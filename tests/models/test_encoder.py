@@ -9,8 +9,9 @@ from flax import nnx
 from configs import listops
 from research.errors import UserError
 from research.models import build_model
-from research.models.encoder import sinusoidal_positions
+from research.models.encoder import POSITIONAL, sinusoidal_positions
 from research.models.heads import pool
+from research.train import cast_floating
 
 
 def model_config(**overrides):
@@ -35,6 +36,30 @@ def test_sinusoidal_table():
     np.testing.assert_allclose(table[0, 1::2], 1.0)
     np.testing.assert_allclose(table[7, 2], np.sin(7 / 10000 ** (2 / 8)), rtol=1e-5)
     np.testing.assert_allclose(table[7, 3], np.cos(7 / 10000 ** (2 / 8)), rtol=1e-5)
+
+
+def test_sinusoidal_positions_are_a_constant_of_the_step_not_model_state():
+    model = build_model(model_config(positional="sinusoidal"), rngs=nnx.Rngs(0))
+    assert jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param))) == []
+    inputs = batch([12, 5, 1])
+    embed = lambda model, tokens, mask: model.encoder.embed(tokens, mask)[0]
+    x_BLE = nnx.jit(embed)(model, inputs["tokens"], inputs["mask"])
+    table_LE = sinusoidal_positions(13, 16)  # CLS pooling: max_len + 1 positions
+    tokens_BTE = model.encoder.embedding.tokens(inputs["tokens"])
+    np.testing.assert_array_equal(x_BLE[:, 1:], tokens_BTE + table_LE[None, 1:])
+
+
+@pytest.mark.parametrize("positional", POSITIONAL)
+def test_a_bfloat16_model_computes_in_bfloat16(positional):
+    """compute_dtype=bfloat16 casts the parameters; no float32 constant (the sinusoidal table)
+    may promote the activations back to float32, or attention never reaches cuDNN on a GPU."""
+    model = build_model(model_config(positional=positional), rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    model = nnx.merge(graphdef, cast_floating(params, jnp.bfloat16), rest)
+    inputs = batch([12, 5, 1])
+    x_BLE, _ = model.encoder.embed(inputs["tokens"], inputs["mask"])
+    encoded_BLE, _ = model.encoder(inputs["tokens"], inputs["mask"], deterministic=True, rngs=None)
+    assert x_BLE.dtype == encoded_BLE.dtype == jnp.bfloat16
 
 
 @pytest.mark.parametrize("pool_kind", ["cls", "mean", "last"])

@@ -49,7 +49,7 @@ def test_lra_two_tower_head_is_dense_512_256_2_on_u_v():
 def test_first_pooling_creates_no_cls_vector():
     _, model = retrieval_model()
     assert model.encoder.embedding.cls is None
-    assert model.encoder.embedding.positions.shape == (16, 128)  # max_len, not max_len + 1
+    assert model.encoder.embedding.length == 16  # max_len, not max_len + 1
     paths = [str(path) for path, _ in jax.tree_util.tree_leaves_with_path(nnx.state(model))]
     assert paths and not [path for path in paths if "cls" in path]
 
