@@ -20,8 +20,8 @@ its masked keys uniformly).
                     adds it as a bias: O(T S) memory, nothing skipped), so `cudnn_eligible` refuses
                     those unless asked. Takes an additive bias (ALiBi, T5), not a value term
                     (Shaw's). Key padding as a mask, or as key_value_seq_lengths when the padding
-                    is a suffix. cuDNN's own dropout exists (private jax API, static seed) and is
-                    exposed, untested here.
+                    is a suffix. cuDNN's own dropout exists (private jax API) and is exposed,
+                    but not chosen: its pattern cannot be replayed from our dropout key.
 
 `splash_eligible` and `cudnn_eligible` say whether a call can run and, if not, why (the reason a
 caller falls back, in words for error messages).
@@ -253,8 +253,9 @@ def cudnn_eligible(
         block-local): exact, but O(T S) memory and no skipped tiles.
     padding_as_mask: the call passes a key mask with cudnn_attention's key_padding="mask" (the
         default), which cuDNN adds as a bias too ("suffix" lengths are not a bias).
-    lengths: (q_len, kv_len) if known: cuDNN trains with a bias (or mask) only at even lengths.
-    Dropout is refused: cuDNN's is keyed by a static seed, not our dropout key, and untested here.
+    lengths: (q_len, kv_len) if known: cuDNN trains with a bias (or mask) only at even lengths,
+        and runs a sliding window only with q_len <= kv_len (seen on an H200, jax 0.11.2).
+    Dropout is refused: its pattern is not driven by our dropout key (see cudnn_attention).
     """
     if backend != "gpu":
         return False, f"it needs a GPU (backend is {backend})"
@@ -271,10 +272,12 @@ def cudnn_eligible(
             "only full, causal and causal sliding-window bands are native"
         )
     as_bias = has_bias or padding_as_mask or not native
+    if lengths is not None and band.causal and band.window is not None and lengths[0] > lengths[1]:
+        return False, f"its sliding window needs no more queries than keys (got {lengths})"
     if lengths is not None and as_bias and any(n % 2 for n in lengths):
         return False, f"it needs even lengths with a bias or mask (got {lengths})"
     if dropout:
-        return False, "its dropout is untested here and not driven by our dropout key"
+        return False, "its dropout is not driven by our dropout key, so a resume cannot replay it"
     return True, ""
 
 
@@ -331,9 +334,11 @@ def cudnn_attention(
         (B, 1, T, S) bias); "suffix" passes key_value_seq_lengths = key_mask_BS.sum(-1) (at
         least 1), which is only right when each row's real keys come first (True.. False..).
     dropout_rate, dropout_seed: cuDNN's own dropout on the weights, through jax's private
-        jax._src.cudnn API (jax.nn does not expose it). UNTESTED here (no GPU). The seed is a
-        static int compiled into the call, not a traced key: check on a GPU whether the pattern
-        changes between steps before training with it. Needs implementation="cudnn".
+        jax._src.cudnn API (jax.nn does not expose it). Needs implementation="cudnn". Seen on
+        an H200 (jax 0.11.2): the seed is a static int, and cuDNN adds an offset of its own that
+        advances at every execution, so each step draws a new pattern (averaging to the
+        undropped output) but no key of ours can replay one, and two calls inside one jitted
+        function with the same seed drop the same weights. Hence `auto` never picks it.
     implementation: "xla" runs the same translated arguments through XLA (CPU tests).
     """
     if key_padding not in ("mask", "suffix"):

@@ -1,6 +1,7 @@
 """Which implementation `auto` picks, per platform and call, and why (docs/attention.md has the
 same table); the kernel's default tiles; refusals of explicit platform kernels."""
 
+import jax
 import numpy as np
 import pytest
 from attention_testing import build, qkv
@@ -87,12 +88,13 @@ def test_default_blocks(backend, band, want):
     assert default_blocks(backend, band) == want
 
 
-@pytest.mark.parametrize("implementation", ["cudnn"])
-def test_an_unusable_platform_kernel_is_a_one_line_error(implementation):
-    module = build("full", {"implementation": implementation})
+def test_an_unusable_platform_kernel_is_a_one_line_error():
+    """float32 inputs: cuDNN is refused for want of a GPU here, and for the dtype on a GPU."""
+    module = build("full", {"implementation": "cudnn"})
     q, k, v = qkv(0)
+    why = "bfloat16 or float16 inputs" if jax.default_backend() == "gpu" else "a GPU"
     with pytest.raises(
-        UserError, match=r"full\.implementation='cudnn' is not usable: it needs a GPU"
+        UserError, match=rf"full\.implementation='cudnn' is not usable: it needs {why}"
     ):
         module.attend(q, k, v, None, dropout_key=None)
 

@@ -1,9 +1,11 @@
 """Platform kernels (research/attention/platform.py) against the dense reference.
 
 Splash runs here in Pallas interpret mode (slow: a few seconds per compile, so shapes are small).
-cuDNN cannot run without a GPU: its argument translation (band, key padding, bias) is checked by
-running the same `jax.nn.dot_product_attention` call with implementation="xla", and the arguments
-it would hand cuDNN are checked against what jax's cuDNN path accepts.
+cuDNN needs a GPU: there the cuDNN tests run cuDNN itself (in bfloat16, which it requires);
+elsewhere they run the same `jax.nn.dot_product_attention` call with implementation="xla", which
+checks our translation (band, key padding, bias), and the arguments it would hand cuDNN are checked
+against what jax's cuDNN path accepts. On a GPU run them with JAX_DEFAULT_MATMUL_PRECISION=highest,
+so that the float32 reference is not computed in TF32.
 """
 
 import jax
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from attention_testing import (
+    ATOL,
     assert_close,
     assert_same_function,
     normal,
@@ -38,6 +41,11 @@ BANDS = [
     Band(causal=True, block=48, neighbours=True),
 ]
 SMALL_BLOCKS = splash.BlockSizes(*([128] * 8))
+ON_GPU = jax.default_backend() == "gpu"
+# cuDNN itself on a GPU (bfloat16 in and out: about 3 significant digits), else its XLA twin.
+CUDNN_IMPLEMENTATION, CUDNN_DTYPE, CUDNN_ATOL = (
+    ("cudnn", jnp.bfloat16, 4e-2) if ON_GPU else ("xla", jnp.float32, ATOL)
+)
 
 
 def band_reference(band: Band, key_mask_BS=None, bias_BHTS=None):
@@ -141,18 +149,50 @@ def test_splash_eligible(backend, kwargs, ok, why):
     ],
     ids=str,
 )
-def test_cudnn_translation_matches_reference(band, key_padding, with_bias):
+def test_cudnn_matches_reference(band, key_padding, with_bias):
     """Suffix padding with a fully padded example (key_value_seq_lengths 0), forward and grads."""
-    q, k, v = qkv(3, batch=2, length=24, heads=2, dim=8)
-    key_mask = padding_mask([17, 0], 24)
-    bias = normal(4, (1, 2, 24, 24)) if with_bias else None
+    assert_cudnn_matches_reference(band, key_padding, with_bias, q_len=24, kv_len=24)
+
+
+@pytest.mark.parametrize(
+    "band, q_len, kv_len",
+    [
+        (Band(causal=True), 24, 40),
+        (Band(causal=True), 40, 24),
+        (Band(causal=True, window=5), 24, 40),  # with 40 queries cuDNN refuses (cudnn_eligible)
+    ],
+    ids=str,
+)
+def test_cudnn_aligns_causal_bands_at_the_first_query_when_lengths_differ(band, q_len, kv_len):
+    """Query i sees keys j <= i (top-left alignment, as every other implementation here)."""
+    assert_cudnn_matches_reference(band, "mask", False, q_len=q_len, kv_len=kv_len)
+
+
+def assert_cudnn_matches_reference(band, key_padding, with_bias, *, q_len, kv_len):
+    """cudnn_attention in CUDNN_DTYPE against the float32 reference on the same (rounded) inputs;
+    key 0 of example 1 is its only real key, so causal queries of example 1 see one key or none."""
+    round_to = lambda x: x.astype(CUDNN_DTYPE).astype(jnp.float32)
+    q = round_to(normal(1, (2, q_len, 2, 8)))
+    k, v = round_to(normal(2, (2, kv_len, 2, 8))), round_to(normal(3, (2, kv_len, 2, 8)))
+    key_mask = padding_mask([kv_len - 7, 0], kv_len)
+    bias = round_to(normal(4, (1, 2, q_len, kv_len))) if with_bias else None
 
     def ours(q, k, v):
-        return cudnn_attention(
-            q, k, v, key_mask, band, bias_BHTS=bias, key_padding=key_padding, implementation="xla"
+        q, k, v = (x.astype(CUDNN_DTYPE) for x in (q, k, v))
+        out = cudnn_attention(
+            q,
+            k,
+            v,
+            key_mask,
+            band,
+            bias_BHTS=None if bias is None else bias.astype(CUDNN_DTYPE),
+            key_padding=key_padding,
+            implementation=CUDNN_IMPLEMENTATION,
         )
+        return out.astype(jnp.float32)
 
-    assert_same_function(ours, band_reference(band, key_mask, bias), (q, k, v))
+    reference_ = band_reference(band, key_mask, bias)
+    assert_same_function(ours, reference_, (q, k, v), atol=CUDNN_ATOL)
 
 
 @pytest.mark.parametrize("band", [*BANDS, Band(causal=True, window=6, block=8)], ids=str)
@@ -188,14 +228,26 @@ def test_cudnn_dropout_needs_cudnn():
         cudnn_attention(q, k, v, None, Band(), dropout_rate=0.1, implementation="xla")
 
 
-@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the path up to cuDNN's absence")
-def test_cudnn_dropout_reaches_cudnn():
-    """The private dropout call binds its arguments and stops only at the missing cuDNN."""
+def test_cudnn_dropout_reaches_cudnn_and_is_not_keyed_by_its_seed():
+    """Without a GPU the private dropout call binds its arguments and stops only at the missing
+    cuDNN. On a GPU (seen on an H200): dropout changes the output, and two calls with the same seed
+    drop different weights, since cuDNN advances a random offset of its own at every execution.
+    Nothing we pass replays a step's pattern, so a resumed run could not repeat it: that is why
+    `cudnn_eligible` refuses dropout."""
     q, k, v = (x.astype(jnp.bfloat16) for x in qkv(0, length=16))
-    with pytest.raises(RuntimeError, match="cuDNN"):
-        cudnn_attention(
-            q, k, v, padding_mask([16, 4], 16), Band(causal=True, window=3), dropout_rate=0.1
-        )
+    key_mask, band = padding_mask([16, 4], 16), Band(causal=True, window=3)
+
+    def attend(rate, seed):
+        out = cudnn_attention(q, k, v, key_mask, band, dropout_rate=rate, dropout_seed=seed)
+        return np.asarray(out.astype(jnp.float32))
+
+    if not ON_GPU:
+        with pytest.raises(RuntimeError, match="cuDNN"):
+            attend(0.1, 0)
+        return
+    no_dropout, first, second = attend(0.0, 0), attend(0.1, 0), attend(0.1, 0)
+    assert not np.allclose(first, no_dropout)
+    assert not np.array_equal(first, second)
 
 
 @pytest.mark.parametrize(
@@ -216,6 +268,8 @@ def test_cudnn_dropout_reaches_cudnn():
         (dict(band=Band(block=64), allow_mask=True, lengths=(511, 511)), False, "even lengths"),
         (dict(has_bias=True, lengths=(512, 512)), True, ""),
         (dict(has_bias=True, lengths=(512, 511)), False, "even lengths"),
+        (dict(band=Band(causal=True, window=8), lengths=(512, 1024)), True, ""),
+        (dict(band=Band(causal=True, window=8), lengths=(1024, 512)), False, "no more queries"),
         (dict(lengths=(511, 511)), True, ""),
         (dict(padding_as_mask=True, lengths=(511, 511)), False, "even lengths"),
         (dict(dropout=True), False, "dropout"),
