@@ -9,7 +9,7 @@ import ml_collections
 
 from research import tasks
 from research.attention import ATTENTION, default_options
-from research.errors import UserError
+from research.errors import UserError, check_choice
 
 LRA_RSQRT_CONSTANT = 0.05  # the "learning rate" of LRA's ListOps, Text and Retrieval configs
 
@@ -89,6 +89,25 @@ def get_config() -> ml_collections.ConfigDict:
     return config
 
 
+SIZES = ("base", "tiny")  # every task config's `size` argument: LRA's model, or a laptop's
+
+
+def task_args(arg: str | None, **defaults: str) -> dict[str, str]:
+    """A task config's arguments: `size` (base | tiny), `attention` (full) and the task's own
+    `defaults`; an unknown key or size is a one-line error."""
+    args = parse_args(arg, {"size": "base", "attention": "full", **defaults})
+    check_choice("config argument size", args["size"], SIZES)
+    return args
+
+
+def task_config(task: str, attention: str, **task_changes) -> ml_collections.ConfigDict:
+    """The defaults above with `task` set (`set_task`) and the attention variant chosen."""
+    config = get_config()
+    set_task(config, task, **task_changes)
+    config.model.attention = attention
+    return config
+
+
 def set_task(config: ml_collections.ConfigDict, task: str, **changes) -> None:
     """Sets `config.task` and `config.task_options`: the task's own defaults (stated once, in the
     dataclass its module defines) with `changes`, so a config states only what differs."""
@@ -122,13 +141,8 @@ def diagnostic_setup(config: ml_collections.ConfigDict, **model_changes) -> None
     )
     config.model.update(dict(dropout_rate=0.0, attention_dropout_rate=0.0, positional="sinusoidal"))
     config.model.update(token_init_std=1.0, **model_changes)
-    config.batch_size = 64
-    config.eval_batch_size = 250
-    config.log_every_steps = 100
-    config.eval_every_steps = 500
-    config.optimizer.schedule = "constant"
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.warmup_steps = 100
+    config.update(batch_size=64, eval_batch_size=250, log_every_steps=100, eval_every_steps=500)
+    config.optimizer.update(schedule="constant", learning_rate=1e-3, warmup_steps=100)
     config.optimizer.weight_decay = 0.0
 
 

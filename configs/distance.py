@@ -19,23 +19,16 @@ sinusoidal table (docs/tasks.md shows why learned absolute positions stall here)
 import ml_collections
 
 from configs import base
-from research.errors import check_choice
-
-SIZES = ("base", "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    defaults = {"size": "base", "attention": "full", "length": "", "distance": "", "layers": "1"}
-    args = base.parse_args(arg, defaults)
-    check_choice("config argument size", args["size"], SIZES)
+    args = base.task_args(arg, length="", distance="", layers="1")
     # Unset lengths follow the size: 256 and 64 (base), 64 and 16 (tiny).
     tiny = args["size"] == "tiny"
     args["length"] = args["length"] or ("64" if tiny else "256")
     args["distance"] = args["distance"] or ("16" if tiny else "64")
     length, distance = base.positive_arg(args, "length"), base.positive_arg(args, "distance")
-    config = base.get_config()
-    base.set_task(config, "distance", length=length, distance=distance)
-    config.model.attention = args["attention"]
+    config = base.task_config("distance", args["attention"], length=length, distance=distance)
     layers = base.positive_arg(args, "layers")
     base.diagnostic_setup(config, max_len=length, num_layers=layers)
     config.num_train_steps = 2_000

@@ -13,17 +13,11 @@ Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>.
 import ml_collections
 
 from configs import base
-from research.errors import check_choice
-
-SIZES = ("base", "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.parse_args(arg, {"size": "base", "attention": "full"})
-    check_choice("config argument size", args["size"], SIZES)
-    config = base.get_config()
-    base.set_task(config, "image")
-    config.model.attention = args["attention"]
+    args = base.task_args(arg)
+    config = base.task_config("image", args["attention"])
     # LRA: 1024 pixels, emb 128, 8 heads (1 head reproduces only 36%), 1 layer, qkv 64, mlp 128,
     # CLS pooling, learned positions, black pixels masked as padding (LRA masks every token 0),
     # dropout 0.3, attention dropout 0.2, batch 256, 35k steps, cosine schedule to 5e-4 after 175
@@ -41,12 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dropout_rate=0.3,
         attention_dropout_rate=0.2,
     )
-    config.batch_size = 256
-    config.eval_batch_size = 256
-    config.num_train_steps = 35_000
-    config.optimizer.schedule = "cosine"
-    config.optimizer.learning_rate = 5e-4
-    config.optimizer.warmup_steps = 175
+    config.update(batch_size=256, eval_batch_size=256, num_train_steps=35_000)
+    config.optimizer.update(schedule="cosine", learning_rate=5e-4, warmup_steps=175)
     config.optimizer.weight_decay = 0.0
     if args["size"] == "tiny":  # keeps LRA's learned positions and zero-pixel masking
         base.shrink_lra_to_tiny(config)

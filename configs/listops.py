@@ -15,17 +15,12 @@ To train on the LRA release instead of generated data, point
 import ml_collections
 
 from configs import base
-from research.errors import check_choice
-
-SIZES = ("base", "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.parse_args(arg, {"size": "base", "attention": "full"})
-    check_choice("config argument size", args["size"], SIZES)
-    config = base.get_config()
-    base.set_task(config, "listops")  # LRA's 96k/2k/2k expressions of 500-2000 tokens, depth 10
-    config.model.attention = args["attention"]
+    args = base.task_args(arg)
+    # LRA's 96k/2k/2k expressions of 500-2000 tokens, depth 10
+    config = base.task_config("listops", args["attention"])
     # LRA: length 2000, emb 512, 8 heads, 4 layers, qkv 512, mlp 1024, CLS pooling, fixed
     # sinusoidal positions, batch 32, 5k steps.
     config.model.max_len = 2_000

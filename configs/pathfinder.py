@@ -19,15 +19,11 @@ import ml_collections
 from configs import base
 from research.errors import UserError, check_choice
 
-SIZES = ("base", "tiny")
 RESOLUTIONS = ("32", "64", "128")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.parse_args(
-        arg, {"size": "base", "attention": "full", "resolution": "32", "contour_length": "14"}
-    )
-    check_choice("config argument size", args["size"], SIZES)
+    args = base.task_args(arg, resolution="32", contour_length="14")
     check_choice("config argument resolution", args["resolution"], RESOLUTIONS)
     if not args["contour_length"].isdigit():
         raise UserError(
@@ -35,12 +31,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "(LRA: 6, 9 or 14)"
         )
     resolution = int(args["resolution"])
-    config = base.get_config()
     # LRA: 160k/20k/20k images
-    base.set_task(
-        config, "pathfinder", resolution=resolution, contour_length=int(args["contour_length"])
+    contour_length = int(args["contour_length"])
+    config = base.task_config(
+        "pathfinder", args["attention"], resolution=resolution, contour_length=contour_length
     )
-    config.model.attention = args["attention"]
     config.model.max_len = resolution * resolution
     # LRA masks every token 0, so black pixels (most of a Pathfinder image) are padding.
     config.model.mask_zero_tokens = True

@@ -23,21 +23,15 @@ fixed sinusoidal table: docs/tasks.md shows why learned absolute positions stall
 import ml_collections
 
 from configs import base
-from research.errors import check_choice
-
-SIZES = ("base", "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.parse_args(arg, {"size": "base", "attention": "full", "length": "", "pairs": "8"})
-    check_choice("config argument size", args["size"], SIZES)
+    args = base.task_args(arg, length="", pairs="8")
     pairs = base.positive_arg(args, "pairs")
     # Unset, the length grows with the pairs (64, or 4 tokens per pair), so `pairs=` alone sweeps.
     args["length"] = args["length"] or str(max(64, 4 * pairs))
     length = base.positive_arg(args, "length")
-    config = base.get_config()
-    base.set_task(config, "recall", num_pairs=pairs, length=length)
-    config.model.attention = args["attention"]
+    config = base.task_config("recall", args["attention"], num_pairs=pairs, length=length)
     # Windows shorter than most key-query gaps (2 layers x 8 = 16 positions back), so that local
     # variants show what their reach costs instead of covering the whole sequence.
     config.model.attention_options.local.window = 8

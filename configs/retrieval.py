@@ -19,18 +19,12 @@ uses [u, v, u*v, u-v] and one hidden layer instead.
 import ml_collections
 
 from configs import base
-from research.errors import check_choice
-
-SIZES = ("base", "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.parse_args(arg, {"size": "base", "attention": "full"})
-    check_choice("config argument size", args["size"], SIZES)
-    config = base.get_config()
-    base.set_task(config, "retrieval")
+    args = base.task_args(arg)
+    config = base.task_config("retrieval", args["attention"])
     config.truncate = True  # LRA keeps the first 4,000 bytes of each document
-    config.model.attention = args["attention"]
     # LRA: 4000 bytes per document, emb 128, 4 heads, 4 layers, qkv 128, mlp 512, fixed
     # sinusoidal positions, the first token's output pooled (its dual encoder's "CLS" pooling
     # prepends no CLS vector), [u, v] -> Dense 512 -> ReLU -> Dense 256 -> ReLU -> 2, batch 32,

@@ -16,20 +16,15 @@ length=<bytes kept per review> (LRA: 1000; the paper's 4000 is the other common 
 import ml_collections
 
 from configs import base
-from research.errors import UserError, check_choice
-
-SIZES = ("base", "tiny")
+from research.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.parse_args(arg, {"size": "base", "attention": "full", "length": "1000"})
-    check_choice("config argument size", args["size"], SIZES)
+    args = base.task_args(arg, length="1000")
     if not args["length"].isdigit() or int(args["length"]) < 1:
         raise UserError(f"config argument length={args['length']!r} must be a positive integer")
-    config = base.get_config()
-    base.set_task(config, "text")
+    config = base.task_config("text", args["attention"])
     config.truncate = True  # LRA keeps the first `length` bytes of each review
-    config.model.attention = args["attention"]
     # LRA: emb 256, 4 heads, 4 layers, qkv 256, mlp 1024, CLS pooling, fixed sinusoidal
     # positions, batch 32, 20k steps, rsqrt schedule with 8k warmup steps, weight decay 0.1.
     config.model.update(
