@@ -7,6 +7,7 @@ complete: a process killed mid-save leaves the previous checkpoint intact, and t
 is removed on the next start.
 """
 
+import dataclasses
 import json
 import signal
 
@@ -96,26 +97,28 @@ def restore_state(manager: ocp.CheckpointManager, step: int, abstract_state, **i
     some of its fields), with the other `items` (name -> restore args) restored alongside.
 
     Only `abstract_state`'s arrays are read: the retired ones a checkpoint may also hold are
-    skipped (`shape_mismatch` has refused any other difference). An empty `rest` (a model without
-    non-parameter state) is asked for as None and put back, since orbax cannot trim a saved subtree
-    of retired arrays down to an empty one.
+    skipped (`shape_mismatch` has refused any other difference). A field without arrays (the
+    `rest` of a model without non-parameter state) is asked for as None and put back, since orbax
+    cannot trim a saved subtree of retired arrays down to an empty one.
     """
     is_dict = isinstance(abstract_state, dict)
-    rest = abstract_state["rest"] if is_dict else abstract_state.rest
-    empty = not jax.tree.leaves(rest)
-    if empty:
-        abstract_state = (
-            {**abstract_state, "rest": None} if is_dict else abstract_state.replace(rest=None)
-        )
+    fields = (
+        abstract_state
+        if is_dict
+        else {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
+    )
+    empty = {name: tree for name, tree in fields.items() if not jax.tree.leaves(tree)}
+    target = {**fields, **dict.fromkeys(empty)}
     state = ocp.args.PyTreeRestore(
-        item=abstract_state,
-        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True,
     )
-    restored = manager.restore(step, args=ocp.args.Composite(state=state, **items))
-    if not empty:
-        return restored.state
-    return {**restored.state, "rest": rest} if is_dict else restored.state.replace(rest=rest)
+    restored = {
+        **manager.restore(step, args=ocp.args.Composite(state=state, **items)).state,
+        **empty,
+    }
+    return restored if is_dict else type(abstract_state)(**restored)
 
 
 class Checkpoints:

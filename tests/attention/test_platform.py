@@ -170,7 +170,7 @@ def test_cudnn_aligns_causal_bands_at_the_first_query_when_lengths_differ(band, 
 
 def assert_cudnn_matches_reference(band, key_padding, with_bias, *, q_len, kv_len):
     """cudnn_attention in CUDNN_DTYPE against the float32 reference on the same (rounded) inputs;
-    key 0 of example 1 is its only real key, so causal queries of example 1 see one key or none."""
+    example 0 pads its last 7 keys, example 1 is all padding (its queries see no key: zeros)."""
     round_to = lambda x: x.astype(CUDNN_DTYPE).astype(jnp.float32)
     q = round_to(normal(1, (2, q_len, 2, 8)))
     k, v = round_to(normal(2, (2, kv_len, 2, 8))), round_to(normal(3, (2, kv_len, 2, 8)))
