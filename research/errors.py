@@ -25,5 +25,14 @@ def check_positive(field: str, value: object, *, allow_zero: bool = False) -> No
         raise UserError(f"{field}={value!r} is not valid; it must be an integer {bound}")
 
 
+def check_known(field: str, given, known, *, kind: str = "field") -> None:
+    """Raises UserError naming every key of `given` that is not in `known`: the one unknown-key
+    rule for config sections (`field` is the section's path, `kind` what its keys are called)."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        valid = sorted(known) or "none"
+        raise UserError(f"{field} has unknown {kind}(s) {unknown}; valid: {valid}")
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the message names the step."""
