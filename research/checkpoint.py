@@ -4,12 +4,18 @@ A checkpoint holds the whole `TrainState` (step, parameters, optimizer state, th
 state, the dropout base key) and the grain iterator state of every process, so a resumed run
 continues bit for bit. Orbax writes each checkpoint to a temporary folder and renames it when
 complete: a process killed mid-save leaves the previous checkpoint intact, and the partial folder
-is removed on the next start.
+is removed on the next start. A checkpoint that cannot be read (a damaged file, an interrupted copy
+between machines) is moved aside to `<workdir>/checkpoints_unreadable/`, never deleted, and the run
+resumes from the newest one that reads; a save that finds the disk full stops the run in one line,
+keeping the previous checkpoint.
 """
 
+import contextlib
 import dataclasses
+import errno
 import json
 import signal
+from collections.abc import Callable, Iterator
 
 import grain
 import jax
@@ -121,6 +127,25 @@ def restore_state(manager: ocp.CheckpointManager, step: int, abstract_state, **i
     return restored if is_dict else type(abstract_state)(**restored)
 
 
+def one_line(error: BaseException, limit: int = 240) -> str:
+    """`Type: first line of the message`, cut to `limit` characters (TensorStore's can be long)."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether `error` or anything it was raised from is a full disk (ENOSPC), as an OSError or as
+    the text TensorStore and orbax's background threads wrap it in."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 class Checkpoints:
     """An orbax CheckpointManager for (TrainState, grain iterator) pairs."""
 
@@ -143,16 +168,34 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    @contextlib.contextmanager
+    def _saving(self, step: int | None) -> Iterator[None]:
+        """Turns a full disk, met by a save or by the background thread finishing one, into a
+        UserError naming the checkpoint that is kept; other failures keep their traceback."""
+        try:
+            yield
+        except Exception as error:
+            if not disk_full(error):
+                raise
+            kept = [s for s in self.manager.all_steps() if s != step]
+            keeps = f"the checkpoint of step {max(kept)} is kept" if kept else "none was saved yet"
+            which = f"of step {step} " if step is not None else ""
+            raise UserError(
+                f"saving the checkpoint {which}in {self.manager.directory} failed: no space left "
+                f"on device; {keeps}; free some space and run the same command again to resume"
+            ) from None
+
     def save(self, step: int, state, data_iterator) -> None:
         """Starts saving (asynchronously); `state` in host layout (Topology.host_state)."""
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeSave(state),
-                data=grain.checkpoint.CheckpointSave(data_iterator),
-            ),
-            force=True,
-        )
+        with self._saving(step):
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeSave(state),
+                    data=grain.checkpoint.CheckpointSave(data_iterator),
+                ),
+                force=True,
+            )
 
     def restore(self, step: int, abstract_state, data_iterator):
         """Returns the saved state laid out as `abstract_state`; moves the iterator in place.
@@ -170,8 +213,53 @@ class Checkpoints:
         data = grain.checkpoint.CheckpointRestore(data_iterator)
         return restore_state(self.manager, step, abstract_state, data=data)
 
+    def restore_latest(
+        self, abstract_state, data_iterator, say: Callable[[str], None]
+    ) -> tuple[object, int] | None:
+        """(state, step) of the newest checkpoint that reads, or None when there is none.
+
+        A checkpoint that fails to read is moved aside (`set_aside`) with a line through `say`,
+        and the next older one is tried; a UserError (a checkpoint of another shape) is not a
+        damaged file and stops at once. If every checkpoint fails, one UserError says so.
+        """
+        failures = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return self.restore(step, abstract_state, data_iterator), step
+            except UserError:
+                raise
+            except Exception as error:
+                moved = self.set_aside(step)
+                failures.append(f"step {step}: {one_line(error)}")
+                say(
+                    f"the checkpoint at step {step} cannot be read ({one_line(error)}); moved it "
+                    f"to {moved} and trying the one before it"
+                )
+        if failures:
+            raise UserError(
+                f"no checkpoint in {self.manager.directory} could be read ({'; '.join(failures)});"
+                f" they are in {self.unreadable_folder()}; use a new --workdir, or move them back"
+            )
+        return None
+
+    def unreadable_folder(self) -> epath.Path:
+        return self.manager.directory.parent / "checkpoints_unreadable"
+
+    def set_aside(self, step: int) -> epath.Path:
+        """Moves checkpoint `step` out of the manager's folder (never deleting it) and returns
+        where it went; a name already taken there gets a suffix."""
+        folder = self.unreadable_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        target, n = folder / str(step), 1
+        while target.exists():
+            target, n = folder / f"{step}.{n}", n + 1
+        (self.manager.directory / str(step)).rename(target)
+        self.manager.reload()
+        return target
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._saving(None):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()

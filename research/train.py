@@ -395,12 +395,12 @@ class Run:
 
     def restore_or_init(self, train_iter):
         """The latest checkpoint's state (moving `train_iter` to its position), else a fresh one."""
-        latest = self.checkpoints.latest_step()
-        if latest is None:
+        restored = self.checkpoints.restore_latest(self.abstract_state, train_iter, self.say)
+        if restored is None:
             return self.topology.put_state(self.initial_state), 0
-        host = self.checkpoints.restore(latest, self.abstract_state, train_iter)
-        self.say(f"resumed from the checkpoint at step {latest} in {self.workdir}")
-        return self.topology.put_state(host), latest
+        host, step = restored
+        self.say(f"resumed from the checkpoint at step {step} in {self.workdir}")
+        return self.topology.put_state(host), step
 
     def check_finite(self, step: int, history, state) -> None:
         """Raises NonFiniteLossError unless the recent losses and the parameters are all finite:

@@ -226,3 +226,85 @@ def test_fields_added_later_match_their_old_behaviour():
         "model.mask_zero_tokens: False -> True",
         "model.two_tower_head: 'interaction' -> 'lra'",
     ]
+
+
+def damage(workdir, step: int) -> None:
+    """Truncates every array file of checkpoint `step` to 0 bytes, as a disk error or an
+    interrupted copy between machines would."""
+    state = os.path.join(workdir, "checkpoints", str(step), "state")
+    for root, _, files in os.walk(state):
+        if os.path.basename(root) == "d":
+            for name in files:
+                open(os.path.join(root, name), "w").close()
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(
+    resumable, tmp_path, monkeypatch, capsys
+):
+    straight = train.train_and_evaluate(resumable, str(tmp_path / "straight"))
+    workdir = str(tmp_path / "resumed")
+    with monkeypatch.context() as patch:
+        stop_with_sigterm_at(patch, 6)
+        train.train_and_evaluate(resumable, workdir)
+    damage(workdir, 6)
+    capsys.readouterr()
+    resumed = train.train_and_evaluate(resumable, workdir)
+
+    lines = [line for line in capsys.readouterr().err.splitlines() if "cannot be read" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith("the checkpoint at step 6 cannot be read (")
+    assert "checkpoints_unreadable" in lines[0]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints_unreadable"))) == ["6"]
+    assert_trees_equal(saved_state(tmp_path / "straight"), saved_state(workdir))
+    assert resumed == straight
+
+
+def test_no_readable_checkpoint_is_one_line_and_nothing_is_deleted(
+    resumable, tmp_path, monkeypatch
+):
+    workdir = str(tmp_path / "run")
+    with monkeypatch.context() as patch:
+        stop_with_sigterm_at(patch, 6)
+        train.train_and_evaluate(resumable, workdir)
+    for step in (4, 6):
+        damage(workdir, step)
+    with pytest.raises(UserError) as refused:
+        train.train_and_evaluate(resumable, workdir)
+    message = str(refused.value)
+    assert "\n" not in message and len(message) < 800
+    assert message.startswith(f"no checkpoint in {workdir}/checkpoints could be read (step 6: ")
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints_unreadable"))) == ["4", "6"]
+
+
+def test_a_full_disk_during_a_save_stops_in_one_line_and_the_next_start_resumes(
+    resumable, tmp_path, monkeypatch
+):
+    """ENOSPC from the save path (the writer patched to fail at step 8, after leaving a partial
+    temporary folder, as a full disk does): one line naming the checkpoint kept; the next start
+    resumes from it and ends as an uninterrupted run does."""
+    straight = train.train_and_evaluate(resumable, str(tmp_path / "straight"))
+    workdir = str(tmp_path / "full")
+    save = ocp.CheckpointManager.save
+
+    def save_until_the_disk_fills(self, step, *args, **kwargs):
+        if step == 8:
+            partial = epath.Path(self.directory) / "8.orbax-checkpoint-tmp-1"
+            partial.mkdir(parents=True)
+            (partial / "half_written").write_text("x")
+            cause = OSError(28, "No space left on device")
+            raise ValueError("Error writing the checkpoint") from cause
+        return save(self, step, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ocp.CheckpointManager, "save", save_until_the_disk_fills)
+        with pytest.raises(UserError) as stopped:
+            train.train_and_evaluate(resumable, workdir)
+    assert str(stopped.value) == (
+        f"saving the checkpoint of step 8 in {workdir}/checkpoints failed: no space left on "
+        "device; the checkpoint of step 4 is kept; free some space and run the same command "
+        "again to resume"
+    )
+    resumed = train.train_and_evaluate(resumable, workdir)
+    assert checkpoint_steps(workdir)[-1] == 12
+    assert_trees_equal(saved_state(tmp_path / "straight"), saved_state(workdir))
+    assert resumed == straight
