@@ -3,9 +3,9 @@
 Read from the user's `cifar-10-python.tar.gz` (Krizhevsky 2009, "CIFAR-10 python version") or its
 extracted `cifar-10-batches-py/` folder: pickled dicts `data_batch_1` .. `data_batch_5` and
 `test_batch`, each with b"data" (N x 3072 uint8: the red, green and blue 32x32 planes, row-major)
-and b"labels" (N ints 0-9). Pixels become gray with the ITU-R 601 weights that LRA's
-`tf.image.rgb_to_grayscale` uses and are stored flat (uint8 tokens, vocab 256). As in LRA, the first
-90% of the training images train and the last 10% validate; `test_batch` is the test split.
+and b"labels" (N ints 0-9). Pixels become gray exactly as LRA's `tf.image.rgb_to_grayscale` makes
+them from uint8 images (`to_gray`), and are stored flat (uint8 tokens, vocab 256). As in LRA, the
+first 90% of the training images train and the last 10% validate; `test_batch` is the test split.
 
 The batches are Python pickles, the format CIFAR is published in: read only a copy you trust.
 """
@@ -28,7 +28,7 @@ ARCHIVE_NAME = "cifar-10-python.tar.gz"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 TRAIN_FRACTION = 0.9
-GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140])
+GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)  # ITU-R 601, as TF states them
 EXPECTED = (
     f"{ARCHIVE_NAME} or its extracted {FOLDER}/ folder holding "
     f"{', '.join(TRAIN_BATCHES)} and {TEST_BATCH} (pickled dicts with b'data' N x 3072 uint8 "
@@ -37,10 +37,13 @@ EXPECTED = (
 
 
 def to_gray(data_N3072: np.ndarray) -> np.ndarray:
-    """gray_N1024 uint8 from CIFAR's planar RGB rows."""
-    rgb_N3P = data_N3072.reshape(-1, 3, SIDE * SIDE).astype(np.float64)
+    """gray_N1024 uint8 from CIFAR's planar RGB rows, as `tf.image.rgb_to_grayscale` computes it
+    for uint8 images: in float32, x / 255 per channel (`convert_image_dtype`), the weighted sum,
+    then back to uint8 by scaling with 255.5 and casting, which truncates. So a pure green 255
+    becomes 149 (0.587 * 255.5 = 149.98), not the 150 that rounding 0.587 * 255 would give."""
+    rgb_N3P = data_N3072.reshape(-1, 3, SIDE * SIDE).astype(np.float32) * np.float32(1 / 255)
     gray = np.einsum("ncp,c->np", rgb_N3P, GRAY_WEIGHTS)
-    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    return (gray * np.float32(255.5)).astype(np.uint8)
 
 
 def resolve_source(source: str) -> str:
@@ -129,7 +132,8 @@ class Image(tfds.core.GeneratorBasedBuilder):
     """Grayscale CIFAR-10: 1,024 uint8 pixels ("tokens") and a label 0-9."""
 
     name = "lra_image"
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"2.0.0": "gray levels as tf.image.rgb_to_grayscale makes them (truncated)"}
     BUILDER_CONFIGS = []
 
     def _info(self) -> tfds.core.DatasetInfo:

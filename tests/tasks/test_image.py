@@ -16,9 +16,16 @@ from research.tasks import image
 
 
 def gray(data_N3072: np.ndarray) -> np.ndarray:
-    """0.2989 R + 0.5870 G + 0.1140 B per pixel, rounded; written apart from the module's."""
-    red, green, blue = (data_N3072[:, i * 1024 : (i + 1) * 1024].astype(float) for i in range(3))
-    return np.round(0.2989 * red + 0.5870 * green + 0.1140 * blue).astype(np.uint8)
+    """tf.image.rgb_to_grayscale on uint8, from TF's source, written apart from the module's:
+    convert_image_dtype to float32 (x * (1/255)), the weighted sum, then
+    convert_image_dtype back (x * 255.5, cast to uint8: truncation)."""
+    scale = np.float32(1.0) / np.float32(255.0)
+    red, green, blue = (
+        data_N3072[:, i * 1024 : (i + 1) * 1024].astype(np.float32) * scale for i in range(3)
+    )
+    weights = [np.float32(w) for w in (0.2989, 0.5870, 0.1140)]
+    gray_float = weights[0] * red + weights[1] * green + weights[2] * blue
+    return (gray_float * np.float32(255.5)).astype(np.uint8)
 
 
 def read_all(builder) -> dict[str, list]:
@@ -36,7 +43,20 @@ def test_gray_weights_on_pure_colours():
     pure = np.zeros((3, 3072), np.uint8)
     for channel in range(3):
         pure[channel, channel * 1024 : (channel + 1) * 1024] = 255
-    np.testing.assert_array_equal(image.to_gray(pure)[:, 0], [76, 150, 29])
+    # truncated, not rounded: 0.2989, 0.587, 0.114 times 255.5 are 76.37, 149.98, 29.13
+    np.testing.assert_array_equal(image.to_gray(pure)[:, 0], [76, 149, 29])
+
+
+def test_gray_levels_are_truncated_as_tf_does_on_every_colour_level():
+    """All 256 levels of each pure channel and of gray inputs against TF's formula; a gray pixel
+    (r = g = b = x) stays x, since the weights sum to 0.9999 and 255.5 / 255 lifts it back."""
+    levels = np.arange(256, dtype=np.uint8)
+    for channel in range(3):
+        pure = np.zeros((256, 3072), np.uint8)
+        pure[:, channel * 1024] = levels
+        np.testing.assert_array_equal(image.to_gray(pure)[:, 0], gray(pure)[:, 0])
+    grey = np.repeat(levels[:, None], 3072, axis=1)
+    np.testing.assert_array_equal(image.to_gray(grey)[:, 0], levels)
 
 
 def test_folder_and_archive_readers_give_lra_splits(tmp_path):
