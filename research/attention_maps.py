@@ -28,14 +28,10 @@ from research import checkpoint, tasks
 from research.errors import UserError, check_choice
 from research.models import build_model
 from research.paths import workdir_path
-from research.tasks.diagnostics import FILLER, FIRST_KEY, FIRST_VALUE
-from research.tasks.listops import VOCAB as LISTOPS_VOCAB
 from research.tasks.pipeline import mask_field, pad_example
 
 #: Sequences up to this many positions get their tokens as tick labels; longer ones none.
 MAX_TICK_LABELS = 64
-#: Tasks whose tokens are bytes, labelled as characters.
-BYTE_TASKS = ("text", "retrieval")
 COLORMAP = "viridis"  # perceptually uniform, readable in grey
 
 
@@ -133,21 +129,6 @@ def attention_weights_for_example(
 # ----------------------------------------------------------------------------- the figure
 
 
-def token_label(task: str, token: int) -> str:
-    """A short tick label: ListOps symbols, bytes as characters (hex when unprintable), recall's
-    keys and values as k<i> / v<j>, other tasks' token ids."""
-    if task == "listops":
-        return LISTOPS_VOCAB[token]
-    if task in BYTE_TASKS:
-        char = chr(token)
-        return repr(char)[1:-1] if not char.isprintable() or char == " " else char
-    if task == "recall":
-        if token == FILLER:
-            return "."
-        return f"k{token - FIRST_KEY}" if token < FIRST_VALUE else f"v{token - FIRST_VALUE}"
-    return str(token)
-
-
 def plot_attention(
     weights_NHLL: np.ndarray, labels: list[str] | None, title: str, out_path: pathlib.Path
 ) -> None:
@@ -207,9 +188,8 @@ def save_attention_map(
     weights_NHLL, has_cls = attention_weights_for_example(model, tokens_T, mask_T)
     labels = None
     if weights_NHLL.shape[-1] <= MAX_TICK_LABELS:
-        labels = ["CLS"] * has_cls + [
-            token_label(config.task, int(t)) for t in tokens_T[: int(mask_T.sum())]
-        ]
+        token_label = tasks.get_task(config.task).token_label
+        labels = ["CLS"] * has_cls + [token_label(int(t)) for t in tokens_T[: int(mask_T.sum())]]
     title = (
         f"{config.task}: {config.model.attention} attention, {split} example {example}, step {step}"
     )
