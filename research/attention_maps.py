@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from research import checkpoint, tasks
 from research.errors import UserError, check_choice
-from research.models import build_model
+from research.models import ModelConfig, build_model
 from research.paths import workdir_path
 from research.tasks.pipeline import mask_field, pad_example
 
@@ -53,7 +53,8 @@ def restore_model(workdir: str, config: ml_collections.ConfigDict) -> tuple[nnx.
     """The model `config` describes with the latest checkpoint's parameters and state (Performer's
     stored projection included), and that checkpoint's step. Built abstractly first, so nothing is
     initialised only to be overwritten."""
-    abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(params=0)))
+    model_config = ModelConfig.from_config(config.model)
+    abstract = nnx.eval_shape(lambda: build_model(model_config, rngs=nnx.Rngs(params=0)))
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     layout = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device)
