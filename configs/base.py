@@ -9,7 +9,7 @@ import ml_collections
 
 from research import tasks
 from research.attention import ATTENTION, default_options
-from research.errors import UserError, check_choice
+from research.errors import UserError, check_choice, check_known
 
 LRA_RSQRT_CONSTANT = 0.05  # the "learning rate" of LRA's ListOps, Text and Retrieval configs
 
@@ -112,22 +112,22 @@ def set_task(config: ml_collections.ConfigDict, task: str, **changes) -> None:
     """Sets `config.task` and `config.task_options`: the task's own defaults (stated once, in the
     dataclass its module defines) with `changes`, so a config states only what differs."""
     options = tasks.get_task(task).default_options()
-    unknown = sorted(set(changes) - set(options))
-    if unknown:
-        raise ValueError(f"task {task} has no option(s) {unknown}; it has {sorted(options)}")
+    check_known(f"task {task}", changes, options, kind="option")
     config.task = task
     config.task_options = ml_collections.ConfigDict({**options, **changes})
 
 
-def shrink_lra_to_tiny(config: ml_collections.ConfigDict, **model_changes) -> None:
+def shrink_lra_to_tiny(
+    config: ml_collections.ConfigDict, *, num_train_steps: int = 500, **model_changes
+) -> None:
     """The `size=tiny` preset of the LRA task configs: a one-layer model of width 32 (2 heads, MLP
-    64) without dropout, trained 500 steps with a log every 50 and an evaluation every 250: a few
-    minutes on a laptop CPU. `model_changes` are the task's own (its max_len, say); positions,
-    pooling and head stay the task's."""
+    64) without dropout, trained `num_train_steps` steps with a log every 50 and an evaluation
+    every 250: a few minutes on a laptop CPU. `model_changes` are the task's own (its max_len, say);
+    positions, pooling and head stay the task's."""
     tiny = dict(emb_dim=32, num_heads=2, qkv_dim=32, mlp_dim=64, num_layers=1)
     no_dropout = dict(dropout_rate=0.0, attention_dropout_rate=0.0)
     config.model.update({**tiny, **no_dropout, **model_changes})
-    config.num_train_steps = 500
+    config.num_train_steps = num_train_steps
     config.log_every_steps = 50
     config.eval_every_steps = 250
 

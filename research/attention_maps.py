@@ -26,16 +26,12 @@ from matplotlib.figure import Figure
 
 from research import checkpoint, tasks
 from research.errors import UserError, check_choice
-from research.models import build_model
+from research.models import ModelConfig, build_model
 from research.paths import workdir_path
-from research.tasks.diagnostics import FILLER, FIRST_KEY, FIRST_VALUE
-from research.tasks.listops import VOCAB as LISTOPS_VOCAB
 from research.tasks.pipeline import mask_field, pad_example
 
 #: Sequences up to this many positions get their tokens as tick labels; longer ones none.
 MAX_TICK_LABELS = 64
-#: Tasks whose tokens are bytes, labelled as characters.
-BYTE_TASKS = ("text", "retrieval")
 COLORMAP = "viridis"  # perceptually uniform, readable in grey
 
 
@@ -57,7 +53,8 @@ def restore_model(workdir: str, config: ml_collections.ConfigDict) -> tuple[nnx.
     """The model `config` describes with the latest checkpoint's parameters and state (Performer's
     stored projection included), and that checkpoint's step. Built abstractly first, so nothing is
     initialised only to be overwritten."""
-    abstract = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(params=0)))
+    model_config = ModelConfig.from_config(config.model)
+    abstract = nnx.eval_shape(lambda: build_model(model_config, rngs=nnx.Rngs(params=0)))
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     layout = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device)
@@ -133,21 +130,6 @@ def attention_weights_for_example(
 # ----------------------------------------------------------------------------- the figure
 
 
-def token_label(task: str, token: int) -> str:
-    """A short tick label: ListOps symbols, bytes as characters (hex when unprintable), recall's
-    keys and values as k<i> / v<j>, other tasks' token ids."""
-    if task == "listops":
-        return LISTOPS_VOCAB[token]
-    if task in BYTE_TASKS:
-        char = chr(token)
-        return repr(char)[1:-1] if not char.isprintable() or char == " " else char
-    if task == "recall":
-        if token == FILLER:
-            return "."
-        return f"k{token - FIRST_KEY}" if token < FIRST_VALUE else f"v{token - FIRST_VALUE}"
-    return str(token)
-
-
 def plot_attention(
     weights_NHLL: np.ndarray, labels: list[str] | None, title: str, out_path: pathlib.Path
 ) -> None:
@@ -207,9 +189,8 @@ def save_attention_map(
     weights_NHLL, has_cls = attention_weights_for_example(model, tokens_T, mask_T)
     labels = None
     if weights_NHLL.shape[-1] <= MAX_TICK_LABELS:
-        labels = ["CLS"] * has_cls + [
-            token_label(config.task, int(t)) for t in tokens_T[: int(mask_T.sum())]
-        ]
+        token_label = tasks.get_task(config.task).token_label
+        labels = ["CLS"] * has_cls + [token_label(int(t)) for t in tokens_T[: int(mask_T.sum())]]
     title = (
         f"{config.task}: {config.model.attention} attention, {split} example {example}, step {step}"
     )

@@ -213,14 +213,23 @@ def layer_row(label: str, length: int, peak_flops: float, budget: float) -> Row:
 def _listops_step(label: str, length: int, batch_size: int):
     """The compiled train step of the ListOps base model with variant `label`, and its inputs."""
     from configs import listops
-    from research.train import create_optimizer, create_train_state, make_train_step
+    from research.models import ModelConfig
+    from research.train import (
+        OptimizerConfig,
+        create_optimizer,
+        create_train_state,
+        make_train_step,
+    )
 
     config = listops.get_config()
     name, options, _ = VARIANTS[label]
     config.model.update(vocab_size=16, num_classes=10, max_len=length, attention=name)
     config.model.attention_options[name].update(options)
-    optimizer = create_optimizer(config, config.num_train_steps)
-    graphdef, state = create_train_state(config, optimizer)
+    optimizer = create_optimizer(
+        OptimizerConfig.from_config(config.optimizer), config.num_train_steps
+    )
+    model = ModelConfig.from_config(config.model)
+    graphdef, state = create_train_state(model, config.seed, optimizer)
     rng = np.random.default_rng(0)
     batch = {
         "tokens": jnp.asarray(rng.integers(1, 16, (batch_size, length)), jnp.int32),

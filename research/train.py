@@ -1,11 +1,13 @@
-"""Training and evaluation, top to bottom: config checks, optimizer, pure loss and step functions,
-then `train_and_evaluate`, which wires task, model and loop together.
+"""Training and evaluation, top to bottom: the config checked once into typed parts, the optimizer,
+pure loss and step functions, the loop's helpers, then `Run` and `train_and_evaluate`, which wire
+task, model and loop together.
 
 The model is a Flax NNX module split once into (graphdef, params, rest); the step functions take and
 return plain pytrees, so they are pure and jit-compiled.
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -25,7 +27,7 @@ from research import checkpoint, parallel, profiling, tasks
 from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
 from research.locks import claim_workdir
 from research.metrics import MetricWriter, peak_memory
-from research.models import build_model, check_head_fits_task, validate_model_config
+from research.models import ModelConfig, build_model, check_head_fits_task
 from research.paths import workdir_path
 from research.tasks.pipeline import eval_batches, train_dataset
 
@@ -45,42 +47,74 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         check_positive(f"config.{field}", config[field], allow_zero=True)
     check_choice("config.test_params", config.test_params, TEST_PARAMS)
     check_choice("config.compute_dtype", config.compute_dtype, COMPUTE_DTYPES)
-    check_choice("config.optimizer.schedule", config.optimizer.schedule, SCHEDULES)
-    check_positive("config.optimizer.warmup_steps", config.optimizer.warmup_steps, allow_zero=True)
     profiling.parse_steps(config.profile_steps, config.num_train_steps)
-    if not config.optimizer.learning_rate > 0:
-        raise UserError(
-            f"config.optimizer.learning_rate={config.optimizer.learning_rate!r} must be > 0"
-        )
-    tasks.get_task(config.task)
 
 
-def resolve_config(
-    config: ml_collections.ConfigDict, task: tasks.Task
-) -> ml_collections.ConfigDict:
-    """A copy of `config` with the task's vocabulary and class count filled in, validated."""
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """`config.optimizer`, typed and checked (`from_config`); configs/base.py says what each
+    field means."""
+
+    schedule: str
+    learning_rate: float
+    warmup_steps: int
+    weight_decay: float
+    b1: float
+    b2: float
+    eps: float
+    grad_clip_norm: float
+
+    @classmethod
+    def from_config(cls, optimizer: ml_collections.ConfigDict) -> "OptimizerConfig":
+        """Checks `optimizer` (= config.optimizer); a bad field is a one-line UserError."""
+        check_choice("config.optimizer.schedule", optimizer.schedule, SCHEDULES)
+        check_positive("config.optimizer.warmup_steps", optimizer.warmup_steps, allow_zero=True)
+        if not optimizer.learning_rate > 0:
+            raise UserError(
+                f"config.optimizer.learning_rate={optimizer.learning_rate!r} must be > 0"
+            )
+        return cls(**{field.name: optimizer[field.name] for field in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A run's config, checked once (`resolve`): the ConfigDict that config.json records (with
+    the task's vocabulary and class count filled in), its task, and the typed model and optimizer
+    configs built from it."""
+
+    config: ml_collections.ConfigDict
+    task: tasks.Task
+    model: ModelConfig
+    optimizer: OptimizerConfig
+
+
+def resolve(config: ml_collections.ConfigDict) -> RunConfig:
+    """Checks every field of `config` (a UserError names the first bad one) and types it; `config`
+    itself is left as it was."""
     validate_config(config)
+    task = tasks.get_task(config.task)
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.vocab_size = task.vocab_size
     config.model.num_classes = task.num_classes
-    validate_model_config(config.model)
-    check_head_fits_task(config.model.head, config.task, per_position=task.per_position)
-    return config
+    optimizer = OptimizerConfig.from_config(config.optimizer)
+    model = ModelConfig.from_config(config.model)
+    check_head_fits_task(model.head, config.task, per_position=task.per_position)
+    return RunConfig(config=config, task=task, model=model, optimizer=optimizer)
 
 
 # ----------------------------------------------------------------------------- optimizer
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
-    """Step -> rate; every schedule peaks at `config.learning_rate` (at the end of warmup), so one
-    rate means the same thing under each and a learning-rate ablation compares like with like.
+def learning_rate_schedule(optimizer: OptimizerConfig, num_steps: int) -> optax.Schedule:
+    """Step -> rate; every schedule peaks at `optimizer.learning_rate` (at the end of warmup), so
+    one rate means the same thing under each and a learning-rate ablation compares like with like.
 
     rsqrt: peak * min(1, s/w) * sqrt(w / max(s, w)), LRA's c * min(1, s/w) / sqrt(max(s, w)) with
     c = peak * sqrt(w) (LRA's `rsqrt_normalized_decay`); cosine: linear warmup, then cosine to 0 at
     `num_steps`; constant: linear warmup, then flat.
     """
-    rate, warmup = config.learning_rate, config.warmup_steps
-    if config.schedule == "rsqrt":
+    rate, warmup = optimizer.learning_rate, optimizer.warmup_steps
+    if optimizer.schedule == "rsqrt":
         warmup = max(warmup, 1)
 
         def rsqrt(step):
@@ -89,7 +123,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, num_steps: int) ->
             return rate * jnp.minimum(1.0, step / warmup) * decay
 
         return rsqrt
-    if config.schedule == "cosine":
+    if optimizer.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(
             0.0, rate, warmup_steps=warmup, decay_steps=max(num_steps, warmup + 1)
         )
@@ -99,18 +133,27 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, num_steps: int) ->
     )
 
 
-def create_optimizer(config: ml_collections.ConfigDict, num_steps: int):
+def describe_schedule(optimizer: OptimizerConfig, num_steps: int) -> str:
+    """One line on the peak rate and warmup, and the last rate when the run ends in warmup."""
+    line = f"peak learning rate {optimizer.learning_rate:.2e} ({optimizer.schedule} schedule, "
+    line += f"warmup {optimizer.warmup_steps} steps)"
+    if num_steps < optimizer.warmup_steps:  # as in LRA's Retrieval (5,000 steps, warmup 8,000)
+        last = float(learning_rate_schedule(optimizer, num_steps)(num_steps))
+        line += f"; this run ends in warmup at {last:.2e}"
+    return line
+
+
+def create_optimizer(optimizer: OptimizerConfig, num_steps: int):
     """AdamW (decoupled weight decay) on the schedule, with optional global-norm clipping."""
-    opt = config.optimizer
     adamw = optax.adamw(
-        learning_rate_schedule(opt, num_steps),
-        b1=opt.b1,
-        b2=opt.b2,
-        eps=opt.eps,
-        weight_decay=opt.weight_decay,
+        learning_rate_schedule(optimizer, num_steps),
+        b1=optimizer.b1,
+        b2=optimizer.b2,
+        eps=optimizer.eps,
+        weight_decay=optimizer.weight_decay,
     )
-    if opt.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), adamw)
+    if optimizer.grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(optimizer.grad_clip_norm), adamw)
     return adamw
 
 
@@ -129,10 +172,11 @@ class TrainState:
     dropout_key: jax.Array
 
 
-def create_train_state(config: ml_collections.ConfigDict, optimizer):
-    """Initialises the model from `config.seed`; returns its graphdef and the initial state."""
-    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    model = build_model(config.model, rngs=nnx.Rngs(params=init_key))
+def create_train_state(model_config: ModelConfig, seed: int, optimizer):
+    """Initialises the model from `seed` (config.seed); returns its graphdef and the initial
+    state."""
+    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
+    model = build_model(model_config, rngs=nnx.Rngs(params=init_key))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -299,13 +343,45 @@ class StepClock:
         return self.steps / self.seconds if self.steps else None
 
 
+def itstime(step: int, every: int, last: bool) -> bool:
+    """The rule of every periodic action (logging, evaluation, checkpoints; big_vision's
+    `itstime`): each `every` steps (0: never), and always at the last step."""
+    return last or bool(every and step % every == 0)
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """True when no floating-point leaf of `tree` holds a NaN or an infinity."""
+    leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves))
+
+
+def checked_losses(history: list[tuple[int, dict]]) -> list[dict]:
+    """The step metrics of `history` ((step, metrics) pairs) on the host; a non-finite loss raises
+    NonFiniteLossError naming its step."""
+    values = jax.device_get([metrics for _, metrics in history])
+    for (step, _), metrics in zip(history, values, strict=True):
+        if not np.isfinite(metrics["loss"]):
+            raise NonFiniteLossError(
+                f"the training loss became {float(metrics['loss'])} at step {step}"
+            )
+    return values
+
+
+def summarize(history: list[tuple[int, dict]]) -> dict[str, float]:
+    """Means of the step metrics (checked_losses: a non-finite loss raises)."""
+    values = checked_losses(history)
+    return {name: float(np.mean([m[name] for m in values])) for name in values[0]} if values else {}
+
+
 class Run:
     """One training run's wiring: data, compiled steps, checkpoints and outputs in `workdir`."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.started = time.perf_counter()
-        task = tasks.get_task(config.task)
-        self.config = config = resolve_config(config, task)
+        resolved = resolve(config)
+        self.config = config = resolved.config
+        self.task = resolved.task
         self.topology = topology = parallel.Topology.from_config(config)
         self.workdir, self.directory = workdir, workdir_path(workdir)
         self.writer = None
@@ -314,14 +390,14 @@ class Run:
             if topology.is_main_process:
                 self.resources.enter_context(claim_workdir(self.directory))
             checkpoint.check_resumable(workdir, config)
-            self._build(task)
+            self._build(resolved)
         except BaseException:
             self.resources.close()
             raise
 
-    def _build(self, task: tasks.Task) -> None:
+    def _build(self, resolved: RunConfig) -> None:
         """Data, optimizer, compiled steps and checkpoint managers; writes nothing yet."""
-        config, topology = self.config, self.topology
+        config, task, topology = self.config, self.task, self.topology
         self.sources = prepare_data(task, config, topology)
         self.data_options = dict(
             max_len=config.model.max_len,
@@ -332,15 +408,9 @@ class Run:
         )
         enable_compilation_cache(config.compilation_cache_dir)
 
-        optimizer = create_optimizer(config, config.num_train_steps)
-        opt, steps = config.optimizer, config.num_train_steps
-        peak = f"peak learning rate {opt.learning_rate:.2e} ({opt.schedule} schedule, warmup "
-        peak += f"{opt.warmup_steps} steps)"
-        if steps < opt.warmup_steps:  # as in LRA's Retrieval (5,000 steps, warmup 8,000)
-            last = float(learning_rate_schedule(opt, steps)(steps))
-            peak += f"; this run ends in warmup at {last:.2e}"
-        self.say(peak)
-        self.graphdef, initial = create_train_state(config, optimizer)
+        optimizer = create_optimizer(resolved.optimizer, config.num_train_steps)
+        self.say(describe_schedule(resolved.optimizer, config.num_train_steps))
+        self.graphdef, initial = create_train_state(resolved.model, config.seed, optimizer)
         collectives = topology.collectives
         self.train_step = topology.compile_train_step(
             make_train_step(self.graphdef, optimizer, collectives, config.compute_dtype), initial
@@ -405,7 +475,7 @@ class Run:
     def check_finite(self, step: int, history, state) -> None:
         """Raises NonFiniteLossError unless the recent losses and the parameters are all finite:
         a step whose loss was finite can still have produced NaN parameters."""
-        summarize(history)
+        checked_losses(history)
         if not bool(all_finite(state.params)):
             raise NonFiniteLossError(f"the parameters became non-finite by step {step}")
 
@@ -443,7 +513,7 @@ class Run:
         self.open_outputs()
         num_steps = config.num_train_steps
         history: list[tuple[int, dict]] = []
-        self.clock = clock = StepClock()
+        clock = StepClock()
         val = None
         progress = tqdm(
             total=num_steps,
@@ -519,13 +589,14 @@ class Run:
                     )
                     return {"preempted": True, "step": step}
         self.checkpoints.wait()
-        return self.finish(state, val)
+        return self.finish(state, val, clock.rate())
 
-    def finish(self, state, val) -> dict:
+    def finish(self, state, val, steps_per_second: float | None) -> dict:
         """Scores the chosen parameters on the test split and writes results.json.
 
-        The file also holds this session's speed and peak memory; the returned results leave those
-        out, so that two runs which trained alike return equal results however fast they ran.
+        The file also holds this session's speed (`steps_per_second`, StepClock.rate) and peak
+        memory; the returned results leave those out, so that two runs which trained alike return
+        equal results however fast they ran.
         """
         config = self.config
         step = int(jax.device_get(self.topology.host_state(state).step))
@@ -554,13 +625,13 @@ class Run:
         if self.topology.is_main_process:
             memory, memory_source = peak_memory()
             measured = {
-                "steps_per_second": self.clock.rate(),
+                "steps_per_second": steps_per_second,
                 "peak_memory_bytes": memory,
                 "peak_memory_source": memory_source,
             }
             (self.directory / "results.json").write_text(json.dumps(results | measured, indent=2))
             # Per-position tasks score targets (e.g. MQAR's queries), several per example.
-            scored = "targets" if tasks.get_task(config.task).per_position else "examples"
+            scored = "targets" if self.task.per_position else "examples"
             print(
                 f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}, "
                 f"{int(test['examples'])} {scored}, {config.test_params} parameters from step "
@@ -570,33 +641,6 @@ class Run:
 
     def close(self) -> None:
         self.resources.close()
-
-
-def itstime(step: int, every: int, last: bool) -> bool:
-    """The rule of every periodic action (logging, evaluation, checkpoints; big_vision's
-    `itstime`): each `every` steps (0: never), and always at the last step."""
-    return last or bool(every and step % every == 0)
-
-
-@jax.jit
-def all_finite(tree) -> jax.Array:
-    """True when no floating-point leaf of `tree` holds a NaN or an infinity."""
-    leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves))
-
-
-def summarize(history: list[tuple[int, dict]]) -> dict[str, float]:
-    """Means of the step metrics; a non-finite loss raises NonFiniteLossError naming its step."""
-    if not history:
-        return {}
-    steps = [step for step, _ in history]
-    values = jax.device_get([metrics for _, metrics in history])
-    for step, metrics in zip(steps, values, strict=True):
-        if not np.isfinite(metrics["loss"]):
-            raise NonFiniteLossError(
-                f"the training loss became {float(metrics['loss'])} at step {step}"
-            )
-    return {name: float(np.mean([m[name] for m in values])) for name in values[0]}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

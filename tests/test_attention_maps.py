@@ -8,7 +8,7 @@ import pytest
 from matplotlib.image import imread
 
 from configs import recall
-from research import attention_maps
+from research import attention_maps, tasks
 from research.attention_maps import attention_weights_for_example, save_attention_map
 from research.train import train_and_evaluate
 
@@ -65,11 +65,12 @@ def test_weights_per_layer_and_head(trained):
 
 
 def test_token_labels():
-    assert attention_maps.token_label("recall", 1) == "."
-    assert attention_maps.token_label("recall", 2) == "k0"
-    assert attention_maps.token_label("listops", 11) == "[MAX"
-    assert attention_maps.token_label("text", ord("a")) == "a"
-    assert attention_maps.token_label("text", 10) == "\\n"
+    """Each task labels its own tokens (`Task.token_label`), which the figure's ticks show."""
+    assert tasks.get_task("recall").token_label(1) == "."
+    assert tasks.get_task("recall").token_label(2) == "k0"
+    assert tasks.get_task("listops").token_label(11) == "[MAX"
+    assert tasks.get_task("text").token_label(ord("a")) == "a"
+    assert tasks.get_task("text").token_label(10) == "\\n"
 
 
 def run_cli(capsys, *argv) -> str:

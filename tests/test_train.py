@@ -14,13 +14,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from configs import base, listops
 from research.errors import UserError
 from research.metrics import read_metrics
-from research.train import learning_rate_schedule, train_and_evaluate
+from research.train import OptimizerConfig, learning_rate_schedule, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_lra_rsqrt_schedule_values():
-    schedule = learning_rate_schedule(listops.get_config().optimizer, 5_000)
+    schedule = learning_rate_schedule(
+        OptimizerConfig.from_config(listops.get_config().optimizer), 5_000
+    )
     assert float(schedule(0)) == 0.0
     np.testing.assert_allclose(schedule(500), 0.05 * 0.5 / np.sqrt(1000), rtol=1e-6)
     np.testing.assert_allclose(schedule(1000), 0.05 / np.sqrt(1000), rtol=1e-6)  # peak ~1.58e-3
@@ -30,12 +32,12 @@ def test_lra_rsqrt_schedule_values():
 def test_cosine_and_constant_schedules():
     optimizer = base.get_config().optimizer
     optimizer.update(schedule="cosine", learning_rate=1e-3, warmup_steps=10)
-    cosine = learning_rate_schedule(optimizer, 110)
+    cosine = learning_rate_schedule(OptimizerConfig.from_config(optimizer), 110)
     np.testing.assert_allclose(
         [cosine(5), cosine(10), cosine(60), cosine(110)], [5e-4, 1e-3, 5e-4, 0.0], atol=1e-9
     )
     optimizer.schedule = "constant"
-    constant = learning_rate_schedule(optimizer, 110)
+    constant = learning_rate_schedule(OptimizerConfig.from_config(optimizer), 110)
     np.testing.assert_allclose([constant(5), constant(10), constant(100)], [5e-4, 1e-3, 1e-3])
 
 

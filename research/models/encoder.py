@@ -1,7 +1,8 @@
 """Transformer encoder with an attention slot: embeddings, N pre-norm blocks, a final norm.
 
-The attention variant is built by `research.attention.make_attention`, so this module knows only the
-shared interface. Masks: `mask_BT` is True for real tokens, False for padding.
+The attention variant is the class `research.attention.ATTENTION` names, built from the options
+`ModelConfig` resolved, so this module knows only the shared interface. Masks: `mask_BT` is True
+for real tokens, False for padding.
 """
 
 import functools
@@ -13,9 +14,8 @@ import numpy as np
 from flax import nnx
 from jax import Array
 
-from research.attention import make_attention
-
-POSITIONAL = ("learned", "sinusoidal", "none")
+from research.attention import ATTENTION
+from research.models.config import ModelConfig
 
 
 @functools.cache
@@ -102,12 +102,11 @@ class Mlp(nnx.Module):
 class EncoderBlock(nnx.Module):
     """Pre-norm residual block: x + Attn(LN(x)), then x + Mlp(LN(x))."""
 
-    def __init__(self, config, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         width = config.emb_dim
         self.attention_norm = nnx.LayerNorm(width, rngs=rngs)
-        self.attention = make_attention(
-            config.attention,
-            config.attention_options.get(config.attention, {}),
+        self.attention = ATTENTION[config.attention](
+            config.attention_options,
             in_features=width,
             num_heads=config.num_heads,
             qkv_features=config.qkv_dim,
@@ -131,12 +130,12 @@ class EncoderBlock(nnx.Module):
 class Encoder(nnx.Module):
     """Embedding, `num_layers` pre-norm blocks and a final LayerNorm.
 
-    `config` is `config.model` (see configs/base.py); its fields name every hyperparameter here.
+    `config` is the checked `ModelConfig`; its fields name every hyperparameter here.
     `prepend_cls` (default: `config.pool == "cls"`) puts a learned CLS vector in front; heads that
     read every position pass False.
     """
 
-    def __init__(self, config, *, prepend_cls: bool | None = None, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, prepend_cls: bool | None = None, rngs: nnx.Rngs):
         if prepend_cls is None:
             prepend_cls = config.pool == "cls"
         self.embedding = Embedding(

@@ -9,10 +9,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import Array
 
+from research.models.config import ModelConfig
 from research.models.encoder import Encoder
-
-POOLING = ("cls", "mean", "last", "first")
-TWO_TOWER_HEADS = ("lra", "interaction")
 
 
 def pool(encoded_BLE: Array, mask_BL: Array, kind: str) -> Array:
@@ -46,7 +44,7 @@ class MlpClassifier(nnx.Module):
 class Classifier(nnx.Module):
     """Encoder -> pooling -> MLP head; reads batch["tokens"] and batch["mask"]."""
 
-    def __init__(self, config, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.pool_kind = config.pool
         self.encoder = Encoder(config, rngs=rngs)
         self.head = MlpClassifier(config.emb_dim, config.mlp_dim, config.num_classes, rngs=rngs)
@@ -82,7 +80,7 @@ class TwoTower(nnx.Module):
     batch["mask2"]; both towers are the same parameters, as in LRA.
     """
 
-    def __init__(self, config, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.pool_kind = config.pool
         self.interaction = config.two_tower_head == "interaction"
         self.encoder = Encoder(config, rngs=rngs)
@@ -116,7 +114,7 @@ class Tagger(nnx.Module):
     accuracy count only the positions whose label is >= 0.
     """
 
-    def __init__(self, config, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.encoder = Encoder(config, prepend_cls=False, rngs=rngs)
         self.logits = nnx.Linear(config.emb_dim, config.num_classes, rngs=rngs)
 

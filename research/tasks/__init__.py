@@ -12,10 +12,7 @@ import tensorflow_datasets as tfds
 from research.errors import check_choice
 from research.locks import BuildLock
 from research.tasks import diagnostics, image, listops, pathfinder, retrieval, text
-from research.tasks.common import Task
-
-SPLITS = ("train", "validation", "test")
-
+from research.tasks.common import SPLITS, Task
 
 # One line per task: each module declares its own `Task` (adding a task touches its module, its
 # config and this list).

@@ -36,22 +36,7 @@ FIRST_VALUE = FIRST_KEY + MAX_KEYS
 RECALL_VOCAB_SIZE = FIRST_VALUE + MAX_VALUES
 MAX_SYMBOLS = 16
 DISTANCE_VOCAB_SIZE = MAX_SYMBOLS + 1
-SPLIT_STREAMS = ("train", "validation", "test")
 QUERY_PLACEMENTS = ("random", "adjacent")
-
-
-def _check_ints(options) -> None:
-    for field in dataclasses.fields(options):
-        value = getattr(options, field.name)
-        if field.type is not int:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise UserError(f"config.task_options.{field.name}={value!r} must be an integer >= 0")
-    for field in ("num_train", "num_val", "num_test"):
-        if getattr(options, field) < 1:
-            raise UserError(
-                f"config.task_options.{field}=0: every split needs at least one example"
-            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,24 +58,30 @@ class RecallOptions:
     num_test: int = 1_000
     seed: int = 0
 
-    def validate(self) -> None:
-        _check_ints(self)
-        check_choice("config.task_options.queries", self.queries, QUERY_PLACEMENTS)
+    def check(self, field: str) -> None:
+        common.check_counts(self, field)
+        check_choice(f"{field}.queries", self.queries, QUERY_PLACEMENTS)
         if self.num_keys > MAX_KEYS or self.num_values > MAX_VALUES:
             raise UserError(
-                f"config.task_options.num_keys and num_values must be at most {MAX_KEYS} and "
-                f"{MAX_VALUES}"
+                f"{field}.num_keys and num_values must be at most {MAX_KEYS} and {MAX_VALUES}"
             )
         if not 1 <= self.num_pairs <= min(self.num_keys, self.num_values):
             raise UserError(
-                f"config.task_options.num_pairs={self.num_pairs} must lie in 1..min(num_keys="
+                f"{field}.num_pairs={self.num_pairs} must lie in 1..min(num_keys="
                 f"{self.num_keys}, num_values={self.num_values}) (keys and values are distinct)"
             )
         if self.length < 3 * self.num_pairs:
             raise UserError(
-                f"config.task_options.length={self.length} is shorter than 3 * num_pairs = "
+                f"{field}.length={self.length} is shorter than 3 * num_pairs = "
                 f"{3 * self.num_pairs} (the pairs, then one query per key)"
             )
+
+
+def recall_token_label(token: int) -> str:
+    """ "." for filler, k<i> for key i, v<j> for value j."""
+    if token == FILLER:
+        return "."
+    return f"k{token - FIRST_KEY}" if token < FIRST_VALUE else f"v{token - FIRST_VALUE}"
 
 
 def make_recall_chunk(
@@ -128,17 +119,14 @@ class DistanceOptions:
     num_test: int = 1_000
     seed: int = 0
 
-    def validate(self) -> None:
-        _check_ints(self)
+    def check(self, field: str) -> None:
+        common.check_counts(self, field)
         if not 1 <= self.distance < self.length:
             raise UserError(
-                f"config.task_options.distance={self.distance} must lie in 1..length-1 "
-                f"(length={self.length})"
+                f"{field}.distance={self.distance} must lie in 1..length-1 (length={self.length})"
             )
         if not 2 <= self.num_symbols <= MAX_SYMBOLS:
-            raise UserError(
-                f"config.task_options.num_symbols={self.num_symbols} must lie in 2..{MAX_SYMBOLS}"
-            )
+            raise UserError(f"{field}.num_symbols={self.num_symbols} must lie in 2..{MAX_SYMBOLS}")
 
 
 def make_distance_chunk(
@@ -167,11 +155,7 @@ class DiagnosticConfig(tfds.core.BuilderConfig):
 
 
 def _builder_config(task_options, options_class, prefix: str) -> DiagnosticConfig:
-    options = dict(task_options)
-    known = {field.name for field in dataclasses.fields(options_class)}
-    common.check_known_fields(options, known)
-    parsed = options_class(**options)
-    parsed.validate()
+    parsed = common.parse_options(options_class, task_options)
     name = "_".join(
         [prefix]
         + [
@@ -207,10 +191,9 @@ class _Generated(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         options = self.builder_config.options
         self.info.metadata["max_length"] = options.length
-        sizes = (options.num_train, options.num_val, options.num_test)
         return {
             split: self._generate_examples(options, stream, size)
-            for stream, (split, size) in enumerate(zip(SPLIT_STREAMS, sizes, strict=True))
+            for stream, (split, size) in enumerate(common.split_sizes(options).items())
         }
 
     def _generate_examples(self, options, stream: int, size: int) -> Iterator:
@@ -251,6 +234,7 @@ RECALL_TASK = common.Task(
     vocab_size=RECALL_VOCAB_SIZE,
     num_classes=MAX_VALUES,
     per_position=True,
+    token_label=recall_token_label,
 )
 DISTANCE_TASK = common.Task(
     name="distance",

@@ -105,23 +105,15 @@ class GeneratorOptions:
     max_args: int = 10
     seed: int = 0
 
-    def validate(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, int) or value < 0:
-                raise UserError(
-                    f"config.task_options.{field.name}={value!r} must be an integer >= 0"
-                )
-        for field in ("num_train", "num_val", "num_test"):
-            if getattr(self, field) < 1:
-                raise UserError(f"config.task_options.{field}=0: every split needs an example")
+    def check(self, field: str) -> None:
+        common.check_counts(self, field)
         if self.max_length - self.min_length < 2:
             raise UserError(
-                f"config.task_options.min_length={self.min_length} and max_length="
-                f"{self.max_length} leave no length strictly between them"
+                f"{field}.min_length={self.min_length} and max_length={self.max_length} leave no "
+                "length strictly between them"
             )
         if self.max_depth < 2 or self.max_args < 2:
-            raise UserError("config.task_options.max_depth and max_args must be at least 2")
+            raise UserError(f"{field}.max_depth and max_args must be at least 2")
 
 
 CHUNK_SIZE = 1_000  # expressions per generation job
@@ -240,11 +232,7 @@ def builder_config(task_options) -> ListOpsConfig:
         check_release_dir(release_dir)
         digest = common.path_digest(release_dir)
         return ListOpsConfig(name=f"release_{digest}", release_dir=release_dir)
-    known = {field.name for field in dataclasses.fields(GeneratorOptions)}
-    common.check_known_fields(options, known)
-    generator = GeneratorOptions(**options)
-    generator.validate()
-    g = generator
+    generator = g = common.parse_options(GeneratorOptions, options)
     name = (
         f"generated_train{g.num_train}_val{g.num_val}_test{g.num_test}_len{g.min_length}-"
         f"{g.max_length}_depth{g.max_depth}_args{g.max_args}_seed{g.seed}"
@@ -278,11 +266,7 @@ class ListOps(tfds.core.GeneratorBasedBuilder):
 
     @staticmethod
     def _generated_splits(options: GeneratorOptions) -> dict[str, list]:
-        sizes = {
-            "train": options.num_train,
-            "validation": options.num_val,
-            "test": options.num_test,
-        }
+        sizes = common.split_sizes(options)
         expressions = generate_expressions(options, sum(sizes.values()))
         return {
             split: [
@@ -304,4 +288,5 @@ TASK = common.Task(
     default_options=lambda: {**dataclasses.asdict(GeneratorOptions()), "release_dir": ""},
     vocab_size=len(VOCAB),
     num_classes=NUM_CLASSES,
+    token_label=VOCAB.__getitem__,
 )

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from research.errors import UserError
+from research.errors import UserError, check_known
 from research.tasks import common
 
 NUM_CLASSES = 2
@@ -83,7 +83,7 @@ class RetrievalConfig(tfds.core.BuilderConfig):
 def builder_config(task_options) -> RetrievalConfig:
     """The builder config for `config.task_options` (only `release_dir`)."""
     options = dict(task_options)
-    common.check_known_fields(options, {"release_dir"})
+    check_known(common.OPTIONS_FIELD, options, {"release_dir"})
     release_dir = options.get("release_dir", "")
     if not release_dir:
         raise UserError(
@@ -137,5 +137,6 @@ TASK = common.Task(
     default_options=lambda: {"release_dir": ""},
     vocab_size=VOCAB_SIZE,
     num_classes=NUM_CLASSES,
+    token_label=common.byte_label,
     sequence_fields=("tokens1", "tokens2"),
 )

@@ -135,4 +135,5 @@ TASK = common.Task(
     default_options=lambda: {"source": ""},
     vocab_size=VOCAB_SIZE,
     num_classes=NUM_CLASSES,
+    token_label=common.byte_label,
 )

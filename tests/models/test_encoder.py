@@ -8,8 +8,9 @@ from flax import nnx
 
 from configs import listops
 from research.errors import UserError
-from research.models import build_model
-from research.models.encoder import POSITIONAL, sinusoidal_positions
+from research.models import ModelConfig, build_model
+from research.models.config import POSITIONAL
+from research.models.encoder import sinusoidal_positions
 from research.models.heads import pool
 from research.train import cast_floating
 
@@ -19,7 +20,7 @@ def model_config(**overrides):
     config.vocab_size, config.num_classes = 16, 10
     config.update(max_len=12, emb_dim=16, num_heads=2, qkv_dim=16, mlp_dim=32, num_layers=2)
     config.update(overrides)
-    return config
+    return ModelConfig.from_config(config)
 
 
 def batch(lengths, max_len=12, seed=0):

@@ -9,7 +9,8 @@ from flax import nnx
 
 from configs import listops, retrieval
 from research.errors import UserError
-from research.models import build_model
+from research.models import MODELS, ModelConfig, build_model
+from research.models.config import HEADS
 from research.models.heads import PairClassifier, pool
 
 
@@ -18,6 +19,7 @@ def retrieval_model(**overrides):
     config = retrieval.get_config().model
     config.update(vocab_size=256, num_classes=2, max_len=16, num_layers=1)
     config.update(overrides)
+    config = ModelConfig.from_config(config)
     return config, build_model(config, rngs=nnx.Rngs(0))
 
 
@@ -65,7 +67,7 @@ def classifier(**overrides):
     config.update(vocab_size=16, num_classes=10, max_len=12, emb_dim=16, num_heads=2, qkv_dim=16)
     config.update(mlp_dim=32, num_layers=2)
     config.update(overrides)
-    return build_model(config, rngs=nnx.Rngs(0))
+    return build_model(ModelConfig.from_config(config), rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("pool_kind", ["cls", "mean"])
@@ -100,3 +102,9 @@ def test_bad_head_options_are_one_line_errors(overrides, message):
     with pytest.raises(UserError, match=message) as error:
         retrieval_model(**overrides)
     assert "\n" not in str(error.value)
+
+
+def test_every_head_name_is_a_model():
+    """`config.model.head` is checked against HEADS (research/models/config.py); each names a
+    model class in the registry."""
+    assert tuple(MODELS) == HEADS

@@ -8,18 +8,17 @@ import pytest
 from flax import nnx
 
 from configs import listops, recall
-from research import tasks
 from research.errors import UserError
-from research.models import build_model
+from research.models import ModelConfig, build_model
 from research.tasks.pipeline import pad_example
-from research.train import classification_metrics, resolve_config
+from research.train import classification_metrics, resolve
 
 
 def tagger(**overrides):
     config = recall.get_config("size=tiny").model
     config.vocab_size, config.num_classes = 20, 6
     config.update(max_len=10, emb_dim=16, num_heads=2, qkv_dim=16, mlp_dim=32, **overrides)
-    return build_model(config, rngs=nnx.Rngs(0))
+    return build_model(ModelConfig.from_config(config), rngs=nnx.Rngs(0))
 
 
 def tokens(seed=0):
@@ -83,4 +82,4 @@ def test_per_position_labels_are_cut_and_padded_like_the_tokens():
 def test_a_head_that_does_not_fit_the_task_is_a_user_error(config, head, message):
     config.model.head = head
     with pytest.raises(UserError, match=f"config.model.head='{head}' does not fit {message}"):
-        resolve_config(config, tasks.get_task(config.task))
+        resolve(config)

@@ -122,7 +122,7 @@ def test_distance_targets_compare_each_position_with_the_one_distance_back(tmp_p
         ("recall", dict(pairs=8), "unknown field"),
         ("distance", dict(length=10, distance=10), "distance=10 must lie in 1..length-1"),
         ("distance", dict(num_symbols=1), "num_symbols=1 must lie in 2..16"),
-        ("distance", dict(num_train=-1), "num_train=-1 must be an integer >= 0"),
+        ("distance", dict(num_train=-1), "num_train=-1 is not valid; it must be an integer >= 0"),
         ("distance", dict(num_test=0), "num_test=0: every split needs at least one example"),
     ],
 )

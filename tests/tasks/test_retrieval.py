@@ -12,7 +12,7 @@ from flax import nnx
 from configs import retrieval as retrieval_config
 from research import tasks
 from research.errors import UserError
-from research.models import build_model
+from research.models import ModelConfig, build_model
 from research.models.heads import TwoTower, pool
 from research.tasks import retrieval
 
@@ -96,6 +96,7 @@ def tiny_two_tower():
     config = retrieval_config.get_config("size=tiny").model
     # The interaction head; LRA's [u, v] head is tested in tests/models/test_heads.py.
     config.update(vocab_size=256, num_classes=2, max_len=12, two_tower_head="interaction")
+    config = ModelConfig.from_config(config)
     return config, build_model(config, rngs=nnx.Rngs(0))
 
 
