@@ -623,13 +623,11 @@ class Run:
             "num_params": sum(x.size for x in jax.tree.leaves(self.initial_state.params)),
         }
         if self.topology.is_main_process:
-            memory, memory_source = peak_memory()
-            measured = {
-                "steps_per_second": steps_per_second,
-                "peak_memory_bytes": memory,
-                "peak_memory_source": memory_source,
-            }
-            (self.directory / "results.json").write_text(json.dumps(results | measured, indent=2))
+            measured = dict(zip(MEASURED, (steps_per_second, *peak_memory()), strict=True))
+            saved = self.directory / "results.json"
+            if steps_per_second is None and saved.exists():  # re-scored: nothing was trained now
+                measured = {key: json.loads(saved.read_text()).get(key) for key in MEASURED}
+            saved.write_text(json.dumps(results | measured, indent=2))
             # Per-position tasks score targets (e.g. MQAR's queries), several per example.
             scored = "targets" if self.task.per_position else "examples"
             print(
@@ -643,13 +641,51 @@ class Run:
         self.resources.close()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+MEASURED = ("steps_per_second", "peak_memory_bytes", "peak_memory_source")
+
+
+def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+    """The results of the finished run of exactly `config` that `workdir` holds, else None.
+
+    Finished: results.json is there, config.json equals the resolved `config` and the run
+    trained `config.num_train_steps`. Such a workdir is left as it is: running it again changes
+    nothing (its results, speed and metrics stay those of the run that made them).
+    """
+    directory = workdir_path(workdir)
+    saved_config, saved_results = directory / "config.json", directory / "results.json"
+    if not (saved_config.exists() and saved_results.exists()):
+        return None
+    resolved = resolve(config).config
+    if json.loads(saved_config.read_text()) != json.loads(resolved.to_json()):
+        return None
+    results = json.loads(saved_results.read_text())
+    if results.get("num_train_steps") != resolved.num_train_steps:
+        return None
+    if jax.process_index() == 0:
+        print(
+            f"{workdir} holds the finished run of this config: test accuracy "
+            f"{results['test_accuracy']:.4f} (loss {results['test_loss']:.4f}, "
+            f"{results['test_params']} parameters from step {results['test_params_step']}); "
+            f"results in {saved_results}; nothing was changed (--reevaluate scores it again)"
+        )
+    return {key: value for key, value in results.items() if key not in MEASURED}
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, reevaluate: bool = False
+) -> dict:
     """Trains `config` in `workdir`, resuming its latest checkpoint if there is one.
 
     Writes config.json, metrics.jsonl, tensorboard/, checkpoints/ and results.json, and returns
     the results (test accuracy and loss, validation scores, which parameters were tested), or
-    {"preempted": True, "step": ...} when a signal stopped it after saving a checkpoint.
+    {"preempted": True, "step": ...} when a signal stopped it after saving a checkpoint. A workdir
+    that holds the finished run of this very config is not touched (`finished_results`) unless
+    `reevaluate`, which scores its parameters again (and keeps the speed its training measured).
     """
+    if not reevaluate:
+        finished = finished_results(config, workdir)
+        if finished is not None:
+            return finished
     run = Run(config, workdir)
     try:
         return run.train()

@@ -1,6 +1,7 @@
 """Checkpoints and resuming, in process: a stopped-and-resumed run equals an uninterrupted one bit
 for bit, a conflicting config is refused, and a non-finite loss keeps the last good checkpoint."""
 
+import json
 import os
 import signal
 
@@ -16,6 +17,7 @@ from research import checkpoint, train
 from research.errors import NonFiniteLossError, UserError
 from research.metrics import read_metrics
 from research.models.encoder import Embedding, sinusoidal_positions
+from tests.workdir_testing import digest
 
 
 def checkpoint_steps(workdir) -> list[int]:
@@ -135,11 +137,34 @@ def test_keeps_the_last_n_checkpoints(resumable, tmp_path):
     assert checkpoint_steps(tmp_path) == [8, 12]
 
 
-def test_finished_run_restarted_only_reevaluates(resumable, tmp_path):
+def test_a_finished_run_started_again_changes_nothing(resumable, tmp_path, capsys):
     first = train.train_and_evaluate(resumable, str(tmp_path))
+    before = digest(tmp_path)
+    capsys.readouterr()
     again = train.train_and_evaluate(resumable, str(tmp_path))
     assert again == first
+    assert digest(tmp_path) == before
+    assert "holds the finished run of this config" in capsys.readouterr().out
     assert checkpoint_steps(tmp_path)[-1] == 12
+
+
+def test_reevaluating_a_finished_run_keeps_the_speed_its_training_measured(resumable, tmp_path):
+    first = train.train_and_evaluate(resumable, str(tmp_path))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["steps_per_second"] > 0
+    again = train.train_and_evaluate(resumable, str(tmp_path), reevaluate=True)
+    assert again == first
+    rescored = json.loads((tmp_path / "results.json").read_text())
+    assert rescored == saved
+    tests = [row for row in read_metrics(str(tmp_path)) if row["split"] == "test"]
+    assert len(tests) == 2  # the re-evaluation is logged as a second test row
+
+
+def test_a_finished_run_with_more_steps_asked_for_trains_on(resumable, tmp_path):
+    train.train_and_evaluate(resumable, str(tmp_path))
+    resumable.num_train_steps = 16
+    train.train_and_evaluate(resumable, str(tmp_path))
+    assert checkpoint_steps(tmp_path)[-1] == 16
 
 
 def test_conflicting_config_is_refused_unless_allowed(resumable, tmp_path):

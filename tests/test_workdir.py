@@ -3,7 +3,6 @@ in a busy workdir, a workdir that is a file or unwritable, a bad option found be
 generated. Plus the locks behind it: a killed holder never leaves one stuck, and processes that
 need the same dataset at once build it once."""
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -16,20 +15,9 @@ from research import tasks, train
 from research.errors import UserError
 from research.locks import BuildLock, WorkdirLock
 from tests.test_faults import ROOT
+from tests.workdir_testing import digest
 
 pytestmark = pytest.mark.slow
-
-
-def digest(folder) -> str:
-    """One hash over every file's relative path and contents."""
-    total = hashlib.sha256()
-    for root, _, files in sorted(os.walk(folder)):
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            total.update(os.path.relpath(path, folder).encode())
-            with open(path, "rb") as file:
-                total.update(file.read())
-    return total.hexdigest()
 
 
 def tiny_config(data_dir):
