@@ -28,6 +28,7 @@ from research.attention.kernel import block_sparse_attention
 from research.attention.relative import Position
 from research.attention.sparsity import Band
 from research.errors import UserError, check_choice, check_positive
+from research.intmath import round_up
 
 IMPLEMENTATIONS = ("auto", "kernel", "dense", "cudnn", "splash")
 # On CPU, dense beats the kernel's loop up to here (fwd + bwd, B=8, H=4, D=64: 256 -> dense 26 ms,
@@ -136,7 +137,7 @@ def default_blocks(backend: str, band: Band) -> tuple[int, int]:
     while size < min(2 * reach, 512):
         size *= 2
     if band.block is not None and size % band.block:
-        size = band.block * -(-size // band.block)
+        size = round_up(size, band.block)
     return size, size
 
 

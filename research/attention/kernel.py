@@ -34,6 +34,7 @@ import numpy as np
 from jax import Array
 
 from research.attention.sparsity import Band
+from research.intmath import ceil_div, round_up
 
 
 class TileTerms:
@@ -106,7 +107,7 @@ class _Plan:
             needed = self.band.key_blocks(self.q_len, self.kv_len, self.block_q, self.block_k)
             qi, ki = np.nonzero(needed)
             return qi.astype(np.int32), (ki * self.block_k).astype(np.int32)
-        qi = np.arange(-(-self.q_len // self.block_q), dtype=np.int32)
+        qi = np.arange(ceil_div(self.q_len, self.block_q), dtype=np.int32)
         return qi, (qi * self.block_q + self.span[0] + self.pad_left).astype(np.int32)
 
     @property
@@ -411,7 +412,7 @@ def block_sparse_attention(
         q_len=q_len,
         kv_len=kv_len,
     )
-    t_pad = -(-q_len // block_q) * block_q
+    t_pad = round_up(q_len, block_q)
     key_padding = (plan.pad_left, plan.padded_kv_len - plan.pad_left - kv_len)
     if key_mask_BS is None and key_padding != (0, 0):
         key_mask_BS = jnp.ones((batch, kv_len), bool)

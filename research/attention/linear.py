@@ -24,6 +24,7 @@ from research.attention.base import SelfAttention
 from research.attention.dense import pad_to
 from research.attention.masks import attention_mask
 from research.errors import check_choice, check_positive
+from research.intmath import ceil_div
 
 REDRAW = ("never", "step")
 
@@ -77,7 +78,7 @@ def linear_attention(
 
     batch, length, heads, _ = phi_q.shape
     c = chunk_size
-    n = -(-length // c)
+    n = ceil_div(length, c)
     log_scale = jnp.pad(log_scale, ((0, 0), (0, n * c - length), (0, 0)), constant_values=-jnp.inf)
     # Each row's shift: the running maximum of the log scales, -inf before the first valid key.
     top_BSH = jax.lax.cummax(jax.lax.stop_gradient(log_scale), axis=1)
@@ -234,7 +235,7 @@ def random_features(key: jax.Array, num_features: int, dim: int, *, orthogonal: 
     gauss_key, norm_key = jax.random.split(key)
     if not orthogonal:
         return jax.random.normal(gauss_key, (num_features, dim))
-    num_blocks = -(-num_features // dim)
+    num_blocks = ceil_div(num_features, dim)
     blocks = jax.random.normal(gauss_key, (num_blocks, dim, dim))
     q_blocks, r_blocks = jnp.linalg.qr(blocks)
     # Sign-fix so each block is Haar-distributed (LAPACK's Q alone is not, which biases the kernel).

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from research.intmath import ceil_div
+
 
 @dataclasses.dataclass(frozen=True)
 class Band:
@@ -71,7 +73,7 @@ class Band:
     def key_blocks(self, q_len: int, kv_len: int, block_q: int, block_k: int) -> np.ndarray:
         """needed_NM: whether query block n and key block m share any allowed (i, j) pair; exact,
         so the kernels skip exactly the tiles the mask empties."""
-        n, m = -(-q_len // block_q), -(-kv_len // block_k)
+        n, m = ceil_div(q_len, block_q), ceil_div(kv_len, block_k)
         lo, hi = self.key_interval(q_len, kv_len)
         lo = np.pad(lo, (0, n * block_q - q_len), constant_values=1)  # padded queries see nothing
         hi = np.pad(hi, (0, n * block_q - q_len), constant_values=0)
@@ -90,7 +92,7 @@ class Band:
         if left is None or right is None:
             return None
         period = block_q if self.block is None else math.lcm(block_q, self.block)
-        base = period * (-(-(left + 1) // period) + 1)
+        base = period * (ceil_div(left + 1, period) + 1)
         first, last = self.key_interval(base + period, base + period + right + 1)
         lo, hi = 0, 0
         for start in range(base, base + period, block_q):
