@@ -22,7 +22,6 @@ from research.attention.full import (
 )
 from research.attention.linear import LinearAttention, PerformerAttention
 from research.attention.local import BlockLocalAttention, LocalAttention
-from research.attention.masks import attention_mask, causal_mask
 from research.errors import UserError, check_choice
 
 __all__ = [
@@ -34,8 +33,6 @@ __all__ = [
     "PerformerAttention",
     "SelfAttention",
     "attention_class",
-    "attention_mask",
-    "causal_mask",
     "default_options",
     "dot_product_attention",
     "make_attention",

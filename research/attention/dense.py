@@ -11,7 +11,6 @@ import jax.numpy as jnp
 from jax import Array
 
 from research.attention.relative import Position
-from research.attention.sparsity import Band
 
 
 def _dropout(weights: Array, rate: float, key: jax.Array | None) -> Array:
@@ -114,11 +113,3 @@ def pad_to(x: Array, length: int, axis: int = 1) -> Array:
     pad = [(0, 0)] * x.ndim
     pad[axis] = (0, length - x.shape[axis])
     return jnp.pad(x, pad)
-
-
-def band_mask(key_mask_BS: Array | None, band: Band, q_len: int, kv_len: int) -> Array:
-    """mask_B1TS (or _11TS without a key mask): the band and key padding as one dense mask."""
-    mask = jnp.asarray(band.dense(q_len, kv_len))[None, None]
-    if key_mask_BS is not None:
-        mask = mask & key_mask_BS.astype(bool)[:, None, None, :]
-    return mask

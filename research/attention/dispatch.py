@@ -23,7 +23,7 @@ import numpy as np
 from jax import Array
 
 from research.attention import platform
-from research.attention.dense import band_mask, positional_attention
+from research.attention.dense import positional_attention
 from research.attention.kernel import block_sparse_attention
 from research.attention.relative import Position
 from research.attention.sparsity import Band
@@ -221,7 +221,7 @@ def dense_attention(
     q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, *, position, dropout_rate=0.0, dropout_key=None
 ):
     """The reference: the dense (T, S) weights under the band mask, with the position terms."""
-    mask = band_mask(key_mask_BS, band, q_BTHD.shape[1], k_BSHD.shape[1])
+    mask = band.mask(key_mask_BS, q_BTHD.shape[1], k_BSHD.shape[1])
     return positional_attention(
         q_BTHD,
         k_BSHD,

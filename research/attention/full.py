@@ -13,7 +13,7 @@ import dataclasses
 from typing import ClassVar
 
 from research.attention.base import SelfAttention
-from research.attention.dense import band_mask, positional_weights
+from research.attention.dense import positional_weights
 from research.attention.dispatch import KernelOptions, softmax_attention
 from research.attention.relative import SCHEME_OPTIONS, PositionOptions, make_position
 from research.attention.sparsity import Band
@@ -74,7 +74,7 @@ class SoftmaxAttention(SelfAttention):
         same function); zero outside the band. With position `shaw` the output is weights @ v plus
         the relative value term sum_j w_ij a^V(j - i), so weights @ v alone is not the output."""
         q_BTHD, k_BSHD = self.position.rotate(q_BTHD, k_BSHD)
-        mask = band_mask(key_mask_BS, self.band(), q_BTHD.shape[1], k_BSHD.shape[1])
+        mask = self.band().mask(key_mask_BS, q_BTHD.shape[1], k_BSHD.shape[1])
         return positional_weights(q_BTHD, k_BSHD, mask, self.position, 0)
 
 

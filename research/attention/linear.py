@@ -22,7 +22,7 @@ from jax import Array
 
 from research.attention.base import SelfAttention
 from research.attention.dense import pad_to
-from research.attention.masks import attention_mask
+from research.attention.sparsity import Band
 from research.errors import check_choice, check_positive
 from research.intmath import ceil_div
 
@@ -144,7 +144,7 @@ def linear_weights(
     if key_log_scale_BSH is not None:
         log_scale = jnp.moveaxis(key_log_scale_BSH.astype(jnp.float32), 1, 2)[:, :, None, :]
         log_scale_BHTS = log_scale_BHTS + log_scale
-    allowed = attention_mask(key_mask_BS, causal=causal, q_len=q_len, kv_len=kv_len)
+    allowed = Band(causal=causal).mask(key_mask_BS, q_len, kv_len)
     if allowed is not None:
         log_scale_BHTS = jnp.where(allowed, log_scale_BHTS, -jnp.inf)  # weight exp(-inf) = 0
     top_BHT1 = jax.lax.stop_gradient(log_scale_BHTS.max(-1, keepdims=True))

@@ -1,18 +1,22 @@
-"""Which (query, key) pairs a softmax variant lets meet, as data every kernel reads.
+"""Which (query, key) pairs may meet, as data every attention path reads: the one mask vocabulary.
 
 A `Band` is the mask a variant needs apart from key padding: causality, a sliding window and
-block-local groups, alone or together. Kernels read it three ways: `allows` per element (inside a
-tile), `dense` as a (T, S) array (the reference path and the tests), `key_blocks` as the
-(query block, key block) pairs worth visiting and `key_span` as the keys a query block can reach
-when the band's reach is bounded, both from `key_interval` (each query's allowed keys are one
-interval), so no kernel spends work on a tile the mask empties.
+block-local groups, alone or together. It is read four ways: `allows` per element (inside a
+kernel's tile), `dense` as a (T, S) array, `mask` as that array joined with key padding into the
+boolean mask dense scores take (the dense reference path, the attention-map weights of softmax and
+linear attention, the benchmark's XLA baseline), and `key_blocks` / `key_span`: the (query block,
+key block) pairs worth visiting and, when the band's reach is bounded, the keys a query block can
+reach, both from `key_interval` (each query's allowed keys are one interval), so no kernel spends
+work on a tile the mask empties.
 """
 
 import dataclasses
 import functools
 import math
 
+import jax.numpy as jnp
 import numpy as np
+from jax import Array
 
 from research.intmath import ceil_div
 
@@ -47,6 +51,18 @@ class Band:
     def dense(self, q_len: int, kv_len: int) -> np.ndarray:
         """mask_TS, True where query t may see key s."""
         return self.allows(np.arange(q_len)[:, None], np.arange(kv_len)[None, :])
+
+    def mask(self, key_mask_BS: Array | None, q_len: int, kv_len: int) -> Array | None:
+        """The band and key padding as one dense boolean mask for (B, H, T, S) scores: mask_B1TS
+        (mask_11TS without a key mask, mask_B11S for the band of everything), True where query t
+        may see key s; None when nothing is masked."""
+        mask = None
+        if self != Band():
+            mask = jnp.asarray(self.dense(q_len, kv_len))[None, None]
+        if key_mask_BS is not None:
+            keys = key_mask_BS.astype(bool)[:, None, None, :]
+            mask = keys if mask is None else mask & keys
+        return mask
 
     @property
     def reach(self) -> tuple[int | None, int | None]:
