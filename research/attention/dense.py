@@ -77,7 +77,7 @@ def positional_weights(
 ) -> Array:
     """weights_XHTS of a tile at `offset` under a position scheme's logit bias (the scoring half
     of `positional_attention`, shared with the `weights` methods that draw attention maps)."""
-    bias = position.logits_bias(q_XTHD, k_XSHD.shape[-3], offset)
+    bias = position.logits_bias(q_XTHD, k_XSHD.shape[-3], offset) if position.adds_bias else None
     return attention_weights(
         q_XTHD, k_XSHD, mask_X1TS, bias, dropout_rate=dropout_rate, dropout_key=dropout_key
     )
@@ -105,8 +105,9 @@ def positional_attention(
         dropout_key=dropout_key,
     )
     out = jnp.einsum("...hts,...shd->...thd", weights.astype(v_XSHD.dtype), v_XSHD)
-    extra = position.value_term(weights, offset)
-    return out if extra is None else out + extra.astype(out.dtype)
+    if not position.adds_value:
+        return out
+    return out + position.value_term(weights, offset).astype(out.dtype)
 
 
 def pad_to(x: Array, length: int, axis: int = 1) -> Array:

@@ -165,7 +165,7 @@ class LinearOptions:
 
     chunk_size: int = 64
 
-    def check(self, field: str) -> None:
+    def check(self, field: str, head_dim: int | None = None) -> None:
         check_positive(f"{field}.chunk_size", self.chunk_size)
 
 
@@ -180,8 +180,8 @@ class PerformerOptions(LinearOptions):
     orthogonal: bool = True
     redraw: str = "never"
 
-    def check(self, field: str) -> None:
-        super().check(field)
+    def check(self, field: str, head_dim: int | None = None) -> None:
+        super().check(field, head_dim)
         check_positive(f"{field}.num_features", self.num_features)
         check_choice(f"{field}.redraw", self.redraw, REDRAW)
 
@@ -195,7 +195,6 @@ class LinearAttention(SelfAttention):
     def __init__(self, options=None, **kwargs):
         super().__init__(**kwargs)
         self.options = self.Options() if options is None else options
-        self.options.check(self.option_field())
         self.chunk_size = self.options.chunk_size
 
     def features(self, q_BTHD: Array, k_BSHD: Array):
