@@ -1,9 +1,12 @@
 """Dense softmax attention: one (T, S) score matrix, the reference every other path is tested
 against, and the fastest on CPU at short lengths.
 
-`positional_attention` adds a position scheme's logit bias and value term for a tile whose keys
-start `offset` after its queries (offset 0 for a whole sequence); `attention_weights` is the scoring
-half, shared with the `weights` methods that draw attention maps.
+`attention_weights` scores (softmax of q k^T / sqrt(D) + bias under a boolean mask, as
+`Band.mask` builds it); `positional_attention` adds a position scheme's logit bias and value term
+(where the scheme's `adds_bias` / `adds_value` say so) for a tile whose keys start `offset` after
+its queries (0 for a whole sequence, which is how the dispatcher's dense path calls it);
+`positional_weights`, its scoring half, is shared with the `weights` methods that draw attention
+maps.
 """
 
 import jax
