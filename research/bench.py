@@ -26,7 +26,6 @@ from flax import nnx
 
 from research.attention import make_attention
 from research.attention.base import SelfAttention
-from research.attention.masks import attention_mask
 from research.attention.sparsity import Band
 
 FLAGS = flags.FLAGS
@@ -62,9 +61,7 @@ class XlaReferenceAttention(SelfAttention):
     """`jax.nn.dot_product_attention` (XLA), the baseline that dense full attention must match."""
 
     def attend(self, q_BTHD, k_BSHD, v_BSHD, key_mask_BS, *, dropout_key):
-        mask = attention_mask(
-            key_mask_BS, causal=self.causal, q_len=q_BTHD.shape[1], kv_len=k_BSHD.shape[1]
-        )
+        mask = Band(causal=self.causal).mask(key_mask_BS, q_BTHD.shape[1], k_BSHD.shape[1])
         return jax.nn.dot_product_attention(q_BTHD, k_BSHD, v_BSHD, mask=mask)
 
 

@@ -1,19 +1,26 @@
 """The interface every attention variant shares.
 
 A variant subclasses `SelfAttention`, declares its options as a frozen dataclass `Options` (with a
-`check(field)` method raising one-line UserErrors; its constructor takes an instance), and
-implements `attend(q, k, v, key_mask)` and
-`weights(q, k, key_mask)`, the dense attention matrix it implies (for attention maps); the base
-class owns the query/key/value and output projections, so every variant takes the same inputs
-(`x_BTE`, a key padding mask `key_mask_BT` with True = real token) and returns the same shape.
+`check(field, head_dim)` method raising one-line UserErrors naming `field.<option>`, called once
+by `research.attention.resolve_options`; the variant's constructor takes the resolved instance),
+and implements `attend(q, k, v, key_mask)` and `weights(q, k, key_mask)`, the dense attention
+matrix it implies (for attention maps); the base class owns the query/key/value and output
+projections, so every variant takes the same inputs (`x_BTE`, a key padding mask `key_mask_BT`
+with True = real token) and returns the same shape.
 """
 
-import dataclasses
 from typing import ClassVar
 
 import jax
 from flax import nnx
 from jax import Array
+
+
+def head_dim(qkv_features: int, num_heads: int) -> int:
+    """D, the width of each head: qkv_features / num_heads, which must divide evenly."""
+    if qkv_features % num_heads:
+        raise ValueError(f"qkv_features={qkv_features} is not divisible by num_heads={num_heads}")
+    return qkv_features // num_heads
 
 
 class SelfAttention(nnx.Module):
@@ -29,14 +36,9 @@ class SelfAttention(nnx.Module):
 
     #: The variant's registry name, used to name its config fields in error messages.
     name: ClassVar[str] = ""
-    #: The variant's options: a frozen dataclass; its fields are the config fields
-    #: config.model.attention_options.<name>.<field> (those `offered_options` names).
+    #: The variant's options: a frozen dataclass; its fields, in order, are the config fields
+    #: config.model.attention_options.<name>.<field>.
     Options: ClassVar[type | None] = None
-
-    @classmethod
-    def offered_options(cls) -> tuple[str, ...]:
-        """The option fields a user may set for this variant."""
-        return () if cls.Options is None else tuple(f.name for f in dataclasses.fields(cls.Options))
 
     @classmethod
     def option_field(cls, option: str = "") -> str:
@@ -55,12 +57,8 @@ class SelfAttention(nnx.Module):
         rngs: nnx.Rngs,
     ):
         qkv_features = qkv_features or in_features
-        if qkv_features % num_heads:
-            raise ValueError(
-                f"qkv_features={qkv_features} is not divisible by num_heads={num_heads}"
-            )
         self.num_heads = num_heads
-        self.head_dim = qkv_features // num_heads
+        self.head_dim = head_dim(qkv_features, num_heads)
         self.causal = causal
         self.dropout_rate = dropout_rate
         heads = (num_heads, self.head_dim)

@@ -1,9 +1,12 @@
 """Dense softmax attention: one (T, S) score matrix, the reference every other path is tested
 against, and the fastest on CPU at short lengths.
 
-`positional_attention` adds a position scheme's logit bias and value term for a tile whose keys
-start `offset` after its queries (offset 0 for a whole sequence); `attention_weights` is the scoring
-half, shared with the `weights` methods that draw attention maps.
+`attention_weights` scores (softmax of q k^T / sqrt(D) + bias under a boolean mask, as
+`Band.mask` builds it); `positional_attention` adds a position scheme's logit bias and value term
+(where the scheme's `adds_bias` / `adds_value` say so) for a tile whose keys start `offset` after
+its queries (0 for a whole sequence, which is how the dispatcher's dense path calls it);
+`positional_weights`, its scoring half, is shared with the `weights` methods that draw attention
+maps.
 """
 
 import jax
@@ -11,7 +14,6 @@ import jax.numpy as jnp
 from jax import Array
 
 from research.attention.relative import Position
-from research.attention.sparsity import Band
 
 
 def _dropout(weights: Array, rate: float, key: jax.Array | None) -> Array:
@@ -78,7 +80,7 @@ def positional_weights(
 ) -> Array:
     """weights_XHTS of a tile at `offset` under a position scheme's logit bias (the scoring half
     of `positional_attention`, shared with the `weights` methods that draw attention maps)."""
-    bias = position.logits_bias(q_XTHD, k_XSHD.shape[-3], offset)
+    bias = position.logits_bias(q_XTHD, k_XSHD.shape[-3], offset) if position.adds_bias else None
     return attention_weights(
         q_XTHD, k_XSHD, mask_X1TS, bias, dropout_rate=dropout_rate, dropout_key=dropout_key
     )
@@ -106,19 +108,12 @@ def positional_attention(
         dropout_key=dropout_key,
     )
     out = jnp.einsum("...hts,...shd->...thd", weights.astype(v_XSHD.dtype), v_XSHD)
-    extra = position.value_term(weights, offset)
-    return out if extra is None else out + extra.astype(out.dtype)
+    if not position.adds_value:
+        return out
+    return out + position.value_term(weights, offset).astype(out.dtype)
 
 
 def pad_to(x: Array, length: int, axis: int = 1) -> Array:
     pad = [(0, 0)] * x.ndim
     pad[axis] = (0, length - x.shape[axis])
     return jnp.pad(x, pad)
-
-
-def band_mask(key_mask_BS: Array | None, band: Band, q_len: int, kv_len: int) -> Array:
-    """mask_B1TS (or _11TS without a key mask): the band and key padding as one dense mask."""
-    mask = jnp.asarray(band.dense(q_len, kv_len))[None, None]
-    if key_mask_BS is not None:
-        mask = mask & key_mask_BS.astype(bool)[:, None, None, :]
-    return mask

@@ -23,11 +23,12 @@ import numpy as np
 from jax import Array
 
 from research.attention import platform
-from research.attention.dense import band_mask, positional_attention
+from research.attention.dense import positional_attention
 from research.attention.kernel import block_sparse_attention
 from research.attention.relative import Position
 from research.attention.sparsity import Band
-from research.errors import UserError, check_choice, check_positive
+from research.errors import check_choice, check_positive
+from research.intmath import round_up
 
 IMPLEMENTATIONS = ("auto", "kernel", "dense", "cudnn", "splash")
 # On CPU, dense beats the kernel's loop up to here (fwd + bwd, B=8, H=4, D=64: 256 -> dense 26 ms,
@@ -44,7 +45,7 @@ class KernelOptions:
     block_q: int = 0
     block_k: int = 0
 
-    def check(self, field: str) -> None:
+    def check(self, field: str, head_dim: int | None = None) -> None:
         check_choice(f"{field}.implementation", self.implementation, IMPLEMENTATIONS)
         check_positive(f"{field}.block_q", self.block_q, allow_zero=True)
         check_positive(f"{field}.block_k", self.block_k, allow_zero=True)
@@ -52,32 +53,34 @@ class KernelOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Call:
-    """The facts about one attention call that decide its implementation."""
+    """The facts about one attention call that decide its implementation; `position_bias` and
+    `position_value` are the position scheme's `adds_bias` and `adds_value`."""
 
     backend: str
     dtype: np.dtype
     head_dim: int
     band: Band
-    position: str
+    position_bias: bool
+    position_value: bool
     dropout: bool
     q_len: int
     kv_len: int
     key_mask: bool = True
 
-    @property
-    def has_bias(self) -> bool:
-        return self.position in ("alibi", "t5", "shaw")
+
+class UnusableImplementation(ValueError):
+    """An explicitly requested platform kernel cannot serve the call; the message says why."""
 
 
 def _cudnn_check(call: Call) -> tuple[bool, str]:
-    if call.position == "shaw":
-        return False, "Shaw's key and value terms are not an additive bias it takes"
+    if call.position_value:
+        return False, "a position value term (Shaw's) is not an additive bias it takes"
     return platform.cudnn_eligible(
         backend=call.backend,
         dtype=call.dtype,
         head_dim=call.head_dim,
         band=call.band,
-        has_bias=call.has_bias,
+        has_bias=call.position_bias,
         dropout=call.dropout,
         padding_as_mask=call.key_mask,
         lengths=(call.q_len, call.kv_len),
@@ -88,7 +91,7 @@ def _splash_check(call: Call) -> tuple[bool, str]:
     return platform.splash_eligible(
         backend=call.backend,
         head_dim=call.head_dim,
-        has_bias=call.has_bias,
+        has_bias=call.position_bias or call.position_value,
         dropout=call.dropout,
         dtype=call.dtype,
         interpret=call.backend != "tpu",
@@ -136,17 +139,18 @@ def default_blocks(backend: str, band: Band) -> tuple[int, int]:
     while size < min(2 * reach, 512):
         size *= 2
     if band.block is not None and size % band.block:
-        size = band.block * -(-size // band.block)
+        size = round_up(size, band.block)
     return size, size
 
 
-def require(implementation: str, call: Call, field: str) -> None:
-    """A UserError when an explicitly requested platform kernel cannot serve the call."""
+def require(implementation: str, call: Call) -> None:
+    """UnusableImplementation when an explicitly requested platform kernel cannot serve the call
+    (its message, "implementation='cudnn' is not usable: <why>", names the option)."""
     checks = {"cudnn": _cudnn_check, "splash": _splash_check}
     if implementation in checks:
         ok, why = checks[implementation](call)
         if not ok:
-            raise UserError(f"{field}.implementation={implementation!r} is not usable: {why}")
+            raise UnusableImplementation(f"implementation={implementation!r} is not usable: {why}")
 
 
 def softmax_attention(
@@ -158,28 +162,28 @@ def softmax_attention(
     *,
     options: KernelOptions,
     position: Position,
-    position_name: str,
-    field: str,
     dropout_rate: float = 0.0,
     dropout_key: jax.Array | None = None,
 ) -> Array:
     """softmax(q k^T / sqrt(D) + position bias) v (+ position value term) over the pairs `band`
     allows and valid keys, on the implementation `options` asks for; out_BTHD. RoPE has already
-    been applied to q and k."""
+    been applied to q and k. Raises UnusableImplementation when `options` asks for a platform
+    kernel that cannot serve this call."""
     dropout = dropout_key is not None and dropout_rate > 0.0
     call = Call(
         backend=jax.default_backend(),
         dtype=np.dtype(q_BTHD.dtype),
         head_dim=q_BTHD.shape[-1],
         band=band,
-        position=position_name,
+        position_bias=position.adds_bias,
+        position_value=position.adds_value,
         dropout=dropout,
         q_len=q_BTHD.shape[1],
         kv_len=k_BSHD.shape[1],
         key_mask=key_mask_BS is not None,
     )
     implementation, _ = choose_implementation(options.implementation, call)
-    require(implementation, call, field)
+    require(implementation, call)
     if implementation == "kernel":
         block_q, block_k = default_blocks(call.backend, band)
         terms, params = position.tile_terms()
@@ -197,7 +201,7 @@ def softmax_attention(
             dropout_key=dropout_key if dropout else None,
         )
     if implementation == "cudnn":
-        bias = position.logits_bias(q_BTHD, k_BSHD.shape[1], 0)
+        bias = position.logits_bias(q_BTHD, k_BSHD.shape[1], 0) if position.adds_bias else None
         return platform.cudnn_attention(q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, bias_BHTS=bias)
     if implementation == "splash":
         interpret = call.backend != "tpu"
@@ -220,7 +224,7 @@ def dense_attention(
     q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, *, position, dropout_rate=0.0, dropout_key=None
 ):
     """The reference: the dense (T, S) weights under the band mask, with the position terms."""
-    mask = band_mask(key_mask_BS, band, q_BTHD.shape[1], k_BSHD.shape[1])
+    mask = band.mask(key_mask_BS, q_BTHD.shape[1], k_BSHD.shape[1])
     return positional_attention(
         q_BTHD,
         k_BSHD,

@@ -1,38 +1,86 @@
-"""Softmax attention: full, and the base every softmax variant shares.
+"""Softmax attention: full, the position presets, and the base every softmax variant shares.
 
 A softmax variant is a `Band` (which query-key pairs may meet) plus a position scheme; `attend`
 runs it on the implementation `dispatch.choose_implementation` picks (dense, the block-sparse
 kernel, cuDNN or splash; `auto` by default) and `weights` draws the dense weights it implies.
 Full attention's band is everything (or the causal triangle); local.py narrows it.
 
-The position presets (`rope`, `alibi`, `t5`, `shaw`) are full attention with `position` fixed,
-offering only their own scheme's options.
+The position presets (`rope`, `alibi`, `t5`, `shaw`) are full attention with `position` fixed:
+their options (RopeOptions, AlibiOptions, T5Options, ShawOptions) are how it runs plus their own
+scheme's parameters only.
 """
 
 import dataclasses
 from typing import ClassVar
 
 from research.attention.base import SelfAttention
-from research.attention.dense import band_mask, positional_weights
-from research.attention.dispatch import KernelOptions, softmax_attention
-from research.attention.relative import SCHEME_OPTIONS, PositionOptions, make_position
+from research.attention.dense import positional_weights
+from research.attention.dispatch import KernelOptions, UnusableImplementation, softmax_attention
+from research.attention.relative import (
+    PositionChoice,
+    RopeParams,
+    ShawParams,
+    T5Params,
+    check_position,
+    make_position,
+)
 from research.attention.sparsity import Band
+from research.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
-class FullOptions(PositionOptions, KernelOptions):
-    """Options of `full`: how it runs (KernelOptions) and its position scheme (PositionOptions)."""
+class SoftmaxOptions(KernelOptions):
+    """What every softmax variant's options have: how it runs (KernelOptions) and a position
+    scheme, `position` (a field, or a class attribute where a preset fixes it), with that scheme's
+    parameters."""
 
-    def check(self, field: str) -> None:
-        KernelOptions.check(self, field)
-        PositionOptions.check(self, field)
+    def check(self, field: str, head_dim: int | None = None) -> None:
+        super().check(field, head_dim)
+        check_position(self, field, head_dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class FullOptions(ShawParams, T5Params, RopeParams, PositionChoice, SoftmaxOptions):
+    """Options of `full`: how it runs (KernelOptions: implementation, block_q, block_k), its
+    position scheme (PositionChoice: position) and every scheme's parameters (RopeParams,
+    T5Params, ShawParams), of which the chosen scheme reads its own. The config fields follow
+    that order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeOptions(RopeParams, SoftmaxOptions):
+    """Options of `rope`: implementation, block_q, block_k (KernelOptions) and rope_base."""
+
+    position: ClassVar[str] = "rope"
+
+
+@dataclasses.dataclass(frozen=True)
+class AlibiOptions(SoftmaxOptions):
+    """Options of `alibi`: implementation, block_q, block_k (KernelOptions); ALiBi has no
+    parameters."""
+
+    position: ClassVar[str] = "alibi"
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Options(T5Params, SoftmaxOptions):
+    """Options of `t5`: implementation, block_q, block_k (KernelOptions) and the t5_* buckets."""
+
+    position: ClassVar[str] = "t5"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShawOptions(ShawParams, SoftmaxOptions):
+    """Options of `shaw`: implementation, block_q, block_k (KernelOptions) and shaw_clip."""
+
+    position: ClassVar[str] = "shaw"
 
 
 class SoftmaxAttention(SelfAttention):
     """Softmax attention over the pairs `band()` allows, with a position scheme.
 
-    Subclasses set `Options` (a frozen dataclass deriving from KernelOptions and PositionOptions)
-    and implement `band()`.
+    Subclasses set `Options` (a SoftmaxOptions, resolved and checked by
+    `research.attention.resolve_options`) and implement `band()`.
     """
 
     Options: ClassVar[type] = FullOptions
@@ -40,13 +88,8 @@ class SoftmaxAttention(SelfAttention):
     def __init__(self, options=None, **kwargs):
         super().__init__(**kwargs)
         self.options = self.Options() if options is None else options
-        self.options.check(self.option_field())
         self.position = make_position(
-            self.options,
-            field=self.option_field(),
-            num_heads=self.num_heads,
-            head_dim=self.head_dim,
-            rngs=kwargs["rngs"],
+            self.options, num_heads=self.num_heads, head_dim=self.head_dim, rngs=kwargs["rngs"]
         )
 
     def band(self) -> Band:
@@ -54,27 +97,30 @@ class SoftmaxAttention(SelfAttention):
         raise NotImplementedError
 
     def attend(self, q_BTHD, k_BSHD, v_BSHD, key_mask_BS, *, dropout_key):
+        """Raises UserError naming this variant's `implementation` option when it asks for a
+        platform kernel that cannot serve the call (known only now: backend, dtype, lengths)."""
         q_BTHD, k_BSHD = self.position.rotate(q_BTHD, k_BSHD)
-        return softmax_attention(
-            q_BTHD,
-            k_BSHD,
-            v_BSHD,
-            key_mask_BS,
-            self.band(),
-            options=self.options,
-            position=self.position,
-            position_name=self.options.position,
-            field=self.option_field(),
-            dropout_rate=self.dropout_rate,
-            dropout_key=dropout_key,
-        )
+        try:
+            return softmax_attention(
+                q_BTHD,
+                k_BSHD,
+                v_BSHD,
+                key_mask_BS,
+                self.band(),
+                options=self.options,
+                position=self.position,
+                dropout_rate=self.dropout_rate,
+                dropout_key=dropout_key,
+            )
+        except UnusableImplementation as error:
+            raise UserError(f"{self.option_field()}.{error}") from None
 
     def weights(self, q_BTHD, k_BSHD, key_mask_BS):
         """The dense softmax weights_BHTS, whichever implementation `attend` runs (all compute the
         same function); zero outside the band. With position `shaw` the output is weights @ v plus
         the relative value term sum_j w_ij a^V(j - i), so weights @ v alone is not the output."""
         q_BTHD, k_BSHD = self.position.rotate(q_BTHD, k_BSHD)
-        mask = band_mask(key_mask_BS, self.band(), q_BTHD.shape[1], k_BSHD.shape[1])
+        mask = self.band().mask(key_mask_BS, q_BTHD.shape[1], k_BSHD.shape[1])
         return positional_weights(q_BTHD, k_BSHD, mask, self.position, 0)
 
 
@@ -89,52 +135,31 @@ class FullAttention(SoftmaxAttention):
         return Band(causal=self.causal)
 
 
-def preset_options(position: str) -> tuple[str, ...]:
-    """The options a preset of `position` offers: full's, less `position` and the other schemes'
-    parameters."""
-    others = {o for scheme, names in SCHEME_OPTIONS.items() if scheme != position for o in names}
-    fields = [f.name for f in dataclasses.fields(FullOptions)]
-    return tuple(f for f in fields if f != "position" and f not in others)
-
-
-class _Preset(FullAttention):
-    """Full attention with `position` fixed to the class name: its `Options` are FullOptions
-    whose `position` defaults to the name, so a config's options are checked as the scheme's
-    before anything is built."""
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls.Options = dataclasses.make_dataclass(
-            f"{cls.name.capitalize()}Options",
-            [("position", str, dataclasses.field(default=cls.name))],
-            bases=(FullOptions,),
-            frozen=True,
-        )
-
-    @classmethod
-    def offered_options(cls) -> tuple[str, ...]:
-        return preset_options(cls.name)
-
-
-class RopeAttention(_Preset):
-    """Full attention with rotary position embeddings (position=rope)."""
+class RopeAttention(FullAttention):
+    """Full attention with rotary position embeddings (position=rope). Options: RopeOptions."""
 
     name = "rope"
+    Options = RopeOptions
 
 
-class AlibiAttention(_Preset):
-    """Full attention with ALiBi's linear distance biases (position=alibi)."""
+class AlibiAttention(FullAttention):
+    """Full attention with ALiBi's linear distance biases (position=alibi). Options:
+    AlibiOptions."""
 
     name = "alibi"
+    Options = AlibiOptions
 
 
-class T5Attention(_Preset):
-    """Full attention with T5's bucketed relative bias (position=t5)."""
+class T5Attention(FullAttention):
+    """Full attention with T5's bucketed relative bias (position=t5). Options: T5Options."""
 
     name = "t5"
+    Options = T5Options
 
 
-class ShawAttention(_Preset):
-    """Full attention with Shaw et al.'s relative key and value embeddings (position=shaw)."""
+class ShawAttention(FullAttention):
+    """Full attention with Shaw et al.'s relative key and value embeddings (position=shaw).
+    Options: ShawOptions."""
 
     name = "shaw"
+    Options = ShawOptions

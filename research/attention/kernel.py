@@ -26,7 +26,7 @@ ones, whose key tiles overlap (dq accumulates, dk and dv are added into place).
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +34,13 @@ import numpy as np
 from jax import Array
 
 from research.attention.sparsity import Band
+from research.intmath import ceil_div, round_up
 
 
 class TileTerms:
     """A position scheme's contribution to each tile. Subclasses are frozen dataclasses (hashable:
-    they are part of the compiled program) that set `has_bias` / `has_value` and implement:
+    they are part of the compiled program) that name their `scheme`, the position class whose
+    `adds_bias` / `adds_value` say which of these the kernel calls, and implement those:
 
       bias(params, q_XTD, offset, rows_X, kv_len) -> bias_XTS (f32), added to the logits; q is
           already scaled by 1/sqrt(D), offset = first key position - first query position of the
@@ -49,8 +51,8 @@ class TileTerms:
     kernel by `jax.vjp` of these functions.
     """
 
-    has_bias: bool = False
-    has_value: bool = False
+    #: The scheme (research.attention.relative.Position subclass) these terms belong to.
+    scheme: ClassVar[type]
 
     def bias(self, params, q_XTD: Array, offset: Array, rows_X: Array, kv_len: int) -> Array:
         raise NotImplementedError
@@ -106,7 +108,7 @@ class _Plan:
             needed = self.band.key_blocks(self.q_len, self.kv_len, self.block_q, self.block_k)
             qi, ki = np.nonzero(needed)
             return qi.astype(np.int32), (ki * self.block_k).astype(np.int32)
-        qi = np.arange(-(-self.q_len // self.block_q), dtype=np.int32)
+        qi = np.arange(ceil_div(self.q_len, self.block_q), dtype=np.int32)
         return qi, (qi * self.block_q + self.span[0] + self.pad_left).astype(np.int32)
 
     @property
@@ -172,7 +174,7 @@ def _scores(plan: _Plan, params, tile: _Tile, rows_X):
     logits = jnp.einsum("xtd,xsd->xts", tile.q, tile.k, preferred_element_type=jnp.float32)
     pullback = None
     terms = plan.terms
-    if terms is not None and terms.has_bias:
+    if terms is not None and terms.scheme.adds_bias:
 
         def bias_fn(params, q):
             return terms.bias(params, q, tile.offset, rows_X, plan.key_tile)
@@ -210,7 +212,7 @@ def _group_forward(plan: _Plan, params, dropout_key, group, q_XTD, k_XSD, v_XSD,
         update = jnp.einsum(
             "xts,xsd->xtd", p.astype(tile.v.dtype), tile.v, preferred_element_type=jnp.float32
         )
-        if terms is not None and terms.has_value:
+        if terms is not None and terms.scheme.adds_value:
             update = update + terms.value(params, p, tile.offset)
         acc = acc * correction[..., None] + update
         # The tile's rows are final once their last key tile is in; writing every step is cheap
@@ -260,7 +262,7 @@ def _group_backward(plan: _Plan, params, dropout_key, group, inputs, out_XTD, ls
         p_kept = p if keep is None else p * keep
         dv = jnp.einsum("xts,xtd->xsd", p_kept.astype(do.dtype), do, **f32)
         dp = jnp.einsum("xtd,xsd->xts", do, v, **f32)
-        if terms is not None and terms.has_value:
+        if terms is not None and terms.scheme.adds_value:
             value_fn = lambda prm, w: terms.value(prm, w, offset)  # noqa: E731
             _, value_pullback = jax.vjp(value_fn, params, p_kept)
             dparams_value, dp_value = value_pullback(do.astype(jnp.float32))
@@ -411,7 +413,7 @@ def block_sparse_attention(
         q_len=q_len,
         kv_len=kv_len,
     )
-    t_pad = -(-q_len // block_q) * block_q
+    t_pad = round_up(q_len, block_q)
     key_padding = (plan.pad_left, plan.padded_kv_len - plan.pad_left - kv_len)
     if key_mask_BS is None and key_padding != (0, 0):
         key_mask_BS = jnp.ones((batch, kv_len), bool)

@@ -22,8 +22,9 @@ from jax import Array
 
 from research.attention.base import SelfAttention
 from research.attention.dense import pad_to
-from research.attention.masks import attention_mask
+from research.attention.sparsity import Band
 from research.errors import check_choice, check_positive
+from research.intmath import ceil_div
 
 REDRAW = ("never", "step")
 
@@ -77,7 +78,7 @@ def linear_attention(
 
     batch, length, heads, _ = phi_q.shape
     c = chunk_size
-    n = -(-length // c)
+    n = ceil_div(length, c)
     log_scale = jnp.pad(log_scale, ((0, 0), (0, n * c - length), (0, 0)), constant_values=-jnp.inf)
     # Each row's shift: the running maximum of the log scales, -inf before the first valid key.
     top_BSH = jax.lax.cummax(jax.lax.stop_gradient(log_scale), axis=1)
@@ -143,7 +144,7 @@ def linear_weights(
     if key_log_scale_BSH is not None:
         log_scale = jnp.moveaxis(key_log_scale_BSH.astype(jnp.float32), 1, 2)[:, :, None, :]
         log_scale_BHTS = log_scale_BHTS + log_scale
-    allowed = attention_mask(key_mask_BS, causal=causal, q_len=q_len, kv_len=kv_len)
+    allowed = Band(causal=causal).mask(key_mask_BS, q_len, kv_len)
     if allowed is not None:
         log_scale_BHTS = jnp.where(allowed, log_scale_BHTS, -jnp.inf)  # weight exp(-inf) = 0
     top_BHT1 = jax.lax.stop_gradient(log_scale_BHTS.max(-1, keepdims=True))
@@ -164,7 +165,7 @@ class LinearOptions:
 
     chunk_size: int = 64
 
-    def check(self, field: str) -> None:
+    def check(self, field: str, head_dim: int | None = None) -> None:
         check_positive(f"{field}.chunk_size", self.chunk_size)
 
 
@@ -179,8 +180,8 @@ class PerformerOptions(LinearOptions):
     orthogonal: bool = True
     redraw: str = "never"
 
-    def check(self, field: str) -> None:
-        super().check(field)
+    def check(self, field: str, head_dim: int | None = None) -> None:
+        super().check(field, head_dim)
         check_positive(f"{field}.num_features", self.num_features)
         check_choice(f"{field}.redraw", self.redraw, REDRAW)
 
@@ -194,7 +195,6 @@ class LinearAttention(SelfAttention):
     def __init__(self, options=None, **kwargs):
         super().__init__(**kwargs)
         self.options = self.Options() if options is None else options
-        self.options.check(self.option_field())
         self.chunk_size = self.options.chunk_size
 
     def features(self, q_BTHD: Array, k_BSHD: Array):
@@ -234,7 +234,7 @@ def random_features(key: jax.Array, num_features: int, dim: int, *, orthogonal: 
     gauss_key, norm_key = jax.random.split(key)
     if not orthogonal:
         return jax.random.normal(gauss_key, (num_features, dim))
-    num_blocks = -(-num_features // dim)
+    num_blocks = ceil_div(num_features, dim)
     blocks = jax.random.normal(gauss_key, (num_blocks, dim, dim))
     q_blocks, r_blocks = jnp.linalg.qr(blocks)
     # Sign-fix so each block is Haar-distributed (LAPACK's Q alone is not, which biases the kernel).

@@ -18,8 +18,8 @@ class LocalOptions(FullOptions):
 
     window: int = 32
 
-    def check(self, field: str) -> None:
-        super().check(field)
+    def check(self, field: str, head_dim: int | None = None) -> None:
+        super().check(field, head_dim)
         check_positive(f"{field}.window", self.window)
 
 
@@ -31,8 +31,8 @@ class BlockLocalOptions(FullOptions):
     block_size: int = 64
     neighbours: bool = False
 
-    def check(self, field: str) -> None:
-        super().check(field)
+    def check(self, field: str, head_dim: int | None = None) -> None:
+        super().check(field, head_dim)
         check_positive(f"{field}.block_size", self.block_size)
 
 

@@ -39,6 +39,7 @@ from jax import Array
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
 from research.attention.sparsity import Band
+from research.intmath import round_up
 
 # Splash's blocks must be multiples of the TPU's 128 lanes; lengths are padded to this.
 SPLASH_LANES = 128
@@ -86,9 +87,8 @@ def splash_eligible(
 ) -> tuple[bool, str]:
     """Whether splash attention can run this call, and if not, why (for error messages).
 
-    `head_dim` is accepted at any size: this jax's splash kernel no longer requires a multiple of
-    128 (jax PR 26676 lifted it; the kernel tiles and slices its 128-lane scratch), and D = 8 runs
-    in interpret mode. Not checked on a TPU here; head dims below 128 leave lanes idle.
+    `head_dim` is accepted at any size: this jax's splash kernel tiles and slices its 128-lane
+    scratch, so it needs no multiple of 128 (jax PR 26676), and D = 8 runs in interpret mode. Not checked on a TPU here; head dims below 128 leave lanes idle.
     """
     if backend != "tpu" and not interpret:
         return False, f"it needs a TPU (backend is {backend}; interpret=True runs it anywhere)"
@@ -131,10 +131,6 @@ def _splash_mask(band: Band, shape: tuple[int, int]) -> splash.Mask:
     return _BandMask(band, shape)
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
 def _default_block_sizes(q_pad: int, kv_pad: int) -> splash.BlockSizes:
     bq = next(b for b in SPLASH_BLOCKS if q_pad % b == 0)
     bkv = next(b for b in SPLASH_BLOCKS if kv_pad % b == 0)
@@ -153,14 +149,14 @@ def _default_block_sizes(q_pad: int, kv_pad: int) -> splash.BlockSizes:
 def _padded_lengths(q_len: int, kv_len: int, block_sizes: splash.BlockSizes | None):
     """Lengths padded so every query / key block size of the call divides them."""
     if block_sizes is None:
-        return _round_up(q_len, SPLASH_LANES), _round_up(kv_len, SPLASH_LANES)
+        return round_up(q_len, SPLASH_LANES), round_up(kv_len, SPLASH_LANES)
     b = block_sizes
     q_blocks = [b.block_q, b.block_q_dkv, b.block_q_dq]
     kv_blocks = [b.block_kv, b.block_kv_compute, b.block_kv_dkv, b.block_kv_dkv_compute]
     kv_blocks.append(b.block_kv_dq)
     q_multiple = math.lcm(SPLASH_LANES, *[x for x in q_blocks if x])
     kv_multiple = math.lcm(SPLASH_LANES, *[x for x in kv_blocks if x])
-    return _round_up(q_len, q_multiple), _round_up(kv_len, kv_multiple)
+    return round_up(q_len, q_multiple), round_up(kv_len, kv_multiple)
 
 
 @functools.lru_cache(maxsize=32)

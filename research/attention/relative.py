@@ -1,28 +1,35 @@
-"""Position schemes that full and local attention compose with: RoPE, ALiBi, T5 buckets, Shaw.
+"""Position schemes that the softmax variants compose with: RoPE, ALiBi, T5 buckets, Shaw.
 
 A scheme sees attention in tiles: queries at positions q0 + t (t < T) against keys at k0 + s
 (s < S). Its biases depend only on the relative position `rel_TS = s - t + offset`,
-offset = k0 - q0, so the same code serves the dense layout (offset 0), local attention's blocks
-(offset -w) and the chunks of the memory-efficient path (offset traced inside a scan).
+offset = k0 - q0, so the same code serves the whole sequence (offset 0, the dense path) and the
+block-sparse kernel's tiles (offset traced inside its scan).
 
-Hooks, each the identity or None for `Position` itself:
-  rotate(q_BTHD, k_BSHD) -> (q, k)       applied to whole sequences before any tiling (RoPE)
-  logits_bias(q_XTHD, S, offset)          -> bias_XHTS or None, added to q.k / sqrt(D)
-  value_term(weights_XHTS, offset)        -> out_XTHD or None, added to weights @ v (Shaw)
+A `Position` says which terms it adds (`adds_bias`, `adds_value`, asked by every path) and
+implements the hooks:
+  rotate(q_BTHD, k_BSHD) -> (q, k)       applied to whole sequences before any tiling (RoPE;
+                                          the identity for the others)
+  logits_bias(q_XTHD, S, offset)          -> bias_XHTS, added to q.k / sqrt(D) (adds_bias)
+  value_term(weights_XHTS, offset)        -> out_XTHD, added to weights @ v (adds_value: Shaw)
   tile_terms()                            -> (kernel.TileTerms or None, params): the same bias and
                                              value term for the block-sparse kernel's tiles
-`X` is any leading shape: (B,) dense, (B, blocks) local.
+`X` is any leading shape ((B,) on the dense path); the tile terms take the kernel's (batch x heads)
+rows as X, with heads folded in (q_XTD).
 
 The dense hooks are the reference; the kernel's tile terms are written for speed: values over a
 tile's clipped relative positions are laid out by one gather (`spread`) whose gradient is
 `gather_by_relative` (a T x 2clip gather and two masked row sums), never a T x S scatter. T5 clips
 at max_distance, beyond which distances share a bucket; Shaw at its own clip. They are tested
 against the dense hooks.
+
+The schemes' options (`PositionChoice`, `RopeParams`, `T5Params`, `ShawParams`) are declared at
+the end, with `check_position`, which validates them once when a config's options are resolved.
 """
 
 import dataclasses
 import functools
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +39,6 @@ from jax import Array
 
 from research.attention.kernel import TileTerms
 from research.errors import UserError, check_choice, check_positive
-
-POSITIONS = ("none", "rope", "alibi", "t5", "shaw")
 
 
 def relative_positions(q_len: int, kv_len: int, offset: int | Array = 0) -> Array:
@@ -124,74 +129,27 @@ def gather_by_relative(w_XTS: Array, offset, clip: int) -> Array:
 spread.defvjp(_spread_fwd, _spread_bwd)
 
 
-@dataclasses.dataclass(frozen=True)
-class ALiBiTile(TileTerms):
-    num_heads: int
-    has_bias = True
-
-    def bias(self, params, q_XTD, offset, rows_X, kv_len):
-        slopes_X = jnp.asarray(alibi_slopes(self.num_heads))[rows_X % self.num_heads]
-        rel_TS = relative_positions(q_XTD.shape[1], kv_len, offset)
-        return -slopes_X[:, None, None] * jnp.abs(rel_TS).astype(jnp.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class T5Tile(TileTerms):
-    """T5's bias on a tile: distances of max_distance or more share their side's last bucket, so
-    the table is looked up for the clipped relative positions -max_distance..max_distance only."""
-
-    num_heads: int
-    num_buckets: int
-    max_distance: int
-    bidirectional: bool
-    has_bias = True
-
-    def bias(self, embedding_NH, q_XTD, offset, rows_X, kv_len):
-        clip = self.max_distance
-        bucket_C = t5_bucket(
-            jnp.arange(-clip, clip + 1),
-            num_buckets=self.num_buckets,
-            max_distance=self.max_distance,
-            bidirectional=self.bidirectional,
-        )
-        bias_XC = embedding_NH.astype(jnp.float32)[bucket_C][:, rows_X % self.num_heads].T
-        return spread(bias_XC[:, None, :], offset, q_XTD.shape[1], kv_len, clip)
-
-
-@dataclasses.dataclass(frozen=True)
-class ShawTile(TileTerms):
-    """Shaw's key term q.a^K(rel) and value term sum_s w a^V(rel) on a tile: `spread` lays the
-    (T, 2k + 1) products q.a^K out on the tile, `gather_by_relative` sums the weights of each clip
-    bucket; each is the other's gradient."""
-
-    clip: int
-    has_bias = True
-    has_value = True
-
-    def bias(self, params, q_XTD, offset, rows_X, kv_len):
-        key_RD, _ = params
-        qa_XTR = jnp.einsum(
-            "xtd,rd->xtr", q_XTD, key_RD.astype(q_XTD.dtype), preferred_element_type=jnp.float32
-        )
-        return spread(qa_XTR, offset, q_XTD.shape[1], kv_len, self.clip)
-
-    def value(self, params, weights_XTS, offset):
-        _, value_RD = params
-        buckets_XTR = gather_by_relative(weights_XTS.astype(jnp.float32), offset, self.clip)
-        return jnp.einsum("xtr,rd->xtd", buckets_XTR, value_RD.astype(jnp.float32))
-
-
 class Position(nnx.Module):
-    """No position information (position="none"); the base the schemes override."""
+    """No position information (position="none"); the base the schemes override.
+
+    `adds_bias` and `adds_value` say which terms a scheme adds to attention: every path (dense,
+    the kernel's tiles, the choice of implementation) asks them, and calls `logits_bias` /
+    `value_term` only where they are True.
+    """
+
+    #: Whether the scheme adds a bias to the logits (`logits_bias`; the tiles' `bias`).
+    adds_bias: ClassVar[bool] = False
+    #: Whether the scheme adds a value term to weights @ v (`value_term`; the tiles' `value`).
+    adds_value: ClassVar[bool] = False
 
     def rotate(self, q_BTHD: Array, k_BSHD: Array) -> tuple[Array, Array]:
         return q_BTHD, k_BSHD
 
-    def logits_bias(self, q_XTHD: Array, kv_len: int, offset: int | Array) -> Array | None:
-        return None
+    def logits_bias(self, q_XTHD: Array, kv_len: int, offset: int | Array) -> Array:
+        raise NotImplementedError(f"{type(self).__name__} adds no logit bias")
 
-    def value_term(self, weights_XHTS: Array, offset: int | Array) -> Array | None:
-        return None
+    def value_term(self, weights_XHTS: Array, offset: int | Array) -> Array:
+        raise NotImplementedError(f"{type(self).__name__} adds no value term")
 
     def tile_terms(self) -> tuple[TileTerms | None, tuple]:
         return None, ()
@@ -201,11 +159,9 @@ class RoPE(Position):
     """Rotary embeddings (Su et al. 2021): feature pairs (i, i + D/2) rotate by angle
     position * base^(-2i/D), so q.k depends only on the position difference."""
 
-    def __init__(self, head_dim: int, base: float, field: str):
+    def __init__(self, head_dim: int, base: float):
         if head_dim % 2:
-            raise UserError(
-                f"{field}=rope needs an even head dimension (qkv_dim / num_heads), got {head_dim}"
-            )
+            raise ValueError(f"RoPE rotates feature pairs: head_dim={head_dim} must be even")
         self.head_dim = head_dim
         self.base = base
 
@@ -229,6 +185,8 @@ class ALiBi(Position):
     """Linear biases (Press et al. 2022): -slope_h * |j - i|. With a causal mask this is the paper's
     form (it adds slope * j, which differs by a per-row constant); without, the symmetric form."""
 
+    adds_bias = True
+
     def __init__(self, num_heads: int):
         self.num_heads = num_heads
 
@@ -244,6 +202,8 @@ class ALiBi(Position):
 
 class T5Bias(Position):
     """T5's learned per-head scalar bias for each bucket of relative position (Raffel et al.)."""
+
+    adds_bias = True
 
     def __init__(
         self, num_heads: int, *, num_buckets: int, max_distance: int, bidirectional: bool, rngs
@@ -279,6 +239,9 @@ class Shaw(Position):
     Neither term builds a T x S x D tensor: the key term gathers q.a^K (X,H,T,2k+1) by index, the
     value term sums the weights per index from a running sum along S, then mixes a^V.
     """
+
+    adds_bias = True
+    adds_value = True
 
     def __init__(self, head_dim: int, *, clip: int, rngs):
         self.clip = clip
@@ -319,70 +282,159 @@ class Shaw(Position):
         return ShawTile(self.clip), (self.key_RD[...], self.value_RD[...])
 
 
+#: Each scheme's class by its `position` name.
+SCHEMES: dict[str, type[Position]] = {
+    "none": Position,
+    "rope": RoPE,
+    "alibi": ALiBi,
+    "t5": T5Bias,
+    "shaw": Shaw,
+}
+POSITIONS = tuple(SCHEMES)
+
+
 @dataclasses.dataclass(frozen=True)
-class PositionOptions:
-    """The position scheme of a softmax variant (`position`, one of POSITIONS) and each scheme's
-    parameters; a scheme reads only its own (SCHEME_OPTIONS)."""
+class ALiBiTile(TileTerms):
+    """ALiBi's bias on a tile."""
+
+    num_heads: int
+    scheme = ALiBi
+
+    def bias(self, params, q_XTD, offset, rows_X, kv_len):
+        slopes_X = jnp.asarray(alibi_slopes(self.num_heads))[rows_X % self.num_heads]
+        rel_TS = relative_positions(q_XTD.shape[1], kv_len, offset)
+        return -slopes_X[:, None, None] * jnp.abs(rel_TS).astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Tile(TileTerms):
+    """T5's bias on a tile: distances of max_distance or more share their side's last bucket, so
+    the table is looked up for the clipped relative positions -max_distance..max_distance only."""
+
+    num_heads: int
+    num_buckets: int
+    max_distance: int
+    bidirectional: bool
+    scheme = T5Bias
+
+    def bias(self, embedding_NH, q_XTD, offset, rows_X, kv_len):
+        clip = self.max_distance
+        bucket_C = t5_bucket(
+            jnp.arange(-clip, clip + 1),
+            num_buckets=self.num_buckets,
+            max_distance=self.max_distance,
+            bidirectional=self.bidirectional,
+        )
+        bias_XC = embedding_NH.astype(jnp.float32)[bucket_C][:, rows_X % self.num_heads].T
+        return spread(bias_XC[:, None, :], offset, q_XTD.shape[1], kv_len, clip)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShawTile(TileTerms):
+    """Shaw's key term q.a^K(rel) and value term sum_s w a^V(rel) on a tile: `spread` lays the
+    (T, 2k + 1) products q.a^K out on the tile, `gather_by_relative` sums the weights of each clip
+    bucket; each is the other's gradient."""
+
+    clip: int
+    scheme = Shaw
+
+    def bias(self, params, q_XTD, offset, rows_X, kv_len):
+        key_RD, _ = params
+        qa_XTR = jnp.einsum(
+            "xtd,rd->xtr", q_XTD, key_RD.astype(q_XTD.dtype), preferred_element_type=jnp.float32
+        )
+        return spread(qa_XTR, offset, q_XTD.shape[1], kv_len, self.clip)
+
+    def value(self, params, weights_XTS, offset):
+        _, value_RD = params
+        buckets_XTR = gather_by_relative(weights_XTS.astype(jnp.float32), offset, self.clip)
+        return jnp.einsum("xtr,rd->xtd", buckets_XTR, value_RD.astype(jnp.float32))
+
+
+# The position scheme's options: the fields config.model.attention_options.<variant>.<option> of
+# the softmax variants' Options (full.py), each scheme's parameters declared once here.
+
+
+@dataclasses.dataclass(frozen=True)
+class PositionChoice:
+    """position: the scheme, one of POSITIONS (an option of full, local and block_local; each
+    preset fixes it)."""
 
     position: str = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeParams:
+    """RoPE's parameter: rope_base, the base of its rotation frequencies (> 1)."""
+
     rope_base: float = 10_000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Params:
+    """T5's parameters: t5_num_buckets buckets of relative position, exact up to a quarter of them
+    (half, when not bidirectional) and logarithmic up to t5_max_distance; t5_bidirectional gives
+    keys after the query their own half of the buckets."""
+
     t5_num_buckets: int = 32
     t5_max_distance: int = 128
     t5_bidirectional: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ShawParams:
+    """Shaw's parameter: shaw_clip, the relative distance k beyond which embeddings are shared."""
+
     shaw_clip: int = 16
 
-    def check(self, field: str) -> None:
-        """One-line UserErrors naming `field.<option>` for a bad scheme or parameter."""
-        check_choice(f"{field}.position", self.position, POSITIONS)
-        if self.position == "rope" and not (
-            isinstance(self.rope_base, int | float) and self.rope_base > 1
-        ):
-            raise UserError(f"{field}.rope_base={self.rope_base!r} is not valid; it must be > 1")
-        if self.position == "t5":
-            self._check_t5(field)
-        if self.position == "shaw":
-            check_positive(f"{field}.shaw_clip", self.shaw_clip)
 
-    def _check_t5(self, field: str) -> None:
-        check_positive(f"{field}.t5_num_buckets", self.t5_num_buckets)
-        minimum = 4 if self.t5_bidirectional else 2
-        buckets = self.t5_num_buckets
-        if buckets < minimum:
+def check_position(options, field: str, head_dim: int | None = None) -> None:
+    """One-line UserErrors naming `field.<option>` for a bad scheme or a bad parameter of the
+    scheme `options.position` names (the only parameters it reads); `head_dim`, when known, is
+    checked against what the scheme needs (RoPE: even)."""
+    position = options.position
+    check_choice(f"{field}.position", position, POSITIONS)
+    if position == "rope":
+        base = options.rope_base
+        if not (isinstance(base, int | float) and base > 1):
+            raise UserError(f"{field}.rope_base={base!r} is not valid; it must be > 1")
+        if head_dim is not None and head_dim % 2:
             raise UserError(
-                f"{field}.t5_num_buckets={buckets} is not valid; it must be >= {minimum}"
+                f"{field}.position=rope needs an even head dimension (qkv_dim / num_heads), "
+                f"got {head_dim}"
             )
-        if self.t5_bidirectional and buckets % 2:
-            raise UserError(
-                f"{field}.t5_num_buckets={buckets} is not valid; with t5_bidirectional=True it "
-                "must be even (half the buckets for keys before the query, half for keys after)"
-            )
-        exact = self.t5_num_buckets // (4 if self.t5_bidirectional else 2)
-        distance = self.t5_max_distance
-        if not (isinstance(distance, int) and not isinstance(distance, bool) and distance > exact):
-            raise UserError(
-                f"{field}.t5_max_distance={distance!r} is not valid; it must be an integer "
-                f"> {exact} (the largest exactly bucketed distance)"
-            )
+    if position == "t5":
+        _check_t5(options, field)
+    if position == "shaw":
+        check_positive(f"{field}.shaw_clip", options.shaw_clip)
 
 
-# The options each scheme reads: a preset variant (`attention=t5`) offers only its own.
-SCHEME_OPTIONS = {
-    "none": (),
-    "rope": ("rope_base",),
-    "alibi": (),
-    "t5": ("t5_num_buckets", "t5_max_distance", "t5_bidirectional"),
-    "shaw": ("shaw_clip",),
-}
+def _check_t5(options: T5Params, field: str) -> None:
+    check_positive(f"{field}.t5_num_buckets", options.t5_num_buckets)
+    minimum = 4 if options.t5_bidirectional else 2
+    buckets = options.t5_num_buckets
+    if buckets < minimum:
+        raise UserError(f"{field}.t5_num_buckets={buckets} is not valid; it must be >= {minimum}")
+    if options.t5_bidirectional and buckets % 2:
+        raise UserError(
+            f"{field}.t5_num_buckets={buckets} is not valid; with t5_bidirectional=True it "
+            "must be even (half the buckets for keys before the query, half for keys after)"
+        )
+    exact = buckets // (4 if options.t5_bidirectional else 2)
+    distance = options.t5_max_distance
+    if not (isinstance(distance, int) and not isinstance(distance, bool) and distance > exact):
+        raise UserError(
+            f"{field}.t5_max_distance={distance!r} is not valid; it must be an integer "
+            f"> {exact} (the largest exactly bucketed distance)"
+        )
 
 
-def make_position(
-    options: PositionOptions, *, field: str, num_heads: int, head_dim: int, rngs: nnx.Rngs
-) -> Position:
-    """Builds the scheme `options` name (checked by the caller, `options.check(field)`); `field` is
-    the config path prefix (`...options.full`) for RoPE's head-dimension error."""
+def make_position(options, *, num_heads: int, head_dim: int, rngs: nnx.Rngs) -> Position:
+    """Builds the scheme `options.position` names with its parameters from `options` (resolved
+    and checked by `research.attention.resolve_options`)."""
     name = options.position
     if name == "rope":
-        return RoPE(head_dim, float(options.rope_base), f"{field}.position")
+        return RoPE(head_dim, float(options.rope_base))
     if name == "alibi":
         return ALiBi(num_heads)
     if name == "t5":

@@ -1,18 +1,24 @@
-"""Which (query, key) pairs a softmax variant lets meet, as data every kernel reads.
+"""Which (query, key) pairs may meet, as data every attention path reads: the one mask vocabulary.
 
 A `Band` is the mask a variant needs apart from key padding: causality, a sliding window and
-block-local groups, alone or together. Kernels read it three ways: `allows` per element (inside a
-tile), `dense` as a (T, S) array (the reference path and the tests), `key_blocks` as the
-(query block, key block) pairs worth visiting and `key_span` as the keys a query block can reach
-when the band's reach is bounded, both from `key_interval` (each query's allowed keys are one
-interval), so no kernel spends work on a tile the mask empties.
+block-local groups, alone or together. It is read four ways: `allows` per element (inside a
+kernel's tile), `dense` as a (T, S) array, `mask` as that array joined with key padding into the
+boolean mask dense scores take (the dense reference path, the attention-map weights of softmax and
+linear attention, the benchmark's XLA baseline), and `key_blocks` / `key_span`: the (query block,
+key block) pairs worth visiting and, when the band's reach is bounded, the keys a query block can
+reach, both from `key_interval` (each query's allowed keys are one interval), so no kernel spends
+work on a tile the mask empties.
 """
 
 import dataclasses
 import functools
 import math
 
+import jax.numpy as jnp
 import numpy as np
+from jax import Array
+
+from research.intmath import ceil_div
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +52,18 @@ class Band:
         """mask_TS, True where query t may see key s."""
         return self.allows(np.arange(q_len)[:, None], np.arange(kv_len)[None, :])
 
+    def mask(self, key_mask_BS: Array | None, q_len: int, kv_len: int) -> Array | None:
+        """The band and key padding as one dense boolean mask for (B, H, T, S) scores: mask_B1TS
+        (mask_11TS without a key mask, mask_B11S for the band of everything), True where query t
+        may see key s; None when nothing is masked."""
+        mask = None
+        if self != Band():
+            mask = jnp.asarray(self.dense(q_len, kv_len))[None, None]
+        if key_mask_BS is not None:
+            keys = key_mask_BS.astype(bool)[:, None, None, :]
+            mask = keys if mask is None else mask & keys
+        return mask
+
     @property
     def reach(self) -> tuple[int | None, int | None]:
         """(left, right): the largest i - j and j - i allowed, None when unbounded."""
@@ -71,7 +89,7 @@ class Band:
     def key_blocks(self, q_len: int, kv_len: int, block_q: int, block_k: int) -> np.ndarray:
         """needed_NM: whether query block n and key block m share any allowed (i, j) pair; exact,
         so the kernels skip exactly the tiles the mask empties."""
-        n, m = -(-q_len // block_q), -(-kv_len // block_k)
+        n, m = ceil_div(q_len, block_q), ceil_div(kv_len, block_k)
         lo, hi = self.key_interval(q_len, kv_len)
         lo = np.pad(lo, (0, n * block_q - q_len), constant_values=1)  # padded queries see nothing
         hi = np.pad(hi, (0, n * block_q - q_len), constant_values=0)
@@ -90,7 +108,7 @@ class Band:
         if left is None or right is None:
             return None
         period = block_q if self.block is None else math.lcm(block_q, self.block)
-        base = period * (-(-(left + 1) // period) + 1)
+        base = period * (ceil_div(left + 1, period) + 1)
         first, last = self.key_interval(base + period, base + period + right + 1)
         lo, hi = 0, 0
         for start in range(base, base + period, block_q):

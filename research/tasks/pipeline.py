@@ -16,6 +16,7 @@ import grain
 import numpy as np
 
 from research.errors import UserError
+from research.intmath import ceil_div
 
 
 def mask_field(token_field: str) -> str:
@@ -100,7 +101,7 @@ def eval_batches(
         pad_example, max_len=max_len, sequence_fields=sequence_fields, truncate=truncate
     )
     local_size = batch_size // shard_count
-    num_batches = -(-len(source) // batch_size)
+    num_batches = ceil_div(len(source), batch_size)
     dataset = grain.MapDataset.source(source).map(pad).batch(local_size)[shard_index::shard_count]
     empty = {k: np.zeros((0, *np.shape(v)), np.asarray(v).dtype) for k, v in pad(source[0]).items()}
     rows = iter(dataset)

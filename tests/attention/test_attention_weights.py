@@ -62,8 +62,9 @@ def value_term(module, weights_BHTS):
     """What a variant adds to weights @ v: Shaw's relative values (full and local alike, as both
     score with the same position hooks), nothing for the rest."""
     position = getattr(module, "position", None)
-    extra = position.value_term(weights_BHTS, 0) if position is not None else None
-    return 0.0 if extra is None else extra
+    if position is None or not position.adds_value:
+        return 0.0
+    return position.value_term(weights_BHTS, 0)
 
 
 def check_weights(module, length: int):

@@ -7,6 +7,7 @@ import pytest
 from attention_testing import build, qkv
 
 from research.attention.dispatch import Call, choose_implementation, default_blocks
+from research.attention.relative import SCHEMES
 from research.attention.sparsity import Band
 from research.errors import UserError
 
@@ -19,7 +20,8 @@ def _call(backend, *, dtype=BF16, band=None, position="none", dropout=False, len
         dtype=dtype,
         head_dim=64,
         band=Band() if band is None else band,
-        position=position,
+        position_bias=SCHEMES[position].adds_bias,
+        position_value=SCHEMES[position].adds_value,
         dropout=dropout,
         q_len=length,
         kv_len=length,

@@ -17,7 +17,7 @@ from attention_testing import (
 from flax import nnx
 
 from research.attention import dot_product_attention
-from research.attention.masks import attention_mask, causal_mask
+from research.attention.sparsity import Band
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -26,7 +26,7 @@ def test_forward_and_gradients_match_jax(causal):
     key_mask = padding_mask([11, 6], 11)
     module = build("full", causal=causal)
     ours = jax.jit(lambda q, k, v: module.attend(q, k, v, key_mask, dropout_key=None))
-    pattern = causal_mask(11, 11) if causal else None
+    pattern = Band(causal=True).dense(11, 11) if causal else None
     theirs = jax.jit(lambda q, k, v: reference(q, k, v, pattern, key_mask))
     assert_same_function(ours, theirs, (q, k, v))
 
@@ -35,7 +35,7 @@ def test_bias_matches_jax():
     q, k, v = qkv(1)
     bias = normal(5, (2, 2, 11, 11))
     key_mask = padding_mask([9, 11], 11)
-    mask = attention_mask(key_mask, causal=False, q_len=11, kv_len=11)
+    mask = Band().mask(key_mask, 11, 11)
     ours = jax.jit(dot_product_attention)(q, k, v, mask, bias)
     assert_close(ours, jax.jit(reference)(q, k, v, None, key_mask, bias))
 

@@ -15,7 +15,7 @@ from attention_testing import (
 )
 
 from research.attention.dense import positional_attention
-from research.attention.masks import attention_mask
+from research.attention.sparsity import Band
 
 LENGTH = 13  # not a multiple of any window or block used here
 # The kernel in tiles smaller than the length (auto would take the dense path at this length).
@@ -107,7 +107,7 @@ def test_position_schemes_in_blocks_equal_the_dense_layout(variant, position):
 
     def dense(q, k, v):
         q, k = module.position.rotate(q, k)
-        mask = attention_mask(key_mask, causal=False, q_len=LENGTH, kv_len=LENGTH) & pattern
+        mask = Band().mask(key_mask, LENGTH, LENGTH) & pattern
         return positional_attention(
             q, k, v, mask, module.position, 0, dropout_rate=0.0, dropout_key=None
         )

@@ -36,7 +36,7 @@ def test_alibi_slopes():
 
 
 def test_rope_scores_depend_only_on_position_difference_and_keep_norms():
-    rope = RoPE(head_dim=8, base=10_000.0, field="f")
+    rope = RoPE(head_dim=8, base=10_000.0)
     q, k, _ = qkv(0, batch=1, length=1, heads=1)
     at = lambda x, p: rope.apply(x, jnp.array([p]))
     score = lambda i, j: float(jnp.sum(at(q, i) * at(k, j)))

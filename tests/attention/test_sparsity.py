@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from research.attention.sparsity import Band
+from research.intmath import ceil_div
 
 BANDS = [
     Band(),
@@ -23,7 +24,7 @@ BANDS = [
     ("q_len", "kv_len", "block_q", "block_k"), [(13, 13, 4, 3), (13, 13, 5, 8), (20, 9, 4, 4)]
 )
 def test_key_blocks_are_the_blocks_with_an_allowed_pair(band, q_len, kv_len, block_q, block_k):
-    n, m = -(-q_len // block_q), -(-kv_len // block_k)
+    n, m = ceil_div(q_len, block_q), ceil_div(kv_len, block_k)
     padded = np.zeros((n * block_q, m * block_k), bool)
     padded[:q_len, :kv_len] = band.dense(q_len, kv_len)
     want = padded.reshape(n, block_q, m, block_k).any((1, 3))
