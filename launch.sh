@@ -1,34 +1,48 @@
 #!/usr/bin/env bash
 # One entry point for everything: creates the virtual environment on first use (and again whenever
-# pyproject.toml changes), then runs a subcommand inside it.
-#
-#   ./launch.sh demo                         the first comparison: experiments/demo.py, ~10 min
-#   ./launch.sh train --config configs/listops.py:size=tiny --workdir runs/listops_tiny
-#   ./launch.sh sweep experiments/X.py [--parallel K --only KEY=VALUE --dry-run ...]
-#                                            run a grid of cells (resumable), then its report
-#   ./launch.sh report runs/X                tables and plots of a sweep -> runs/X/report.md
-#   ./launch.sh attention-maps --workdir runs/X/CELL [--example N] [--split test]
-#                                            a trained run's attention weights as a PNG grid
-#   ./launch.sh test [pytest arguments]      lint, format check, then the test suite
-#   ./launch.sh bench [--lengths 512,1024 --variants full,local ...]
-#                                            attention speed and memory -> docs/benchmarks/
-#   ./launch.sh python [arguments]           the environment's python
-#   ./launch.sh tpu --name N --zone Z --accelerator v4-32 [--project P] [--version V] [--force]
-#       [--dry-run] -- --config configs/listops.py --workdir gs://bucket/run
-#                                            create or reuse a TPU VM slice, copy this tree to
-#                                            every worker, start training on all of them,
-#                                            detached (a dropped connection cannot stop it)
-#   ./launch.sh tpu-log --name N --zone Z [--worker 0]    follow that run's output
-#   ./launch.sh tpu-stop --name N --zone Z                checkpoint and stop it
+# pyproject.toml changes), then runs a subcommand inside it. `./launch.sh help` lists them (from
+# COMMANDS below, the one list).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${RESEARCH_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
+# The subcommands, each once, as NAME|WHERE|RUNS|ARGUMENTS|WHAT IT DOES. WHERE: `here` runs in the
+# caller's folder (its paths are the caller's), `root` in the repository. RUNS: the python
+# arguments (`-m MODULE` and any fixed arguments) that come before the user's, or `shell:FUNCTION`
+# for a function of this file.
+COMMANDS=(
+  "demo|root|-m research.sweeps.runner experiments/demo.py --parallel 2||the first comparison: experiments/demo.py, ~10 min"
+  "train|here|-m research.main|--config configs/listops.py:size=tiny --workdir runs/listops_tiny|train one model (research.main)"
+  "sweep|root|-m research.sweeps.runner|experiments/X.py [--parallel K --only KEY=VALUE --dry-run ...]|run a grid of cells (resumable), then its report"
+  "report|here|-m research.sweeps.report|runs/X|tables and plots of a sweep -> runs/X/report.md"
+  "attention-maps|here|-m research.sweeps.attention_maps|--workdir runs/X/CELL [--example N] [--split test]|a trained run's attention weights as a PNG grid"
+  "test|root|shell:run_tests|[pytest arguments]|lint, format check, then the test suite"
+  "bench|root|-m research.bench|[--lengths 512,1024 --variants full,local ...]|attention speed and memory -> docs/benchmarks/"
+  "python|here||[arguments]|the environment's python"
+  "tpu|here|shell:tpu|--name N --zone Z --accelerator v4-32 [--project P] [--version V] [--force] [--dry-run] -- --config configs/listops.py --workdir gs://bucket/run|create or reuse a TPU VM slice, copy this tree to every worker, start training on all of them, detached (a dropped connection cannot stop it)"
+  "tpu-log|here|shell:tpu_log|--name N --zone Z [--worker 0]|follow that run's output"
+  "tpu-stop|here|shell:tpu_stop|--name N --zone Z|checkpoint and stop it"
+)
+
+# Prints COMMANDS: each subcommand with its arguments, and what it does in a column of its own.
 usage() {
-  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-}
+  local row name where runs arguments what line column=41 pad
+  pad="$(printf "%${column}s" "")"
+  echo "usage: ./launch.sh SUBCOMMAND [ARGUMENTS]"
+  for row in "${COMMANDS[@]}"; do
+    IFS='|' read -r name where runs arguments what <<<"$row"
+    line="  ./launch.sh $name${arguments:+ $arguments}"
+    if ((${#line} < column - 1)); then
+      printf "%-${column}s" "$line"
+    else
+      fold -s -w 98 <<<"$line" | sed -e 's/ *$//' -e '2,$s/^/      /'
+      printf '%s' "$pad"
+    fi
+    fold -s -w $((100 - column)) <<<"$what" | sed -e 's/ *$//' -e "2,\$s/^/$pad/"
+  done
+} >&2
 
 ensure_venv() {
   local stamp extras="${RESEARCH_EXTRAS:-test}"
@@ -170,63 +184,41 @@ tpu_stop() {
     --command "pkill -TERM -f '[r]esearch[.]main' || echo \"no run on \$(hostname)\""
 }
 
+# Runs one subcommand: its shell function, or the environment's python with the row's arguments.
+run_command() {
+  local command="$1" row name where runs arguments what
+  shift
+  for row in "${COMMANDS[@]}"; do
+    IFS='|' read -r name where runs arguments what <<<"$row"
+    [[ "$name" == "$command" ]] || continue
+    [[ "$where" == root ]] && cd "$ROOT"
+    if [[ "$runs" == shell:* ]]; then
+      "${runs#shell:}" "$@"
+      return
+    fi
+    ensure_venv
+    read -ra runs <<<"$runs"
+    exec "$VENV/bin/python" "${runs[@]}" "$@"
+  done
+  local names=()
+  for row in "${COMMANDS[@]}"; do names+=("${row%%|*}"); done
+  echo "error: unknown command '${command}'; valid: $(IFS=,; echo "${names[*]}" | sed 's/,/, /g')" >&2
+  usage
+  exit 2
+}
+
+# Lint, format check, then the test suite.
+run_tests() {
+  ensure_venv
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/ruff" format --check .
+  # One worker per core; a test file stays on one worker, so its module fixtures are built once.
+  exec "$VENV/bin/python" -m pytest -n auto --dist loadfile "$@"
+}
+
 command="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "$command" in
-  train)
-    ensure_venv
-    exec "$VENV/bin/python" -m research.main "$@"
-    ;;
-  sweep)
-    ensure_venv
-    cd "$ROOT"
-    exec "$VENV/bin/python" -m research.sweep "$@"
-    ;;
-  demo)
-    ensure_venv
-    cd "$ROOT"
-    exec "$VENV/bin/python" -m research.sweep experiments/demo.py --parallel 2 "$@"
-    ;;
-  report)
-    ensure_venv
-    exec "$VENV/bin/python" -m research.report "$@"
-    ;;
-  attention-maps)
-    ensure_venv
-    exec "$VENV/bin/python" -m research.attention_maps "$@"
-    ;;
-  test)
-    ensure_venv
-    cd "$ROOT"
-    "$VENV/bin/ruff" check .
-    "$VENV/bin/ruff" format --check .
-    # One worker per core; a test file stays on one worker, so its module fixtures are built once.
-    exec "$VENV/bin/python" -m pytest -n auto --dist loadfile "$@"
-    ;;
-  bench)
-    ensure_venv
-    cd "$ROOT"
-    exec "$VENV/bin/python" -m research.bench "$@"
-    ;;
-  tpu)
-    tpu "$@"
-    ;;
-  tpu-log)
-    tpu_log "$@"
-    ;;
-  tpu-stop)
-    tpu_stop "$@"
-    ;;
-  python)
-    ensure_venv
-    exec "$VENV/bin/python" "$@"
-    ;;
-  -h | --help | help)
-    usage
-    ;;
-  *)
-    echo "error: unknown command '${command}'; valid: demo, train, sweep, report, attention-maps, test, bench, python, tpu, tpu-log, tpu-stop" >&2
-    usage
-    exit 2
-    ;;
+  -h | --help | help) usage ;;
+  *) run_command "$command" "$@" ;;
 esac

@@ -9,6 +9,7 @@ import ml_collections
 
 from research import tasks
 from research.attention import ATTENTION, default_options
+from research.config_spec import parse_arg
 from research.errors import UserError, check_choice, check_known
 
 LRA_RSQRT_CONSTANT = 0.05  # the "learning rate" of LRA's ListOps, Text and Retrieval configs
@@ -158,20 +159,10 @@ def lra_rsqrt(optimizer: ml_collections.ConfigDict, *, warmup_steps: int) -> Non
 
 
 def parse_args(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
-    """Parses a config string argument `key=value,key=value` against the keys of `defaults`.
-
-    An unknown key or a malformed item is a one-line error listing the valid keys.
-    """
-    values = dict(defaults)
-    for item in filter(None, (arg or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in defaults:
-            raise UserError(
-                f"config argument {item!r} is not valid; use key=value with keys: "
-                f"{', '.join(sorted(defaults))}"
-            )
-        values[key] = value
-    return values
+    """Parses a config string argument `key=value,key=value` against the keys of `defaults`, the
+    values as strings (research.config_spec.parse_arg). An unknown key or a malformed item is a
+    one-line error listing the valid keys."""
+    return parse_arg(arg, **{key: (default, str) for key, default in defaults.items()})
 
 
 def positive_arg(args: dict[str, str], key: str) -> int:

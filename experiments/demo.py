@@ -21,6 +21,7 @@ CONFIG = "configs/recall.py:size=tiny"
 def get_hyper(h):
     return h.product(
         [
+            # one variant per family (the docstring says why Performer is not one)
             h.sweep("config.model.attention", ["full", "rope", "local", "linear"]),
             h.sweep("arg.pairs", [4, 8]),
             h.fixed("config.num_train_steps", 700),

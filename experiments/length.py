@@ -13,6 +13,7 @@ CONFIG = "configs/recall.py:pairs=8"
 def get_hyper(h):
     return h.product(
         [
+            # full attention (memory ~ length squared) against the linear-memory families
             h.sweep("config.model.attention", ["full", "local", "linear", "performer"]),
             h.sweep("arg.length", [256, 512, 1024, 2048, 4096]),
         ]

@@ -14,9 +14,11 @@ beside ours and adds the "Avg" column of Table 1.
 
 import os
 
+from research.attention import ATTENTION
+
 CONFIG = "configs/listops.py"
 DATA = os.environ.get("LRA_DATA", "~/data")
-VARIANTS = ["full", "local", "block_local", "linear", "performer", "rope", "alibi", "t5", "shaw"]
+VARIANTS = list(ATTENTION)  # every variant of the registry
 # Path-X at 16K tokens needs a slice rather than one accelerator: --dry-run prints the
 # `launch.sh tpu` command of every cell too.
 TPU = {"accelerator": "v4-8"}

@@ -10,6 +10,9 @@ The sequence length follows the pairs (64 tokens up to 16 pairs, 128 at 32; conf
 """
 
 CONFIG = "configs/recall.py"
+# A chosen subset, not the registry: in the order of the argument above, the variants that can look
+# anything up (full and the relative-position ones), then those with a bounded reach or a
+# fixed-size state. Shaw is not in it.
 VARIANTS = ["full", "rope", "alibi", "t5", "local", "block_local", "linear", "performer"]
 
 

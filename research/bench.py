@@ -24,9 +24,10 @@ import psutil
 from absl import app, flags
 from flax import nnx
 
-from research.attention import make_attention
+from research.attention import ATTENTION, make_attention
 from research.attention.base import SelfAttention
 from research.attention.sparsity import Band
+from research.errors import fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("lengths", ["1024", "2048", "4096", "8192", "16384"], "N.")
@@ -39,11 +40,7 @@ flags.DEFINE_integer("heads", 4, "Heads.")
 flags.DEFINE_integer("head_dim", 64, "Width of each head.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (the median is reported).")
 flags.DEFINE_list("train_lengths", ["2000"], "Lengths of the train-step benchmark (ListOps: 2000).")
-flags.DEFINE_list(
-    "train_variants",
-    ["full", "local", "block_local", "linear", "performer", "rope", "alibi", "t5", "shaw"],
-    "Train-step variants.",
-)
+flags.DEFINE_list("train_variants", list(ATTENTION), "Train-step variants (default: all).")
 flags.DEFINE_integer("train_batch", 4, "Batch of the timed train step.")
 flags.DEFINE_integer(
     "fit_batch", 32, "Batch whose compiled train-step memory must fit the machine (ListOps: 32)."
@@ -65,20 +62,24 @@ class XlaReferenceAttention(SelfAttention):
         return jax.nn.dot_product_attention(q_BTHD, k_BSHD, v_BSHD, mask=mask)
 
 
-# label -> (registry name, options, FLOPs are N^2 (quadratic) or linear in N). Every variant runs
-# at its default implementation (`auto`) and tiles; `dense` is the denominator of the ratios.
+# The registry's variants whose FLOPs grow linearly in N (the others' grow as N^2), and the options
+# they are benchmarked at where these differ from the defaults.
+LINEAR_FLOPS = ("local", "block_local", "linear", "performer")
+BENCH_OPTIONS = {
+    "local": {"window": 128},
+    "block_local": {"block_size": 128, "neighbours": True},
+    "performer": {"num_features": 256},
+}
+# label -> (registry name, options, FLOPs are N^2 (quadratic) or linear in N): the XLA reference,
+# dense full attention (the denominator of the ratios), then every variant of the registry, the
+# quadratic ones first, each at its default implementation (`auto`) and tiles.
 VARIANTS = {
     "xla_reference": (None, {}, True),
     "dense": ("full", {"implementation": "dense"}, True),
-    "full": ("full", {}, True),
-    "rope": ("rope", {}, True),
-    "alibi": ("alibi", {}, True),
-    "t5": ("t5", {}, True),
-    "shaw": ("shaw", {}, True),
-    "local": ("local", {"window": 128}, False),
-    "block_local": ("block_local", {"block_size": 128, "neighbours": True}, False),
-    "linear": ("linear", {}, False),
-    "performer": ("performer", {"num_features": 256}, False),
+    **{
+        name: (name, BENCH_OPTIONS.get(name, {}), name not in LINEAR_FLOPS)
+        for name in sorted(ATTENTION, key=lambda name: name in LINEAR_FLOPS)
+    },
 }
 POSITION_VARIANTS = ("rope", "alibi", "t5", "shaw")
 QUADRATIC_MEMORY = ("xla_reference", "dense")
@@ -479,7 +480,7 @@ def main(argv) -> None:
     labels = FLAGS.variants or list(VARIANTS)
     unknown = sorted(set(labels) - set(VARIANTS))
     if unknown:
-        raise app.UsageError(f"unknown --variants {unknown}; valid: {', '.join(VARIANTS)}")
+        fail(f"unknown --variants {unknown}; valid: {', '.join(VARIANTS)}")
     budget = FLAGS.memory_fraction * psutil.virtual_memory().total
     peak_flops = matmul_flops_per_second()
     sizes = ", ".join(f"{n}²" for n in PEAK_SIZES)

@@ -16,6 +16,7 @@ import re
 from absl import flags
 from ml_collections import ConfigDict
 
+from research.config_spec import split_spec
 from research.errors import UserError
 
 
@@ -31,7 +32,7 @@ def config_spec(argv: list[str]) -> str | None:
 
 def load_config_file(spec: str) -> ConfigDict:
     """Runs `get_config(ARGS)` of FILE for `spec` = FILE[:ARGS]; UserError if that fails."""
-    path, _, args = spec.partition(":")
+    path, args = split_spec(spec)
     if not os.path.isfile(path):
         raise UserError(
             f"--config: cannot read {path!r}; give a file such as configs/listops.py[:args]"

@@ -1,8 +1,18 @@
-"""The one exception type for mistakes a user can fix: bad configs, missing or malformed data.
+"""The one exception type for mistakes a user can fix (bad configs, missing or malformed data), and
+how every command line reports them: one `error: ...` line on stderr and an exit status.
 
-`research.main` prints these as a single line and exits with status 2; anything else is a bug and
-keeps its traceback.
+Every CLI (`research.main`, the sweep runner, its report, the attention maps, the bench) prints a
+UserError with `print_error` and exits with EXIT_USAGE; anything else is a bug and keeps its
+traceback. The sweep reads a failed cell's error back from its log with `error_message`.
 """
+
+import sys
+from typing import NoReturn
+
+EXIT_FAILED = 1  # the run failed (a non-finite loss; a sweep with a failed cell)
+EXIT_USAGE = 2  # a mistake the user can fix; nothing was run
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run again
+ERROR_PREFIX = "error:"
 
 
 class UserError(ValueError):
@@ -32,6 +42,24 @@ def check_known(field: str, given, known, *, kind: str = "field") -> None:
     if unknown:
         valid = sorted(known) or "none"
         raise UserError(f"{field} has unknown {kind}(s) {unknown}; valid: {valid}")
+
+
+def print_error(message: object) -> None:
+    """Prints `error: <message>` on stderr: the one form of every CLI's error line."""
+    print(f"{ERROR_PREFIX} {message}", file=sys.stderr)
+
+
+def fail(message: object, status: int = EXIT_USAGE) -> NoReturn:
+    """Prints the error line and exits with `status` (EXIT_USAGE: nothing was run)."""
+    print_error(message)
+    sys.exit(status)
+
+
+def error_message(line: str) -> str | None:
+    """The message of an error line `print_error` wrote, or None for any other line."""
+    if line.startswith(ERROR_PREFIX):
+        return line.removeprefix(ERROR_PREFIX).strip()
+    return None
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -5,16 +5,13 @@ fix (research.errors.UserError) are printed as one line and exit with status 2; 
 exits with 1; a run stopped by SIGTERM/SIGINT exits with 75 after saving a checkpoint.
 """
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from research.config_cli import parse_config_flags
-from research.errors import NonFiniteLossError, UserError
+from research.errors import EXIT_FAILED, EXIT_PREEMPTED, NonFiniteLossError, UserError, fail
 
 FLAGS = flags.FLAGS
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run again
 config_flags.DEFINE_config_file(
     "config",
     None,
@@ -35,12 +32,6 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0, with -
 flags.DEFINE_integer("num_processes", None, "Number of processes, with --distributed.")
 flags.DEFINE_integer("process_id", None, "This process's index, with --distributed.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def fail(message: str) -> None:
-    """Prints a one-line error and exits with status 2 (a usage error, nothing was run)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -90,10 +81,9 @@ def main(argv: list[str]) -> None:
     except UserError as error:
         fail(str(error))
     except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        fail(str(error), EXIT_FAILED)
     if results.get("preempted"):
-        sys.exit(EXIT_PREEMPTED)
+        raise SystemExit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,6 @@ class SelfAttention(nnx.Module):
         a mix of the values, einsum("bhts,bshd->bthd", weights, v) == attend(q, k, v, key_mask).
 
         Dense (O(T S) memory) on purpose, also for variants whose `attend` never builds it: it is
-        for inspecting a model (research/attention_maps.py), not for training.
+        for inspecting a model (research/sweeps/attention_maps.py), not for training.
         """
         raise NotImplementedError

@@ -88,7 +88,8 @@ def splash_eligible(
     """Whether splash attention can run this call, and if not, why (for error messages).
 
     `head_dim` is accepted at any size: this jax's splash kernel tiles and slices its 128-lane
-    scratch, so it needs no multiple of 128 (jax PR 26676), and D = 8 runs in interpret mode. Not checked on a TPU here; head dims below 128 leave lanes idle.
+    scratch, so it needs no multiple of 128 (jax PR 26676), and D = 8 runs in interpret mode. Not
+    checked on a TPU here; head dims below 128 leave lanes idle.
     """
     if backend != "tpu" and not interpret:
         return False, f"it needs a TPU (backend is {backend}; interpret=True runs it anywhere)"

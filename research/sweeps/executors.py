@@ -1,13 +1,13 @@
 """Where a sweep's cells run: local processes (K at once) or a submitit job array (SLURM, or
 submitit's local executor), with one progress line per finished cell.
 
-A cell travels as a plain dict (picklable for submitit): name, config, overrides, launch (the
-pasteable command), command (the argv that trains it), workdir, cwd and env (extra variables).
+A cell travels as its record (research.sweeps.cells.Cell: plain data, picklable for submitit); a
+finished attempt is a result dict: returncode, status (research.sweeps.cells.status), error (one
+line, or None), seconds.
 """
 
 import ctypes
 import dataclasses
-import json
 import os
 import queue
 import signal
@@ -19,11 +19,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from research.errors import UserError
+from research.errors import UserError, error_message
+from research.sweeps.cells import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    Cell,
+    read_json,
+    start_folder,
+    status,
+)
 
-EXIT_PREEMPTED = 75
 PR_SET_PDEATHSIG = 1
-INTERRUPTED_CODES = (EXIT_PREEMPTED, -signal.SIGTERM, -signal.SIGINT)
 
 
 # ----------------------------------------------------------------------------- one cell
@@ -44,51 +51,29 @@ def last_error(log: Path, offset: int) -> str:
     # tqdm redraws with carriage returns: only the last part of such a line was ever visible
     lines = [line.split("\r")[-1].strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
-    errors = [line for line in lines if line.startswith("error:")]
+    errors = [message for line in lines if (message := error_message(line)) is not None]
     if errors:
-        return errors[-1].removeprefix("error:").strip()
+        return errors[-1]
     return lines[-1] if lines else "no output"
 
 
-def cell_status(returncode: int, workdir: str) -> str:
-    if returncode in INTERRUPTED_CODES:
-        return "interrupted"
-    if returncode == 0 and Path(workdir, "results.json").is_file():
-        return "finished"
-    return "failed"
-
-
-def write_json(path: Path, content: dict) -> None:
-    path.write_text(json.dumps(content, indent=2) + "\n")
-
-
-def start_cell_dir(cell: dict) -> Path:
-    """Creates the cell's folder, records what runs there, and forgets an earlier failure."""
-    folder = Path(cell["workdir"])
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "failed.json").unlink(missing_ok=True)
-    record = {key: cell[key] for key in ("name", "config", "overrides")}
-    write_json(folder / "cell.json", {**record, "command": cell["launch"]})
-    return folder
-
-
-def run_cell(cell: dict, on_start: Callable[[subprocess.Popen], None] | None = None) -> dict:
+def run_cell(cell: Cell, on_start: Callable[[subprocess.Popen], None] | None = None) -> dict:
     """Runs one cell's training process to its end, output appended to <workdir>/log.txt.
 
-    Module-level and plain-data so that submitit can pickle it. Returns returncode, status
-    (finished | failed | interrupted), error (one line, or None) and seconds.
+    Module-level so that submitit can pickle it. Returns returncode, status (finished | failed |
+    interrupted), error (one line, or None), seconds and the process's pid.
     """
     started = time.monotonic()
-    folder = start_cell_dir(cell)
+    folder = start_folder(cell)
     log = folder / "log.txt"
     with open(log, "ab") as out:
         offset = out.tell()
-        out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {cell['launch']}\n".encode())
+        out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {cell.launch_line()}\n".encode())
         out.flush()
         process = subprocess.Popen(
-            cell["command"],
-            cwd=cell["cwd"],
-            env={**os.environ, **cell["env"]},
+            cell.train_command(),
+            cwd=cell.cwd,
+            env={**os.environ, **cell.env},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -105,12 +90,12 @@ def run_cell(cell: dict, on_start: Callable[[subprocess.Popen], None] | None = N
             process.send_signal(signal.SIGTERM)
             process.wait()
             raise
-    status = cell_status(returncode, cell["workdir"])
-    error = last_error(log, offset) if status == "failed" else None  # the sweep records it
+    outcome = status(folder, returncode)
+    error = last_error(log, offset) if outcome == FAILED else None  # the sweep records it
     seconds = time.monotonic() - started
     return {
         "returncode": returncode,
-        "status": status,
+        "status": outcome,
         "error": error,
         "seconds": seconds,
         "pid": process.pid,
@@ -131,9 +116,8 @@ def duration(seconds: float) -> str:
 
 def test_score(workdir: str) -> str:
     try:
-        results = json.loads(Path(workdir, "results.json").read_text())
-        return f"test {results['test_accuracy']:.4f}"
-    except (OSError, ValueError, KeyError, TypeError):
+        return f"test {read_json(Path(workdir, 'results.json'))['test_accuracy']:.4f}"
+    except (KeyError, TypeError, ValueError):
         return "no test score"
 
 
@@ -171,20 +155,20 @@ class Progress:
                 timing += f", about {duration(estimate)} left"
         say(f"[{self.done}/{self.total}] {name}  {text}{timing}")
 
-    def start(self, cell: dict) -> None:
+    def start(self, cell: Cell) -> None:
         """A line when a cell starts, so a long first cell is not a silent wait."""
-        log = os.path.join(cell["workdir"], "log.txt")
-        say(f"  started {cell['name']}  (its output: {log})")
+        log = os.path.join(cell.workdir, "log.txt")
+        say(f"  started {cell.name}  (its output: {log})")
 
-    def result(self, cell: dict, result: dict) -> None:
+    def result(self, cell: Cell, result: dict) -> None:
         seconds = result.get("seconds")
-        if result["status"] == "finished":
-            text = f"finished in {duration(seconds)}  {test_score(cell['workdir'])}"
-        elif result["status"] == "interrupted":
+        if result["status"] == FINISHED:
+            text = f"finished in {duration(seconds)}  {test_score(cell.workdir)}"
+        elif result["status"] == INTERRUPTED:
             text = "interrupted (its checkpoint resumes it)"
         else:
             text = f"FAILED: {result['error']}"
-        self.line(cell["name"], text, seconds)
+        self.line(cell.name, text, seconds)
 
 
 class StopSignals:
@@ -217,7 +201,7 @@ class StopSignals:
 # ----------------------------------------------------------------------------- executors
 
 
-def run_local(cells: list[dict], parallel: int, progress: Progress) -> tuple[dict, bool]:
+def run_local(cells: list[Cell], parallel: int, progress: Progress) -> tuple[dict, bool]:
     """Runs the cells as child processes, `parallel` at once (a thread waits on each).
 
     Returns ({name: result} of the cells that ran, whether a signal stopped the sweep).
@@ -250,7 +234,7 @@ def run_local(cells: list[dict], parallel: int, progress: Progress) -> tuple[dic
             try:
                 result = run_cell(cell, on_start=register)
             except Exception as error:  # e.g. a full disk: fail the cell, keep the sweep going
-                result = {"returncode": None, "status": "failed", "error": str(error)}
+                result = {"returncode": None, "status": FAILED, "error": str(error)}
             with lock:
                 running.pop(result.get("pid"), None)
             done.put((cell, result))
@@ -265,7 +249,7 @@ def run_local(cells: list[dict], parallel: int, progress: Progress) -> tuple[dic
                 cell, result = done.get(timeout=0.2)
             except queue.Empty:
                 continue
-            results[cell["name"]] = result
+            results[cell.name] = result
             progress.result(cell, result)
     return results, stop.received is not None
 
@@ -282,7 +266,7 @@ def parse_parameters(items: list[str]) -> dict[str, Any]:
 
 
 def run_submitit(
-    cells: list[dict], cluster: str, parameters: dict[str, Any], folder: str, progress: Progress
+    cells: list[Cell], cluster: str, parameters: dict[str, Any], folder: str, progress: Progress
 ) -> tuple[dict, bool]:
     """Submits the cells as one job array and waits for them; a signal cancels the array
     (each job passes it on to its cell, which checkpoints)."""
@@ -306,8 +290,8 @@ def run_submitit(
         while waiting and stop.received is None:
             for job in [job for job in waiting if job.done()]:
                 cell = waiting.pop(job)
-                results[cell["name"]] = job_result(job)
-                progress.result(cell, results[cell["name"]])
+                results[cell.name] = job_result(job)
+                progress.result(cell, results[cell.name])
             time.sleep(0.5)
     return results, stop.received is not None
 
@@ -319,4 +303,4 @@ def job_result(job) -> dict:
         return job.result()
     except Exception as error:
         lines = [line for line in str(error).splitlines() if line.strip()]
-        return {"returncode": None, "status": "failed", "error": lines[-1] if lines else "?"}
+        return {"returncode": None, "status": FAILED, "error": lines[-1] if lines else "?"}

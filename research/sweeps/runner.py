@@ -1,25 +1,25 @@
 """Runs an experiment file's grid of training runs ("cells"), resumes it, and reports it.
 
-    python -m research.sweep experiments/X.py [--workdir runs/X] [--only KEY=VALUE ...]
+    python -m research.sweeps.runner experiments/X.py [--workdir runs/X] [--only KEY=VALUE ...]
         [--parallel K] [--dry-run] [--executor local|slurm|submitit_local] [--shard I/N]
         [--slurm KEY=VALUE ...] [--no-report]
 
 An experiment file holds a docstring, `CONFIG = "configs/recall.py:size=tiny"` (the base config
-spec), `def get_hyper(h)` returning a grid built with `research.hyper` (LRA's sweep grammar), and
-optionally `TPU = {"accelerator": "v4-8"}` (its cells are meant for a TPU slice; `--dry-run` then
-also prints the `launch.sh tpu` commands).
+spec), `def get_hyper(h)` returning a grid built with `research.sweeps.hyper` (LRA's sweep
+grammar), and optionally `TPU = {"accelerator": "v4-8"}` (its cells are meant for a TPU slice;
+`--dry-run` then also prints the `launch.sh tpu` commands).
 
 Every cell's config is resolved and every dataset built here, once, before any cell starts, so a bad
 cell fails alone with a one-line error and parallel cells never generate the same data at once.
 Each cell then trains in its own process (`research.main`) in `<workdir>/<cell name>`. Running the
 same command again skips finished cells and resumes interrupted ones from their checkpoints.
 
-Files, read by `research.report`: `<workdir>/sweep.json` (the experiment, its axes and every cell of
-the full grid), and per cell `cell.json` (name, config spec, overrides, command), `log.txt`,
-`failed.json` (returncode, error) when it failed, and the run's own files (results.json, ...).
+Files, read by `research.sweeps.report`: `<workdir>/sweep.json` (the experiment, its axes and every
+cell of the full grid) and one folder per cell (research/sweeps/cells.py says what it holds).
 
-The grid and its cells are in research/sweep_grid.py, the executors in research/sweep_executors.py;
-this module prepares the cells, runs them through an executor and summarises the outcome.
+The grid is in research/sweeps/grid.py, the cell record and its status in research/sweeps/cells.py,
+the executors in research/sweeps/executors.py; this module prepares the cells, runs them through an
+executor and summarises the outcome.
 """
 
 import argparse
@@ -31,49 +31,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from research import sweep_executors as executors
 from research.config_cli import parse_config_flags
-from research.errors import UserError
-from research.sweep_grid import (
-    Cell,
-    Experiment,
-    launch_command,
-    load_experiment,
-    make_cells,
-    override_flags,
-    select,
-    tpu_command,
-    train_command,
-    varying_keys,
-)
-
-EXIT_USAGE = 2
-EXIT_PREEMPTED = 75  # as research.main: stopped by a signal, run the same command again
+from research.errors import EXIT_FAILED, EXIT_PREEMPTED, EXIT_USAGE, UserError, print_error
+from research.sweeps import executors
+from research.sweeps.axes import varying_keys
+from research.sweeps.cells import FAILED, NOT_STARTED, Cell, is_done, record_failure, write_json
+from research.sweeps.grid import Experiment, load_experiment, make_cells, select, tpu_command
 
 
 def print_dry_run(experiment: Experiment, cells: list[Cell], total: int) -> None:
     print(f"# {len(cells)} of {total} cells of {experiment.path}")
     for cell in cells:
         print(cell.name)
-        print(f"  {shlex.join(launch_command(cell))}")
+        print(f"  {cell.launch_line()}")
         if experiment.tpu:
             print(f"  {shlex.join(tpu_command(cell, experiment.tpu))}")
 
 
 # ----------------------------------------------------------------------------- preparation
-
-
-def is_finished(cell: Cell) -> bool:
-    """A cell whose results.json exists and whose cell.json describes the same run."""
-    folder = Path(cell.workdir)
-    if not (folder / "results.json").is_file():
-        return False
-    try:
-        saved = json.loads((folder / "cell.json").read_text())
-    except (OSError, ValueError):
-        return False
-    record = cell.record()
-    return saved.get("config") == record["config"] and saved.get("overrides") == record["overrides"]
 
 
 def write_sweep_json(experiment: Experiment, cells: list[Cell], workdir: str) -> None:
@@ -83,9 +58,9 @@ def write_sweep_json(experiment: Experiment, cells: list[Cell], workdir: str) ->
         "experiment": experiment.path,
         "config": experiment.config,
         "axes": varying_keys(experiment.grid),
-        "cells": [cell.record() for cell in cells],
+        "cells": [cell.to_dict() for cell in cells],
     }
-    Path(workdir, "sweep.json").write_text(json.dumps(content, indent=2) + "\n")
+    write_json(Path(workdir, "sweep.json"), content)
 
 
 def resolve(cell: Cell):
@@ -94,19 +69,19 @@ def resolve(cell: Cell):
     from absl import flags
     from ml_collections import config_flags
 
-    from research import tasks, train
+    from research import train
 
-    argv = ["sweep", "--config", cell.spec, *override_flags(cell.overrides)]
+    argv = ["sweep", *cell.config_flags()]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config", None, "config", flag_values=values, lock_config=True, sys_argv=argv
     )
     parse_config_flags(values, argv)
     config = values.config
-    return train.resolve_config(config, tasks.get_task(config.task))
+    return train.resolve(config).config
 
 
-def prepare_data(cells: list[Cell], configs: dict[str, Any]) -> dict[str, str]:
+def build_datasets(cells: list[Cell], configs: dict[str, Any]) -> dict[str, str]:
     """Builds each distinct dataset once, here and one after the other, so that parallel cells
     only read it; returns {cell name: one-line error} for the cells whose data failed."""
     from research import tasks, train
@@ -136,19 +111,12 @@ def prepare_data(cells: list[Cell], configs: dict[str, Any]) -> dict[str, str]:
     return errors
 
 
-def job(cell: Cell, parallel: int) -> dict[str, Any]:
-    """The plain-data form of a cell that the executors run (see research.sweep_executors)."""
-    # Several runs on one GPU must not each preallocate most of its memory.
+def launchable(cell: Cell, parallel: int) -> Cell:
+    """The cell as the executors run it: from this directory, and with several runs on one GPU,
+    without each preallocating most of its memory."""
     env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if parallel > 1 else {}
     env = {k: v for k, v in env.items() if k not in os.environ}
-    return {
-        **cell.record(),
-        "launch": shlex.join(launch_command(cell)),
-        "command": train_command(cell),
-        "workdir": cell.workdir,
-        "cwd": os.getcwd(),
-        "env": env,
-    }
+    return dataclasses.replace(cell, cwd=os.getcwd(), env=env)
 
 
 @dataclasses.dataclass
@@ -166,25 +134,25 @@ def run_sweep(
     outcome = Outcome(dict.fromkeys(("finished", "skipped", "failed"), 0), {}, False)
     todo = []
     for cell in cells:
-        if is_finished(cell):
+        if is_done(cell):
             progress.line(cell.name, "skipped (finished)")
             outcome.counts["skipped"] += 1
         else:
             todo.append(cell)
     errors = prepare(todo)
-    jobs = [job(cell, parallel) for cell in todo]
-    for cell in [cell for cell in jobs if cell["name"] in errors]:
-        record_failure(cell, {"returncode": EXIT_USAGE, "error": errors[cell["name"]]})
-        progress.line(cell["name"], f"FAILED: {errors[cell['name']]}")
-    jobs = [cell for cell in jobs if cell["name"] not in errors]
+    jobs = [launchable(cell, parallel) for cell in todo]
+    for cell in [cell for cell in jobs if cell.name in errors]:
+        record_failure(cell, EXIT_USAGE, errors[cell.name])
+        progress.line(cell.name, f"FAILED: {errors[cell.name]}")
+    jobs = [cell for cell in jobs if cell.name not in errors]
     progress.to_run = len(jobs)
     results, outcome.interrupted = execute(jobs, executor, parallel, slurm, workdir, progress)
     for cell in jobs:
-        result = results.get(cell["name"], {"status": "not started"})
+        result = results.get(cell.name, {"status": NOT_STARTED})
         outcome.counts[result["status"]] = outcome.counts.get(result["status"], 0) + 1
-        if result["status"] == "failed":
-            record_failure(cell, result)
-            errors[cell["name"]] = result["error"]
+        if result["status"] == FAILED:
+            record_failure(cell, result["returncode"], result["error"])
+            errors[cell.name] = result["error"]
     outcome.failed = {cell.name: errors[cell.name] for cell in cells if cell.name in errors}
     outcome.counts["failed"] = len(outcome.failed)
     print_summary(outcome, workdir)
@@ -200,12 +168,12 @@ def prepare(cells: list[Cell]) -> dict[str, str]:
             configs[cell.name] = resolve(cell)
         except UserError as error:
             errors[cell.name] = str(error)
-    errors.update(prepare_data([cell for cell in cells if cell.name in configs], configs))
+    errors.update(build_datasets([cell for cell in cells if cell.name in configs], configs))
     return errors
 
 
 def execute(
-    jobs: list[dict[str, Any]],
+    jobs: list[Cell],
     executor: str,
     parallel: int,
     slurm: dict[str, Any],
@@ -220,16 +188,6 @@ def execute(
     cluster = "local" if executor == "submitit_local" else "slurm"
     folder = os.path.join(workdir, "submitit")
     return executors.run_submitit(jobs, cluster, slurm, folder, progress)
-
-
-def record_failure(cell: dict[str, Any], result: dict[str, Any]) -> None:
-    """Writes the cell's failed.json (and cell.json), where the report looks: the one place every
-    failure is recorded, whether the cell failed before launch (bad config, data), in its run, or
-    with its job (a submitit job that died)."""
-    folder = executors.start_cell_dir(cell)
-    executors.write_json(
-        folder / "failed.json", {"returncode": result["returncode"], "error": result["error"]}
-    )
 
 
 def print_summary(outcome: Outcome, workdir: str) -> None:
@@ -253,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.parallel < 1:
             raise UserError(f"--parallel {args.parallel} is not valid; it must be >= 1")
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return EXIT_USAGE
     if args.dry_run:
         print_dry_run(experiment, cells, len(all_cells))
@@ -265,17 +223,17 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_PREEMPTED
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return EXIT_USAGE
     if outcome.interrupted:
         return EXIT_PREEMPTED
     if not args.no_report:
-        from research import report
+        from research.sweeps import report
 
         table = report.write_report(workdir)
         print(f"\nTest accuracy (%), mean ± std over seeds (seeds):\n{table}\n")
         print(f"report, plots and attention maps: {os.path.join(workdir, 'report.md')}")
-    return 1 if outcome.failed else 0
+    return EXIT_FAILED if outcome.failed else 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -15,7 +15,6 @@ concatenates them, and all of them nest. Keys take three forms:
 
 import builtins
 import itertools
-import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -96,21 +95,3 @@ def _grids(operation: str, factors: Sequence[Grid]) -> list[Grid]:
                 f"got {grid!r}"
             )
     return grids
-
-
-def independent_keys(keys: Sequence[str], cells: Sequence[dict[str, Any]]) -> list[str]:
-    """The keys that vary across `cells` and are not determined by the keys kept before them (a
-    cell missing a key counts as None there); keys are tried in order, so put first the ones to
-    keep. An LRA grid's data path changes with its task: as a key of its own it would only
-    relabel the task, in cell names (research/sweep_grid.py) and report columns (research/report).
-    """
-    kept: list[str] = []
-    for key in keys:
-        seen: dict[str, str] = {}
-        for cell in cells:
-            before = json.dumps([cell.get(k) for k in kept], default=str)
-            value = json.dumps(cell.get(key), default=str)
-            if seen.setdefault(before, value) != value:
-                kept.append(key)
-                break
-    return kept

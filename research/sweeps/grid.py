@@ -1,45 +1,26 @@
 """An experiment file's grid as named cells: loading the file, naming each cell after its values
-on the sweep's axes, `--only` / `--shard` selection, and the commands that run a cell.
+on the sweep's axes, `--only` / `--shard` selection, and the TPU command of a cell.
 
 Pure: nothing here runs or writes anything, so `--dry-run` and the tests need no JAX.
 """
 
 import dataclasses
 import importlib.util
-import json
 import os
 import re
-import sys
 import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from research import hyper
+from research.config_spec import pack_spec, parse_spec, split_spec
 from research.errors import UserError
+from research.sweeps import hyper
+from research.sweeps.axes import grid_keys, independent_keys, short_names, varying_keys
+from research.sweeps.cells import Cell
 
 TPU_FIELDS = ("name", "zone", "accelerator", "project", "version")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=:+-]")
-
-
-@dataclasses.dataclass
-class Cell:
-    """One training run of the grid; `index` is its position in the full grid (for --shard)."""
-
-    index: int
-    name: str
-    values: dict[str, Any]
-    spec: str  # the config file spec, `arg.*` and `config` keys applied
-    overrides: dict[str, Any]  # the `config.*` keys: --config.<field>=value
-    workdir: str
-
-    def flags(self) -> list[str]:
-        return ["--config", self.spec, *override_flags(self.overrides), "--workdir", self.workdir]
-
-    def record(self) -> dict[str, Any]:
-        """The cell as sweep.json and cell.json describe it (JSON types, for comparisons)."""
-        return json.loads(json.dumps({"name": self.name, "config": self.spec,
-                                      "overrides": self.overrides}))  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -107,40 +88,11 @@ def tpu_options(path: str, module: ModuleType) -> dict[str, str] | None:
 # ----------------------------------------------------------------------------- cells
 
 
-def grid_keys(grid: hyper.Grid) -> list[str]:
-    """Every key of the grid, in order of first appearance."""
-    return list(dict.fromkeys(key for cell in grid for key in cell))
-
-
-def varying_keys(grid: hyper.Grid) -> list[str]:
-    """The keys whose value differs between cells (or is missing in some): the sweep's axes."""
-    missing = object()
-    keys = grid_keys(grid)
-    return [k for k in keys if len({repr(cell.get(k, missing)) for cell in grid}) > 1]
-
-
-def short_names(keys: list[str]) -> dict[str, str]:
-    """key -> its shortest dotted suffix that no other key ends with (`attention`, or
-    `model.attention` beside `arg.attention`); the full key when no suffix is unique."""
-    names = {}
-    for key in keys:
-        parts = key.split(".")
-        others = [k for k in keys if k != key]
-        for n in range(1, len(parts) + 1):
-            suffix = ".".join(parts[-n:])
-            if not any(k == suffix or k.endswith("." + suffix) for k in others):
-                names[key] = suffix
-                break
-        else:
-            names[key] = key
-    return names
-
-
 def display_value(key: str, value: Any) -> str:
     """A value as cell names show it: a config file spec shortens to its stem and arguments."""
     if key == "config" and isinstance(value, str):
-        path, sep, args = value.partition(":")
-        return Path(path).stem + sep + args
+        path, arg = split_spec(value)
+        return Path(path).stem + (f":{arg}" if arg else "")
     return str(value)
 
 
@@ -156,26 +108,15 @@ def cell_spec(base: str, values: dict[str, Any]) -> str:
     args = {k.removeprefix("arg."): str(v) for k, v in values.items() if k.startswith("arg.")}
     if not args:
         return spec
-    path, _, text = spec.partition(":")
-    items = {item.partition("=")[0]: item for item in text.split(",") if item}
-    items.update({key: f"{key}={value}" for key, value in args.items()})
-    return f"{path}:{','.join(items.values())}"
-
-
-def override_text(value: Any) -> str:
-    """A value as config_flags parses it from `--config.field=TEXT`."""
-    return value if isinstance(value, str) else str(value)
-
-
-def override_flags(overrides: dict[str, Any]) -> list[str]:
-    return [f"--{key}={override_text(value)}" for key, value in overrides.items()]
+    path, current = parse_spec(spec)
+    return pack_spec(path, {**current, **args})
 
 
 def make_cells(experiment: Experiment, workdir: str) -> list[Cell]:
     """The grid's cells, named after their values on the axes; names must be distinct."""
     grid = experiment.grid
     # Keys the earlier ones determine (LRA's data path per task) stay out of the names.
-    axes = hyper.independent_keys(varying_keys(grid), grid)
+    axes = independent_keys(varying_keys(grid), grid)
     shorts = short_names(axes)
     named = [cell_name(values, axes, shorts) for values in grid]
     if len(set(named)) < len(grid) or not all(named):  # keys missing from some cells
@@ -192,7 +133,7 @@ def make_cells(experiment: Experiment, workdir: str) -> list[Cell]:
         seen[name] = index
         overrides = {k: v for k, v in values.items() if k.startswith("config.")}
         spec = cell_spec(experiment.config, values)
-        cells.append(Cell(index, name, values, spec, overrides, os.path.join(workdir, name)))
+        cells.append(Cell(name, os.path.join(workdir, name), spec, overrides, index, values))
     return cells
 
 
@@ -249,18 +190,9 @@ def select(cells: list[Cell], only: list[str], shard: str | None) -> list[Cell]:
 # ----------------------------------------------------------------------------- commands
 
 
-def launch_command(cell: Cell) -> list[str]:
-    """The pasteable command that runs one cell by hand, from the repository root."""
-    return ["./launch.sh", "train", *cell.flags()]
-
-
 def tpu_command(cell: Cell, tpu: dict[str, str]) -> list[str]:
     command = ["./launch.sh", "tpu"]
     for field in TPU_FIELDS:
         if field in tpu or field in ("name", "zone"):
             command += [f"--{field}", tpu.get(field, field.upper())]
     return [*command, "--", *cell.flags()]
-
-
-def train_command(cell: Cell) -> list[str]:
-    return [sys.executable, "-m", "research.main", *cell.flags()]

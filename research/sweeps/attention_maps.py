@@ -1,5 +1,5 @@
-"""Attention maps of a trained model: `python -m research.attention_maps --workdir W [--example N]
-[--split test|validation|train] [--out PATH]` (or `./launch.sh attention-maps ...`).
+"""Attention maps of a trained model: `python -m research.sweeps.attention_maps --workdir W
+[--example N] [--split test|validation|train] [--out PATH]` (or `./launch.sh attention-maps ...`).
 
 Rebuilds the model from `W/config.json`, restores the latest checkpoint's parameters, runs example
 N of the split through the encoder block by block and draws every block's attention weights as a
@@ -15,7 +15,6 @@ workdir, no checkpoint, an example out of range, a bad split) are one-line error
 import argparse
 import json
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +24,7 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 from research import checkpoint, tasks
-from research.errors import UserError, check_choice
+from research.errors import UserError, check_choice, fail
 from research.models import ModelConfig, build_model
 from research.paths import workdir_path
 from research.tasks.pipeline import mask_field, pad_example
@@ -208,11 +207,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """argparse's usage mistakes as one line, like every other error here."""
         fail(message)
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:

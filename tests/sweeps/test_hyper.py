@@ -1,9 +1,9 @@
-"""LRA's sweep grammar (research.hyper): the grids experiment files build."""
+"""LRA's sweep grammar (research.sweeps.hyper): the grids experiment files build."""
 
 import pytest
 
-from research import hyper as h
 from research.errors import UserError
+from research.sweeps import hyper as h
 
 
 def test_sweep_and_fixed():
@@ -73,15 +73,3 @@ def test_bad_arguments():
         h.sweep("config.a", [])
     with pytest.raises(UserError, match="takes a list of grids"):
         h.product(h.sweep("config.a", [1]))  # a grid, not a list of grids
-
-
-def test_independent_keys_drop_keys_the_earlier_ones_determine():
-    cells = [
-        {"task": "listops", "seed": 0},
-        {"task": "listops", "seed": 1},
-        {"task": "text", "source": "imdb", "seed": 0},
-        {"task": "text", "source": "imdb", "seed": 1},
-    ]
-    assert h.independent_keys(["task", "source", "seed"], cells) == ["task", "seed"]
-    assert h.independent_keys(["source", "task", "seed"], cells) == ["source", "seed"]
-    assert h.independent_keys(["task"], [{"task": "a"}, {"task": "a"}]) == []

@@ -12,11 +12,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from research import sweep, sweep_executors
 from research.errors import UserError
-from research.sweep_grid import Experiment, load_experiment, make_cells, select
+from research.sweeps import executors as sweep_executors
+from research.sweeps import runner as sweep
+from research.sweeps.grid import Experiment, load_experiment, make_cells, select
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def experiment_file(folder: Path, grid: str, config: str = "configs/recall.py:size=tiny",
@@ -250,7 +251,7 @@ def tiny_grid(data_dir: str, cache: Path, steps: int = 20, every: int = 10) -> s
 
 
 def run_sweep(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "research.sweep", *args]
+    command = [sys.executable, "-m", "research.sweeps.runner", *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -300,7 +301,7 @@ def test_a_sweep_runs_its_cells_fails_the_broken_ones_alone_and_skips_finished_o
 
     monkeypatch.setattr(sweep_executors.subprocess, "Popen", Failing)
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr("research.report.write_report", lambda folder: f"report of {folder}")
+    monkeypatch.setattr("research.sweeps.report.write_report", lambda folder: f"report of {folder}")
     assert sweep.main([path, "--workdir", str(workdir)]) == 1
     out = capsys.readouterr().out
     assert launched == [str(workdir / nan)]
@@ -321,7 +322,7 @@ def test_a_killed_sweep_leaves_no_orphans_and_resumes_its_cell(data_dir, tmp_pat
     command = [
         sys.executable,
         "-m",
-        "research.sweep",
+        "research.sweeps.runner",
         path,
         "--workdir",
         str(workdir),

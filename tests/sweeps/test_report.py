@@ -9,7 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from research import report
+from research.sweeps import report
+from research.sweeps.cells import Cell
+from research.sweeps.report.runs import (
+    Run,
+    axis_value,
+    load_sweep,
+    read_validation_curve,
+    run_task,
+    task_label,
+)
 
 MIB = 2**20
 
@@ -28,9 +37,9 @@ RECALL = {
 
 @pytest.fixture(autouse=True)
 def attention_maps(monkeypatch) -> list[tuple[str, Path]]:
-    """Stands in for research.attention_maps, which needs trained checkpoints: records each call
-    and writes a placeholder PNG."""
-    from research import attention_maps as maps
+    """Stands in for research.sweeps.attention_maps, which needs trained checkpoints: records each
+    call and writes a placeholder PNG."""
+    from research.sweeps import attention_maps as maps
 
     calls = []
 
@@ -181,7 +190,7 @@ def test_plots_are_written_and_linked(recall_sweep):
 
 def test_validation_curve_skips_a_half_written_line(recall_sweep):
     running = recall_sweep / "attention=local,pairs=8,seed=2" / "metrics.jsonl"
-    assert report.read_validation_curve(running) == [(10, 0.495), (20, 0.99)]
+    assert read_validation_curve(running) == [(10, 0.495), (20, 0.99)]
 
 
 LRA = {"listops": 0.37, "text": 0.64, "retrieval": 0.58, "image": 0.42, "pathfinder": 0.70}
@@ -225,15 +234,15 @@ def test_lra_table_has_avg_and_the_published_transformer(lra_sweep):
 
 
 def test_axes_are_inferred_from_configs_without_the_fields_that_follow_from_the_task(lra_sweep):
-    _, axes, _ = report.load_sweep(lra_sweep)
+    _, axes, _ = load_sweep(lra_sweep)
     assert axes == ["config.task", "config.model.attention", "config.seed"]
 
 
 def test_pathfinder_128_is_labelled_path_x():
-    assert report.task_label("pathfinder", 128) == "pathx"
-    assert report.task_label("pathfinder", 32) == "pathfinder"
-    cell = report.Cell("c", Path("."), spec="configs/pathfinder.py:resolution=128")
-    assert report.cell_task(cell) == "pathx"
+    assert task_label("pathfinder", 128) == "pathx"
+    assert task_label("pathfinder", 32) == "pathfinder"
+    run = Run(Cell("c", ".", spec="configs/pathfinder.py:resolution=128"))
+    assert run_task(run) == "pathx"
 
 
 @pytest.mark.parametrize(
@@ -249,20 +258,22 @@ def test_a_folder_without_runs_is_a_one_line_error(tmp_path, capsys, make):
 
 
 def test_axis_values_come_from_config_json_overrides_or_config_arguments():
-    started = report.Cell(
-        "c",
-        Path("."),
-        spec="configs/distance.py:distance=64",
-        overrides={"config.model.attention_options.local.window": 16},
+    started = Run(
+        Cell(
+            "c",
+            ".",
+            spec="configs/distance.py:distance=64",
+            overrides={"config.model.attention_options.local.window": 16},
+        ),
         config={"task": "listops", "seed": 3},
     )
-    assert report.axis_value(started, "config") == "listops"
-    assert report.axis_value(started, "config.seed") == 3
-    assert report.axis_value(started, "arg.distance") == 64
-    assert report.axis_value(started, "config.model.attention_options.local.window") == 16
-    waiting = report.Cell("d", Path("."), spec="configs/text.py:size=tiny")
-    assert report.axis_value(waiting, "config") == "text"
-    assert report.axis_value(waiting, "config.seed") is None
+    assert axis_value(started, "config") == "listops"
+    assert axis_value(started, "config.seed") == 3
+    assert axis_value(started, "arg.distance") == 64
+    assert axis_value(started, "config.model.attention_options.local.window") == 16
+    waiting = Run(Cell("d", ".", spec="configs/text.py:size=tiny"))
+    assert axis_value(waiting, "config") == "text"
+    assert axis_value(waiting, "config.seed") is None
 
 
 def test_a_sweep_over_variants_and_seeds_only_has_one_column(tmp_path):

@@ -1,5 +1,6 @@
-"""research.attention_maps on tiny trained recall runs: the PNG, the weights behind its panels
-(one per layer and head, rows summing to 1, causal, the local band), and the one-line errors."""
+"""research.sweeps.attention_maps on tiny trained recall runs: the PNG, the weights behind its
+panels (one per layer and head, rows summing to 1, causal, the local band), and the one-line
+errors."""
 
 import json
 
@@ -8,8 +9,9 @@ import pytest
 from matplotlib.image import imread
 
 from configs import recall
-from research import attention_maps, tasks
-from research.attention_maps import attention_weights_for_example, save_attention_map
+from research import tasks
+from research.sweeps import attention_maps
+from research.sweeps.attention_maps import attention_weights_for_example, save_attention_map
 from research.train import train_and_evaluate
 
 LAYERS, HEADS, LENGTH = 2, 4, 64  # configs/recall.py's model and sequence length
