@@ -14,7 +14,7 @@ PYTHON="${PYTHON:-python3}"
 # for a function of this file.
 COMMANDS=(
   "demo|root|-m research.sweeps.runner experiments/demo.py --parallel 2||the first comparison: experiments/demo.py, ~10 min"
-  "train|here|-m research.main|--config configs/listops.py:size=tiny --workdir runs/listops_tiny|train one model (research.main)"
+  "train|here|-m research.cli.main|--config configs/listops.py:size=tiny --workdir runs/listops_tiny|train one model (research.cli.main)"
   "sweep|root|-m research.sweeps.runner|experiments/X.py [--parallel K --only KEY=VALUE --dry-run ...]|run a grid of cells (resumable), then its report"
   "report|here|-m research.sweeps.report|runs/X|tables and plots of a sweep -> runs/X/report.md"
   "attention-maps|here|-m research.sweeps.attention_maps|--workdir runs/X/CELL [--example N] [--split test]|a trained run's attention weights as a PNG grid"

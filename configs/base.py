@@ -1,6 +1,6 @@
 """Defaults shared by every task config; task configs override what they need.
 
-Fields map one-to-one onto `research.train.train_and_evaluate` and the modules it builds.
+Fields map one-to-one onto `research.training.train.train_and_evaluate` and the modules it builds.
 """
 
 import math
@@ -9,7 +9,7 @@ import ml_collections
 
 from research import tasks
 from research.attention import ATTENTION, default_options
-from research.config_spec import parse_arg
+from research.cli.config_spec import parse_arg
 from research.errors import UserError, check_choice, check_known
 
 LRA_RSQRT_CONSTANT = 0.05  # the "learning rate" of LRA's ListOps, Text and Retrieval configs
@@ -33,10 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 1_000
     config.test_params = "last"  # "last" or "best_val": which parameters the test score uses
     # "START:STOP": a jax.profiler trace of steps START to STOP-1 in <workdir>/profile, for
-    # TensorBoard's profile plugin (research/profiling.py); "" = no trace
+    # TensorBoard's profile plugin (research/training/profiling.py); "" = no trace
     config.profile_steps = ""
 
-    # Devices and resuming (research/parallel.py, research/checkpoint.py).
+    # Devices and resuming (research/training/parallel.py, research/training/checkpoint.py).
     config.parallelism = "jit"  # jit (NamedSharding over all devices) | pmap
     config.fsdp = False  # jit only: shard parameters and optimizer state across devices
     # Forward-pass precision; parameters and optimizer state stay float32. bfloat16 on TPUs and
@@ -160,7 +160,7 @@ def lra_rsqrt(optimizer: ml_collections.ConfigDict, *, warmup_steps: int) -> Non
 
 def parse_args(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
     """Parses a config string argument `key=value,key=value` against the keys of `defaults`, the
-    values as strings (research.config_spec.parse_arg). An unknown key or a malformed item is a
+    values as strings (research.cli.config_spec.parse_arg). An unknown key or a malformed item is a
     one-line error listing the valid keys."""
     return parse_arg(arg, **{key: (default, str) for key, default in defaults.items()})
 

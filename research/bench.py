@@ -212,7 +212,7 @@ def _listops_step(label: str, length: int, batch_size: int):
     """The compiled train step of the ListOps base model with variant `label`, and its inputs."""
     from configs import listops
     from research.models import ModelConfig
-    from research.train import (
+    from research.training.train import (
         OptimizerConfig,
         create_optimizer,
         create_train_state,

@@ -1,9 +1,9 @@
 """The one exception type for mistakes a user can fix (bad configs, missing or malformed data), and
 how every command line reports them: one `error: ...` line on stderr and an exit status.
 
-Every CLI (`research.main`, the sweep runner, its report, the attention maps, the bench) prints a
-UserError with `print_error` and exits with EXIT_USAGE; anything else is a bug and keeps its
-traceback. The sweep reads a failed cell's error back from its log with `error_message`.
+Every CLI (`research.cli.main`, the sweep runner, its report, the attention maps, the bench)
+prints a UserError with `print_error` and exits with EXIT_USAGE; anything else is a bug and
+keeps its traceback. The sweep reads a failed cell's error back from its log with `error_message`.
 """
 
 import sys

@@ -23,11 +23,12 @@ import numpy as np
 from flax import nnx
 from matplotlib.figure import Figure
 
-from research import checkpoint, tasks
+from research import tasks
 from research.errors import UserError, check_choice, fail
 from research.models import ModelConfig, build_model
-from research.paths import workdir_path
 from research.tasks.pipeline import mask_field, pad_example
+from research.training import checkpoint
+from research.training.paths import workdir_path
 
 #: Sequences up to this many positions get their tokens as tick labels; longer ones none.
 MAX_TICK_LABELS = 64

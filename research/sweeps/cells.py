@@ -56,7 +56,7 @@ class Cell:
         return ["--config", self.spec, *overrides]
 
     def flags(self) -> list[str]:
-        """research.main's arguments for this cell."""
+        """research.cli.main's arguments for this cell."""
         return [*self.config_flags(), "--workdir", self.workdir]
 
     def launch_command(self) -> list[str]:
@@ -68,8 +68,8 @@ class Cell:
         return shlex.join(self.launch_command())
 
     def train_command(self) -> list[str]:
-        """The argv the executors run: research.main in this interpreter."""
-        return [sys.executable, "-m", "research.main", *self.flags()]
+        """The argv the executors run: research.cli.main in this interpreter."""
+        return [sys.executable, "-m", "research.cli.main", *self.flags()]
 
 
 def override_text(value: Any) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from research.config_spec import pack_spec, parse_spec, split_spec
+from research.cli.config_spec import pack_spec, parse_spec, split_spec
 from research.errors import UserError
 from research.sweeps import hyper
 from research.sweeps.axes import grid_keys, independent_keys, short_names, varying_keys

@@ -11,8 +11,9 @@ grammar), and optionally `TPU = {"accelerator": "v4-8"}` (its cells are meant fo
 
 Every cell's config is resolved and every dataset built here, once, before any cell starts, so a bad
 cell fails alone with a one-line error and parallel cells never generate the same data at once.
-Each cell then trains in its own process (`research.main`) in `<workdir>/<cell name>`. Running the
-same command again skips finished cells and resumes interrupted ones from their checkpoints.
+Each cell then trains in its own process (`research.cli.main`) in `<workdir>/<cell name>`.
+Running the same command again skips finished cells and resumes interrupted ones from their
+checkpoints.
 
 Files, read by `research.sweeps.report`: `<workdir>/sweep.json` (the experiment, its axes and every
 cell of the full grid) and one folder per cell (research/sweeps/cells.py says what it holds).
@@ -31,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from research.config_cli import parse_config_flags
+from research.cli.config_cli import parse_config_flags
 from research.errors import EXIT_FAILED, EXIT_PREEMPTED, EXIT_USAGE, UserError, print_error
 from research.sweeps import executors
 from research.sweeps.axes import varying_keys
@@ -64,12 +65,12 @@ def write_sweep_json(experiment: Experiment, cells: list[Cell], workdir: str) ->
 
 
 def resolve(cell: Cell):
-    """The cell's config, built by ml_collections exactly as research.main will build it, and
-    checked as research.train will check it; UserError (one line) if it is not valid."""
+    """The cell's config, built by ml_collections exactly as research.cli.main will build it, and
+    checked as research.training.train will check it; UserError (one line) if it is not valid."""
     from absl import flags
     from ml_collections import config_flags
 
-    from research import train
+    from research.training import train
 
     argv = ["sweep", *cell.config_flags()]
     values = flags.FlagValues()
@@ -84,7 +85,8 @@ def resolve(cell: Cell):
 def build_datasets(cells: list[Cell], configs: dict[str, Any]) -> dict[str, str]:
     """Builds each distinct dataset once, here and one after the other, so that parallel cells
     only read it; returns {cell name: one-line error} for the cells whose data failed."""
-    from research import tasks, train
+    from research import tasks
+    from research.training import train
 
     groups: dict[str, list[Cell]] = {}
     for cell in cells:

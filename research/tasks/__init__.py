@@ -10,9 +10,9 @@ import sys
 import tensorflow_datasets as tfds
 
 from research.errors import check_choice
-from research.locks import BuildLock
 from research.tasks import diagnostics, image, listops, pathfinder, retrieval, text
 from research.tasks.common import SPLITS, Task
+from research.training.locks import BuildLock
 
 # One line per task: each module declares its own `Task` (adding a task touches its module, its
 # config and this list).

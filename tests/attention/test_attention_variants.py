@@ -62,7 +62,7 @@ def test_padding_and_causality(name, causal):
     ],
 )
 def test_jitted_functional_train_step(name, options):
-    """The pattern research/train.py uses: split, merge inside a jitted loss, update params.
+    """The pattern research/training/train.py uses: split, merge inside a jitted loss, update.
     (test_chunked.py does the same for full attention with T5 and Shaw parameters.)"""
     module = build(name, options)
     module.dropout_rate = 0.1

@@ -11,7 +11,7 @@ from configs import listops, recall
 from research.errors import UserError
 from research.models import ModelConfig, build_model
 from research.tasks.pipeline import pad_example
-from research.train import classification_metrics, resolve
+from research.training.train import classification_metrics, resolve
 
 
 def tagger(**overrides):

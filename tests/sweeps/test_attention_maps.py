@@ -12,7 +12,7 @@ from configs import recall
 from research import tasks
 from research.sweeps import attention_maps
 from research.sweeps.attention_maps import attention_weights_for_example, save_attention_map
-from research.train import train_and_evaluate
+from research.training.train import train_and_evaluate
 
 LAYERS, HEADS, LENGTH = 2, 4, 64  # configs/recall.py's model and sequence length
 

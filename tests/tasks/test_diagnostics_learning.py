@@ -7,7 +7,7 @@ Slow: each case trains a tiny model for a few hundred to a thousand steps (fixed
 import pytest
 
 from configs import distance, recall
-from research.train import train_and_evaluate
+from research.training.train import train_and_evaluate
 
 
 def train(config, data_dir, workdir, *, steps: int) -> float:

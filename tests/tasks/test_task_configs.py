@@ -15,7 +15,7 @@ from configs import base, distance, image, listops, pathfinder, recall, retrieva
 from research import tasks
 from research.attention import ATTENTION
 from research.errors import UserError
-from research.train import train_and_evaluate
+from research.training.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -87,7 +87,7 @@ def test_distance_config_trains_with_every_attention_variant(attention, tmp_path
 def test_train_command_runs_the_two_tower_retrieval_config(tmp_path):
     workdir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "research.main",
+        sys.executable, "-m", "research.cli.main",
         "--config", "configs/retrieval.py:size=tiny",
         "--workdir", str(workdir),
         f"--config.task_options.release_dir={os.path.join(FIXTURES, 'retrieval')}",

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from research.config_spec import parse_spec
+from research.cli.config_spec import parse_spec
 from research.errors import UserError
 from research.flat import flatten
 from research.sweeps.axes import independent_keys, varying_keys

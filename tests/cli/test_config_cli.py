@@ -6,9 +6,9 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from research.config_cli import parse_config_flags
+from research.cli.config_cli import parse_config_flags
 from research.errors import UserError
-from tests.test_train import run_cli
+from tests.training.test_train import run_cli
 
 TINY = ["--config", "configs/listops.py:size=tiny"]
 

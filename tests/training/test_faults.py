@@ -10,15 +10,15 @@ import time
 
 import pytest
 
-from tests.test_checkpoint import assert_trees_equal, checkpoint_steps, saved_state
+from tests.training.test_checkpoint import assert_trees_equal, checkpoint_steps, saved_state
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.slow
 
 
 def cli(data_dir, workdir, *overrides) -> list[str]:
     return [
-        sys.executable, "-m", "research.main",
+        sys.executable, "-m", "research.cli.main",
         "--config", "configs/listops.py:size=tiny",
         f"--config.data_dir={data_dir}",
         "--config.task_options.num_train=400",

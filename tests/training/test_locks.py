@@ -7,8 +7,8 @@ import json
 import pytest
 
 from research.errors import UserError
-from research.locks import BucketLock, GcsStore, bucket_lock, claim_workdir
-from research.paths import workdir_path
+from research.training.locks import BucketLock, GcsStore, bucket_lock, claim_workdir
+from research.training.paths import workdir_path
 
 
 class MemoryStore:

@@ -7,8 +7,8 @@ import pytest
 from jax.profiler import ProfileData
 
 from research.errors import UserError
-from research.profiling import StepProfiler, parse_steps
-from research.train import train_and_evaluate
+from research.training.profiling import StepProfiler, parse_steps
+from research.training.train import train_and_evaluate
 
 
 def traced_steps(directory) -> list[int]:

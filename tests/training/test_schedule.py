@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import base, listops, retrieval, text
-from research.train import SCHEDULES, OptimizerConfig, learning_rate_schedule
+from research.training.train import SCHEDULES, OptimizerConfig, learning_rate_schedule
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

@@ -1,14 +1,15 @@
-"""Command-line entry point: `python -m research.main --config FILE[:ARGS] --workdir DIR`.
+"""Command-line entry point: `python -m research.cli.main --config FILE[:ARGS] --workdir DIR`.
 
-Thin on purpose: it parses flags and calls `research.train.train_and_evaluate`. Mistakes a user can
-fix (research.errors.UserError) are printed as one line and exit with status 2; a non-finite loss
-exits with 1; a run stopped by SIGTERM/SIGINT exits with 75 after saving a checkpoint.
+Thin on purpose: it parses flags and calls `research.training.train.train_and_evaluate`.
+Mistakes a user can fix (research.errors.UserError) are printed as one line and exit with status
+2; a non-finite loss exits with 1; a run stopped by SIGTERM/SIGINT exits with 75 after saving a
+checkpoint.
 """
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from research.config_cli import parse_config_flags
+from research.cli.config_cli import parse_config_flags
 from research.errors import EXIT_FAILED, EXIT_PREEMPTED, NonFiniteLossError, UserError, fail
 
 FLAGS = flags.FLAGS
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)
     if FLAGS.distributed:
         start_distributed()
-    from research.train import train_and_evaluate
+    from research.training.train import train_and_evaluate
 
     try:
         results = train_and_evaluate(FLAGS.config, FLAGS.workdir)

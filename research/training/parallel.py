@@ -8,7 +8,7 @@ Two interchangeable ways to run the same pure step function:
   collectives. Works unchanged on one CPU, several GPUs, or a multi-host TPU pod.
 - "pmap": the classic `jax.pmap` over local devices; the step averages gradients itself through
   `Collectives` (`lax.pmean`), which are identities under jit, so the step functions in
-  research/train.py do not know which mode runs them.
+  research/training/train.py do not know which mode runs them.
 
 Batches arrive as process-local numpy arrays (each process reads only its own part of every
 global batch) and become global arrays here.

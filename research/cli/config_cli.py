@@ -5,7 +5,7 @@ override of a missing field is a KeyError whose text holds escaped quotes, a bad
 tuple, and an exception raised while the file loads can surface as a "missing field"). So the file
 is loaded and the overrides' field paths are checked here first, each failure becoming a UserError
 that names the flag; config_flags then only parses values, whose errors are reworded the same way.
-Used by `research.main` and by the sweep, which checks each cell's config before any runs.
+Used by `research.cli.main` and by the sweep, which checks each cell's config before any runs.
 """
 
 import difflib
@@ -16,7 +16,7 @@ import re
 from absl import flags
 from ml_collections import ConfigDict
 
-from research.config_spec import split_spec
+from research.cli.config_spec import split_spec
 from research.errors import UserError
 
 

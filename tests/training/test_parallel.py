@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from research.parallel import fsdp_spec
-from tests.test_checkpoint import checkpoint_steps, saved_state
-from tests.test_faults import ROOT, cli, wait_for
+from research.training.parallel import fsdp_spec
+from tests.training.test_checkpoint import checkpoint_steps, saved_state
+from tests.training.test_faults import ROOT, cli, wait_for
 
 pytestmark = pytest.mark.slow
 

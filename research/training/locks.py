@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from research.errors import UserError
-from research.paths import check_writable, is_remote
+from research.training.paths import check_writable, is_remote
 
 
 class FileLock:

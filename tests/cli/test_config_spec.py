@@ -1,9 +1,9 @@
-"""The `FILE[:key=value,...]` spec string (research.config_spec): parse and pack round trip, typed
-values, and a one-line UserError naming the bad item."""
+"""The `FILE[:key=value,...]` spec string (research.cli.config_spec): parse and pack round
+trip, typed values, and a one-line UserError naming the bad item."""
 
 import pytest
 
-from research.config_spec import pack_arg, pack_spec, parse_arg, parse_spec, split_spec
+from research.cli.config_spec import pack_arg, pack_spec, parse_arg, parse_spec, split_spec
 from research.errors import UserError
 
 

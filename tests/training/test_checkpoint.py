@@ -13,11 +13,11 @@ import pytest
 from etils import epath
 from flax import nnx
 
-from research import checkpoint, train
 from research.errors import NonFiniteLossError, UserError
-from research.metrics import read_metrics
 from research.models.encoder import Embedding, sinusoidal_positions
-from tests.workdir_testing import digest
+from research.training import checkpoint, train
+from research.training.metrics import read_metrics
+from tests.training.workdir_testing import digest
 
 
 def checkpoint_steps(workdir) -> list[int]:

@@ -13,7 +13,7 @@ import time
 import jax
 from tensorboardX import SummaryWriter
 
-from research.paths import is_remote, workdir_path
+from research.training.paths import is_remote, workdir_path
 
 
 class MetricWriter:

@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from research.errors import UserError
 from research.flat import flatten
-from research.paths import workdir_path
+from research.training.paths import workdir_path
 
 # Fields that define what a checkpoint is; resuming with any of these changed is refused.
 STRUCTURAL_PREFIXES = ("task", "task_options.", "model.", "batch_size")
@@ -363,7 +363,8 @@ def restore_model_state(directory: epath.Path, abstract_state: dict) -> tuple[di
     """The latest checkpoint's `TrainState` fields named in `abstract_state` (e.g. {"params": ...,
     "rest": ...}, laid out as its ShapeDtypeStructs) and its step, or None when `directory` holds
     no checkpoint. Only those fields are read, not the optimizer state or the data iterator, so
-    tools that inspect a trained model (research/sweeps/attention_maps.py) need no optimizer or dataset.
+    tools that inspect a trained model (research/sweeps/attention_maps.py) need no optimizer or
+    dataset.
     """
     if not directory.is_dir():
         return None

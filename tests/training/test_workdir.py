@@ -11,11 +11,12 @@ import time
 import pytest
 
 from configs import listops
-from research import tasks, train
+from research import tasks
 from research.errors import UserError
-from research.locks import BuildLock, WorkdirLock
-from tests.test_faults import ROOT
-from tests.workdir_testing import digest
+from research.training import train
+from research.training.locks import BuildLock, WorkdirLock
+from tests.training.test_faults import ROOT
+from tests.training.workdir_testing import digest
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +89,9 @@ def test_a_second_run_in_a_busy_workdir_stops_at_once_naming_the_first(data_dir,
 
 
 def test_a_lock_whose_holder_was_killed_is_taken_over(tmp_path):
-    holder = "from research.locks import WorkdirLock; import os, sys; WorkdirLock(sys.argv[1])"
+    holder = (
+        "from research.training.locks import WorkdirLock; import os, sys; WorkdirLock(sys.argv[1])"
+    )
     holder += ".__enter__(); os.kill(os.getpid(), 9)"
     subprocess.run([sys.executable, "-c", holder, str(tmp_path)], cwd=ROOT, check=False)
     assert os.path.exists(tmp_path / WorkdirLock.NAME)  # left behind, but no longer held

@@ -13,10 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from configs import base, listops
 from research.errors import UserError
-from research.metrics import read_metrics
-from research.train import OptimizerConfig, learning_rate_schedule, train_and_evaluate
+from research.training.metrics import read_metrics
+from research.training.train import OptimizerConfig, learning_rate_schedule, train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_lra_rsqrt_schedule_values():
@@ -122,7 +122,7 @@ def test_config_argument_errors():
 
 def run_cli(*args, cwd=ROOT):
     return subprocess.run(
-        [sys.executable, "-m", "research.main", *args],
+        [sys.executable, "-m", "research.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -183,7 +183,7 @@ def test_bfloat16_compute_keeps_float32_parameters(tiny_listops, tmp_path):
     results = train_and_evaluate(tiny_listops, str(tmp_path))
     records = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]
     assert all(np.isfinite(r["loss"]) for r in records) and 0 <= results["test_accuracy"] <= 1
-    from tests.test_checkpoint import saved_state
+    from tests.training.test_checkpoint import saved_state
 
     params = saved_state(tmp_path)["params"]
     assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype("float32")}

@@ -23,13 +23,14 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from research import checkpoint, parallel, profiling, tasks
+from research import tasks
 from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
-from research.locks import claim_workdir
-from research.metrics import MetricWriter, peak_memory
 from research.models import ModelConfig, build_model, check_head_fits_task
-from research.paths import workdir_path
 from research.tasks.pipeline import eval_batches, train_dataset
+from research.training import checkpoint, parallel, profiling
+from research.training.locks import claim_workdir
+from research.training.metrics import MetricWriter, peak_memory
+from research.training.paths import workdir_path
 
 SCHEDULES = ("rsqrt", "cosine", "constant")
 TEST_PARAMS = ("last", "best_val")

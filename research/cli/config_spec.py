@@ -2,7 +2,7 @@
 
 `--config configs/recall.py:pairs=16,size=tiny` names a config file and the one string argument
 its `get_config(arg)` receives. Everything that reads or writes such a string goes through here:
-the command line (`research.config_cli`), the config files (`configs/base.py`), the sweep grid
+the command line (`research.cli.config_cli`), the config files (`configs/base.py`), the sweep grid
 (which merges `arg.*` keys into a spec) and the sweep report (which reads a cell's task and
 arguments from its spec). The model is big_vision's `parse_arg` / `pack_arg`:
 
