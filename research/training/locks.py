@@ -297,3 +297,14 @@ def claim_workdir(directory, store: ObjectStore | None = None):
     finally:
         if created and not any(directory.iterdir()):
             directory.rmdir()
+
+
+def workdir_in_use(directory) -> bool:
+    """Whether another process holds a local workdir's lock (gs:// workdirs: False)."""
+    if is_remote(directory) or not (directory / WorkdirLock.NAME).exists():
+        return False
+    lock = FileLock(str(directory / WorkdirLock.NAME))
+    if not lock.acquire(blocking=False):
+        return True
+    lock.release()
+    return False

@@ -28,7 +28,7 @@ from research.errors import NonFiniteLossError, UserError, check_choice, check_p
 from research.models import ModelConfig, build_model, check_head_fits_task
 from research.tasks.pipeline import eval_batches, train_dataset
 from research.training import checkpoint, parallel, profiling
-from research.training.locks import claim_workdir
+from research.training.locks import claim_workdir, workdir_in_use
 from research.training.metrics import MetricWriter, peak_memory
 from research.training.paths import workdir_path
 
@@ -657,6 +657,8 @@ def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict | 
     if not (saved_config.exists() and saved_results.exists()):
         return None
     resolved = resolve(config).config
+    if workdir_in_use(directory):  # a run (say a --reevaluate) holds it: Run refuses in one line
+        return None
     if json.loads(saved_config.read_text()) != json.loads(resolved.to_json()):
         return None
     results = json.loads(saved_results.read_text())
