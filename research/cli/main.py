@@ -24,6 +24,12 @@ flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics, TensorBoard files and results."
 )
 flags.DEFINE_bool(
+    "reevaluate",
+    False,
+    "Score a finished run's parameters again (otherwise a workdir that holds the finished run of "
+    "this config is left as it is and its results are printed).",
+)
+flags.DEFINE_bool(
     "distributed",
     False,
     "Start jax.distributed (one process per host). On TPU pods and under SLURM the other "
@@ -32,7 +38,12 @@ flags.DEFINE_bool(
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, with --distributed.")
 flags.DEFINE_integer("num_processes", None, "Number of processes, with --distributed.")
 flags.DEFINE_integer("process_id", None, "This process's index, with --distributed.")
-flags.mark_flags_as_required(["config", "workdir"])
+# Checked after parsing (parse_flags), so that a missing one is named with what to give.
+REQUIRED = {
+    "config": "a config file, e.g. --config configs/listops.py:size=tiny (configs/ has one per "
+    "task)",
+    "workdir": "the run's folder for checkpoints, metrics and results, e.g. --workdir runs/x",
+}
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -44,6 +55,9 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(str(error))
     if len(rest) > 1:
         fail(stray_argument(rest[1]))
+    for name, what in REQUIRED.items():
+        if FLAGS[name].value is None:
+            fail(f"--{name} is required: {what}")
     return rest
 
 
@@ -78,7 +92,7 @@ def main(argv: list[str]) -> None:
     from research.training.train import train_and_evaluate
 
     try:
-        results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        results = train_and_evaluate(FLAGS.config, FLAGS.workdir, reevaluate=FLAGS.reevaluate)
     except UserError as error:
         fail(str(error))
     except NonFiniteLossError as error:

@@ -30,23 +30,44 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from research.cli.config_cli import parse_config_flags
-from research.errors import EXIT_FAILED, EXIT_PREEMPTED, EXIT_USAGE, UserError, print_error
+from research.errors import (
+    EXIT_FAILED,
+    EXIT_PREEMPTED,
+    EXIT_USAGE,
+    UserError,
+    fail,
+    print_error,
+)
 from research.sweeps import executors
 from research.sweeps.axes import varying_keys
 from research.sweeps.cells import FAILED, NOT_STARTED, Cell, is_done, record_failure, write_json
 from research.sweeps.grid import Experiment, load_experiment, make_cells, select, tpu_command
 
 
-def print_dry_run(experiment: Experiment, cells: list[Cell], total: int) -> None:
-    print(f"# {len(cells)} of {total} cells of {experiment.path}")
+def print_dry_run(experiment: Experiment, cells: list[Cell], total: int) -> int:
+    """Lists each cell and its command, checking its config as the run will (`resolve`) and
+    marking the cells that would fail; writes nothing. Returns the exit status: EXIT_FAILED when
+    a cell is invalid, as the run itself would end. Data is checked only when the sweep runs (it
+    may live on the machine that runs it)."""
+    print(f"# {len(cells)} of {total} cells of {experiment.path} (configs checked, data not)")
+    invalid = 0
     for cell in cells:
         print(cell.name)
+        try:
+            resolve(cell)
+        except UserError as error:
+            print(f"  INVALID: {error}")
+            invalid += 1
         print(f"  {cell.launch_line()}")
         if experiment.tpu:
             print(f"  {shlex.join(tpu_command(cell, experiment.tpu))}")
+    if invalid:
+        print(f"# {invalid} of {len(cells)} cells are invalid and would fail")
+        return EXIT_FAILED
+    return 0
 
 
 # ----------------------------------------------------------------------------- preparation
@@ -216,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         print_error(error)
         return EXIT_USAGE
     if args.dry_run:
-        print_dry_run(experiment, cells, len(all_cells))
-        return 0
+        return print_dry_run(experiment, cells, len(all_cells))
     write_sweep_json(experiment, all_cells, workdir)
     try:
         outcome = run_sweep(cells, args.executor, args.parallel, slurm, workdir)
@@ -238,10 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_FAILED if outcome.failed else 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes are the project's one `error:` line (exit 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{self.prog}: {message}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="./launch.sh sweep", description=__doc__.split("\n\n")[0].strip()
-    )
+    parser = OneLineParser(prog="./launch.sh sweep", description=__doc__.split("\n\n")[0].strip())
     add = parser.add_argument
     add("experiment", help="an experiment file, e.g. experiments/attention.py")
     add("--workdir", help="the sweep's folder (default: runs/<experiment file stem>)")

@@ -8,7 +8,9 @@ attention variants' options are), `field` being the config path they came from
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+import os
+import tarfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,3 +130,54 @@ def source_builder_config(task_options, resolve: Callable[[str], str], prefix: s
     check_known(OPTIONS_FIELD, options, {"source"})
     source = resolve(options.get("source", ""))
     return SourceConfig(name=f"{prefix}_{path_digest(source)}", source=source)
+
+
+def check_release_files(release_dir: str, names: Iterable[str], what: str) -> list[str]:
+    """The paths of the files `names` in `release_dir` (config.task_options.release_dir); a
+    UserError if the folder or one of them is missing. `what` describes the folder expected."""
+    expected = ", ".join(names)
+    if not os.path.isdir(release_dir):
+        raise UserError(
+            f"{OPTIONS_FIELD}.release_dir={release_dir!r} is not a folder; expected {what} "
+            f"holding {expected}"
+        )
+    paths = [os.path.join(release_dir, name) for name in names]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UserError(f"{path} is missing; {what} must hold {expected}")
+    return paths
+
+
+def archive_or_folder(
+    source: str,
+    find_folder: Callable[[str], str | None],
+    *,
+    archive_name: str,
+    expected: str,
+    not_found: str,
+) -> str:
+    """`config.task_options.source` resolved to a tar archive or to the extracted folder that
+    `find_folder(path)` recognises (it may also raise about a partial folder); a folder holding
+    `archive_name` resolves to that archive. Otherwise a UserError `<source> <not_found>;
+    expected <expected>`."""
+    if not source:
+        raise UserError(f"{OPTIONS_FIELD}.source is empty; point it at {expected}")
+    source = os.path.abspath(os.path.expanduser(source))
+    if os.path.isfile(source):
+        if not tarfile.is_tarfile(source):
+            raise UserError(f"{source} is not a tar archive; expected {expected}")
+        return source
+    if os.path.isdir(source):
+        folder = find_folder(source)
+        if folder is not None:
+            return folder
+        archive = os.path.join(source, archive_name)
+        if os.path.isfile(archive):
+            return archive_or_folder(
+                archive,
+                find_folder,
+                archive_name=archive_name,
+                expected=expected,
+                not_found=not_found,
+            )
+    raise UserError(f"{source} {not_found}; expected {expected}")

@@ -48,13 +48,17 @@ def to_gray(data_N3072: np.ndarray) -> np.ndarray:
 
 def resolve_source(source: str) -> str:
     """The archive, or the extracted folder (given itself or the folder above it)."""
-    if not source:
-        raise UserError(f"config.task_options.source is empty; point it at {EXPECTED}")
-    source = os.path.abspath(os.path.expanduser(source))
-    if os.path.isfile(source):
-        if not tarfile.is_tarfile(source):
-            raise UserError(f"{source} is not a tar archive; expected {EXPECTED}")
-        return source
+    return common.archive_or_folder(
+        source,
+        _batches_folder,
+        archive_name=ARCHIVE_NAME,
+        expected=EXPECTED,
+        not_found="does not hold CIFAR-10",
+    )
+
+
+def _batches_folder(source: str) -> str | None:
+    """`source` or its FOLDER when it holds the test batch; every train batch must be there too."""
     for candidate in (source, os.path.join(source, FOLDER)):
         if os.path.isfile(os.path.join(candidate, TEST_BATCH)):
             for name in TRAIN_BATCHES:
@@ -63,9 +67,7 @@ def resolve_source(source: str) -> str:
                         f"{os.path.join(candidate, name)} is missing; expected {EXPECTED}"
                     )
             return candidate
-    if os.path.isfile(os.path.join(source, ARCHIVE_NAME)):
-        return resolve_source(os.path.join(source, ARCHIVE_NAME))
-    raise UserError(f"{source} does not hold CIFAR-10; expected {EXPECTED}")
+    return None
 
 
 def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:

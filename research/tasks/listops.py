@@ -181,16 +181,8 @@ def encode(tokens: Sequence[str], where: str) -> np.ndarray:
 
 def check_release_dir(release_dir: str) -> None:
     """Raises UserError unless `release_dir` holds the three LRA ListOps TSV files with headers."""
-    expected = ", ".join(RELEASE_FILES.values())
-    if not os.path.isdir(release_dir):
-        raise UserError(
-            f"config.task_options.release_dir={release_dir!r} is not a folder; expected the LRA "
-            f"release's listops folder holding {expected}"
-        )
-    for name in RELEASE_FILES.values():
-        path = os.path.join(release_dir, name)
-        if not os.path.isfile(path):
-            raise UserError(f"{path} is missing; the ListOps release folder must hold {expected}")
+    what = "the LRA release's listops folder"
+    for path in common.check_release_files(release_dir, RELEASE_FILES.values(), what):
         with open(path, encoding="utf-8") as file:
             header = file.readline().rstrip("\n").split("\t")
         if header != ["Source", "Target"]:

@@ -43,19 +43,8 @@ def parse_label(field: str) -> int | None:
 
 def check_release_dir(release_dir: str) -> None:
     """Raises UserError unless the three TSV files are there."""
-    expected = ", ".join(RELEASE_FILES.values())
-    if not os.path.isdir(release_dir):
-        raise UserError(
-            f"config.task_options.release_dir={release_dir!r} is not a folder; expected the LRA "
-            f"release's tsv_data folder holding {expected} (lines {LINE_FORMAT})"
-        )
-    for name in RELEASE_FILES.values():
-        path = os.path.join(release_dir, name)
-        if not os.path.isfile(path):
-            raise UserError(
-                f"{path} is missing; the Retrieval folder must hold {expected} "
-                f"(lines {LINE_FORMAT})"
-            )
+    what = f"the LRA release's tsv_data folder (lines {LINE_FORMAT})"
+    common.check_release_files(release_dir, RELEASE_FILES.values(), what)
 
 
 def read_release_file(path: str) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:

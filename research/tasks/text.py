@@ -37,27 +37,23 @@ def encode(text: bytes) -> np.ndarray:
 
 def resolve_source(source: str) -> str:
     """The archive or the folder (`aclImdb/` itself or the folder holding it) to read."""
-    if not source:
-        raise UserError(f"config.task_options.source is empty; point it at {EXPECTED}")
-    source = os.path.abspath(os.path.expanduser(source))
-    if os.path.isfile(source):
-        if not tarfile.is_tarfile(source):
-            raise UserError(f"{source} is not a tar archive; expected {EXPECTED}")
-        return source
-    if os.path.isdir(source):
-        for folder in (source, os.path.join(source, "aclImdb")):
-            if all(
-                os.path.isdir(os.path.join(folder, split, label))
-                for split in ("train", "test")
-                for label in LABELS
-            ):
-                return folder
-        archive = os.path.join(source, ARCHIVE_NAME)
-        if os.path.isfile(archive):
-            return resolve_source(archive)
-    raise UserError(
-        f"{source} does not exist or lacks train/ and test/ pos/neg folders; expected {EXPECTED}"
+    return common.archive_or_folder(
+        source,
+        _imdb_folder,
+        archive_name=ARCHIVE_NAME,
+        expected=EXPECTED,
+        not_found="does not exist or lacks train/ and test/ pos/neg folders",
     )
+
+
+def _imdb_folder(source: str) -> str | None:
+    for folder in (source, os.path.join(source, "aclImdb")):
+        splits = (
+            os.path.join(folder, split, label) for split in ("train", "test") for label in LABELS
+        )
+        if all(os.path.isdir(path) for path in splits):
+            return folder
+    return None
 
 
 def read_folder(folder: str, split: str) -> Iterator[tuple[str, np.ndarray, int]]:

@@ -124,3 +124,18 @@ def test_the_command_line_prints_one_line_and_exits_2(tmp_path, args, message):
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(message), result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workdir", "runs/x"], "error: --config is required: a config file, e.g. --config "),
+        (["--config", "configs/listops.py"], "error: --workdir is required: the run's folder"),
+        (["size=tiny"], "error: unexpected argument 'size=tiny'; config arguments go after"),
+    ],
+)
+def test_a_missing_flag_is_one_line_saying_what_to_give(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(message), result.stderr

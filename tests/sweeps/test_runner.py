@@ -154,6 +154,35 @@ def test_dry_run_prints_pasteable_commands_and_writes_nothing(tmp_path, capsys):
     assert not workdir.exists()
 
 
+def test_dry_run_checks_every_cell_and_marks_the_invalid_ones(tmp_path, capsys):
+    grid = 'h.sweep("config.model.nonexistent_field", [1, 2])'
+    path = experiment_file(tmp_path, grid)
+    workdir = tmp_path / "runs"
+    assert sweep.main([path, "--workdir", str(workdir), "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("  INVALID: ") == 2
+    assert "--config.model.nonexistent_field: the config has no field 'nonexistent_field'" in out
+    assert "# 2 of 2 cells are invalid and would fail" in out
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["x.py", "--executor", "nope"], "argument --executor: invalid choice: 'nope'"),
+        ([], "the following arguments are required: experiment"),
+        (["x.py", "--parallel", "two"], "argument --parallel: invalid int value: 'two'"),
+    ],
+)
+def test_argument_mistakes_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        sweep.main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ./launch.sh sweep: ") and message in err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
