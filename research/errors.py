@@ -62,5 +62,13 @@ def error_message(line: str) -> str | None:
     return None
 
 
+def describe(error: BaseException, limit: int | None = None) -> str:
+    """`Type: first line of the message`, for a one-line error about an exception that is not
+    ours; cut to `limit` characters when given (TensorStore's first lines can be long)."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the message names the step."""

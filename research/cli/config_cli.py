@@ -17,7 +17,7 @@ from absl import flags
 from ml_collections import ConfigDict
 
 from research.cli.config_spec import split_spec
-from research.errors import UserError
+from research.errors import UserError, describe
 
 
 def config_spec(argv: list[str]) -> str | None:
@@ -58,12 +58,6 @@ def load_config_file(spec: str) -> ConfigDict:
             f"--config {spec}: get_config returned {type(config).__name__}, not a ConfigDict"
         )
     return config
-
-
-def describe(error: BaseException) -> str:
-    """`Type: first line of the message`."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def override_paths(argv: list[str]) -> list[str]:

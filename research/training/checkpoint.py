@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from research.errors import UserError
+from research.errors import UserError, describe
 from research.flat import flatten
 from research.training.paths import workdir_path
 
@@ -127,13 +127,6 @@ def restore_state(manager: ocp.CheckpointManager, step: int, abstract_state, **i
     return restored if is_dict else type(abstract_state)(**restored)
 
 
-def one_line(error: BaseException, limit: int = 240) -> str:
-    """`Type: first line of the message`, cut to `limit` characters (TensorStore's can be long)."""
-    lines = str(error).strip().splitlines()
-    text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def disk_full(error: BaseException) -> bool:
     """Whether `error` or anything it was raised from is a full disk (ENOSPC), as an OSError or as
     the text TensorStore and orbax's background threads wrap it in."""
@@ -229,10 +222,10 @@ class Checkpoints:
             except UserError:
                 raise
             except Exception as error:
-                moved = self.set_aside(step)
-                failures.append(f"step {step}: {one_line(error)}")
+                moved, why = self.set_aside(step), describe(error, limit=240)
+                failures.append(f"step {step}: {why}")
                 say(
-                    f"the checkpoint at step {step} cannot be read ({one_line(error)}); moved it "
+                    f"the checkpoint at step {step} cannot be read ({why}); moved it "
                     f"to {moved} and trying the one before it"
                 )
         if failures:
