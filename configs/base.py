@@ -71,6 +71,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.num_heads = 8
     config.model.qkv_dim = 512  # total over heads, as in LRA
     config.model.mlp_dim = 1_024
+    # False: blocks are attention only (Zoology's MQAR model, whose state mixer is the identity)
+    config.model.mlp = True
     config.model.num_layers = 4
     config.model.dropout_rate = 0.1
     config.model.attention_dropout_rate = 0.1

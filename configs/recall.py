@@ -1,45 +1,89 @@
-"""Multi-query associative recall (MQAR, Zoology): key-value pairs, then every key queried again;
-the target at each query is its value. A diagnostic that separates the attention variants.
+"""Multi-query associative recall (MQAR) as Zoology defines it (Arora et al. 2023, Figure 2):
+key-value pairs, then every key queried again; the target at each query is its value.
 
 Generated on first use:
 
   ./launch.sh train --config configs/recall.py --workdir runs/recall
-  ./launch.sh train --config configs/recall.py:attention=linear --workdir runs/recall_linear
-  ./launch.sh train --config configs/recall.py:pairs=32 --workdir runs/recall32
+  ./launch.sh train --config configs/recall.py:attention=linear,width=64 --workdir runs/recall_lin
+  ./launch.sh train --config configs/recall.py:pairs=4 --workdir runs/recall4
   ./launch.sh train --config configs/recall.py:size=tiny --workdir runs/recall_tiny
 
-Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>,
-pairs=<key-value pairs per example> (8), length=<tokens per example> (default: the larger of 64 and
-4 x pairs, so pairs=4,8,16,32 is a sweep over one argument). The vocabulary is
---config.task_options.num_keys / num_values (at most 64 each), the query placement
---config.task_options.queries (random | adjacent).
+Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>, pairs=<key-value
+pairs per example> (8), length=<tokens per example> (default 16 x pairs: Figure 2's (64, 4),
+(128, 8), (256, 16); at size=tiny the larger of 64 and 4 x pairs), width=<model width> (128;
+Figure 2 sweeps 64..512; size=base only).
 
-The model predicts at every position (`model.head = "tagger"`), scored at the queries only, and is
-causal (Zoology's autoregressive form; `--config.model.causal=False` runs too, but stayed at 1/8 in
-the runs measured in docs/tasks.md). Token embeddings start at unit scale and positions are the
-fixed sinusoidal table: docs/tasks.md shows why learned absolute positions stall.
+size=base is Figure 2's protocol: the data (vocabulary 8,192, keys from its lower half and values
+from its upper half, queries at even offsets after the pairs placed by a power law with a = 0.01,
+filler 0; 100,000 training sequences, 3,000 test) and its attention model (2 layers, 1 head, no
+MLP, attention dropout 0.1, learned positions, causal), AdamW at 1e-3 with weight decay 0.1 and a
+cosine decay to 0, batch 512 (256 at length 256), 64 epochs. Figure 2 reports every point as the
+best of the learning rates logspace(-4, -2, 4): experiments/zoology.py sweeps them and reports
+`--best-over config.optimizer.learning_rate`. docs/tasks.md lists what still differs.
+
+size=tiny is a laptop's MQAR (the demo's): the same generator at a vocabulary of 128 (keys 1-63,
+values 64-127: chance 1/64, not 1/4,096), 5,000 training sequences of 64 tokens (up to 16 pairs),
+a 2-layer width-64 model with an MLP, 4 heads and fixed sinusoidal positions, batch 64, a constant
+1e-3: minutes, not hours, and not Figure 2's protocol (docs/tasks.md: at a vocabulary of 256 full
+attention needs about twice the steps).
+
+The model predicts at every position (`model.head = "tagger"`), scored at the queries only.
 """
 
 import ml_collections
 
 from configs import base
 
+ZOOLOGY_LEARNING_RATES = (1e-4, 4.6416e-4, 2.1544e-3, 1e-2)  # logspace(-4, -2, 4)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.task_args(arg, length="", pairs="8")
+    args = base.task_args(arg, length="", pairs="8", width="128")
     pairs = base.positive_arg(args, "pairs")
-    # Unset, the length grows with the pairs (64, or 4 tokens per pair), so `pairs=` alone sweeps.
-    args["length"] = args["length"] or str(max(64, 4 * pairs))
+    # Unset, the length follows the pairs: Figure 2's 16 tokens per pair, or on a laptop the
+    # larger of 64 and 4 per pair (so `pairs=` alone sweeps either).
+    tiny = args["size"] == "tiny"
+    args["length"] = args["length"] or str(max(64, 4 * pairs) if tiny else 16 * pairs)
     length = base.positive_arg(args, "length")
+    width = base.positive_arg(args, "width")
     config = base.task_config("recall", args["attention"], num_pairs=pairs, length=length)
-    # Windows shorter than most key-query gaps (2 layers x 8 = 16 positions back), so that local
-    # variants show what their reach costs instead of covering the whole sequence.
+    # Windows shorter than most key-query gaps, so that the local variants show what their reach
+    # costs: a window of 8 reaches 8 positions back per layer (16 over 2 layers, since windows
+    # compose); a block of 16 reaches only inside its own block in every layer (blocks do not
+    # compose), so no query at position >= 16 sees a pair in the first block.
     config.model.attention_options.local.window = 8
     config.model.attention_options.block_local.block_size = 16
+    # T5's buckets: a causal model sees only the past, so all of them go to it.
+    config.model.attention_options.t5.t5_bidirectional = False
     base.diagnostic_setup(config, causal=True, max_len=length)
-    config.num_train_steps = 3_000
-    if args["size"] == "tiny":
-        config.task_options.update(num_train=5_000, num_val=500, num_test=500)
+    if tiny:
+        config.task_options.update(vocab_size=128, num_train=5_000, num_val=500, num_test=500)
         config.num_train_steps = 1_500
         config.eval_every_steps = 250
+        return config
+    zoology_figure2(config, width=width, length=length)
     return config
+
+
+def zoology_figure2(config: ml_collections.ConfigDict, *, width: int, length: int) -> None:
+    """Zoology Figure 2's model and training (the data are the task options' defaults)."""
+    config.model.update(
+        emb_dim=width,
+        qkv_dim=width,
+        num_heads=1,
+        num_layers=2,
+        mlp=False,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.1,
+        positional="learned",
+        token_init_std=0.02,
+        position_init_std=0.02,
+    )
+    config.batch_size = 256 if length >= 256 else 512
+    config.eval_batch_size = 500
+    epochs = 64
+    config.num_train_steps = epochs * config.task_options.num_train // config.batch_size
+    config.eval_every_steps = config.task_options.num_train // config.batch_size  # an epoch
+    config.checkpoint_every_steps = 10 * config.eval_every_steps
+    config.optimizer.update(schedule="cosine", learning_rate=1e-3, warmup_steps=0)
+    config.optimizer.update(weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8)

@@ -38,6 +38,7 @@ class ModelConfig:
     num_heads: int
     qkv_dim: int
     mlp_dim: int
+    mlp: bool
     num_layers: int
     dropout_rate: float
     attention_dropout_rate: float
@@ -57,6 +58,7 @@ class ModelConfig:
         check_choice("config.model.positional", model.positional, POSITIONAL)
         check_choice("config.model.two_tower_head", model.two_tower_head, TWO_TOWER_HEADS)
         check_choice("config.model.mask_zero_tokens", model.mask_zero_tokens, (False, True))
+        check_choice("config.model.mlp", model.mlp, (False, True))
         attention_options = resolve_options(
             model.attention, model.attention_options.get(model.attention, {})
         )

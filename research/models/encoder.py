@@ -100,7 +100,8 @@ class Mlp(nnx.Module):
 
 
 class EncoderBlock(nnx.Module):
-    """Pre-norm residual block: x + Attn(LN(x)), then x + Mlp(LN(x))."""
+    """Pre-norm residual block: x + Attn(LN(x)), then x + Mlp(LN(x)) (the MLP half only where
+    `config.mlp`; without it the block is attention alone, as in Zoology's MQAR model)."""
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         width = config.emb_dim
@@ -114,8 +115,11 @@ class EncoderBlock(nnx.Module):
             dropout_rate=config.attention_dropout_rate,
             rngs=rngs,
         )
-        self.mlp_norm = nnx.LayerNorm(width, rngs=rngs)
-        self.mlp = Mlp(width, config.mlp_dim, config.dropout_rate, rngs=rngs)
+        if config.mlp:
+            self.mlp_norm = nnx.LayerNorm(width, rngs=rngs)
+            self.mlp = Mlp(width, config.mlp_dim, config.dropout_rate, rngs=rngs)
+        else:
+            self.mlp_norm = self.mlp = None
         self.dropout = nnx.Dropout(config.dropout_rate)
 
     def __call__(self, x_BTE, mask_BT, *, deterministic: bool, rngs: nnx.Rngs | None):
@@ -123,6 +127,8 @@ class EncoderBlock(nnx.Module):
             self.attention_norm(x_BTE), mask_BT, deterministic=deterministic, rngs=rngs
         )
         x_BTE = x_BTE + self.dropout(y, deterministic=deterministic, rngs=rngs)
+        if self.mlp is None:
+            return x_BTE
         y = self.mlp(self.mlp_norm(x_BTE), deterministic=deterministic, rngs=rngs)
         return x_BTE + self.dropout(y, deterministic=deterministic, rngs=rngs)
 

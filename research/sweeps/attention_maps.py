@@ -189,7 +189,7 @@ def save_attention_map(
     weights_NHLL, has_cls = attention_weights_for_example(model, tokens_T, mask_T)
     labels = None
     if weights_NHLL.shape[-1] <= MAX_TICK_LABELS:
-        token_label = tasks.get_task(config.task).token_label
+        token_label = tasks.get_task(config.task).at_options(config.task_options).token_label
         labels = ["CLS"] * has_cls + [token_label(int(t)) for t in tokens_T[: int(mask_T.sum())]]
     title = (
         f"{config.task}: {config.model.attention} attention, {split} example {example}, step {step}"

@@ -10,7 +10,7 @@ import sys
 import tensorflow_datasets as tfds
 
 from research.errors import check_choice
-from research.tasks import diagnostics, image, listops, pathfinder, retrieval, text
+from research.tasks import diagnostics, image, listops, pathfinder, recall, retrieval, text
 from research.tasks.common import SPLITS, Task
 from research.training.locks import BuildLock
 
@@ -24,7 +24,7 @@ TASKS = {
         retrieval.TASK,
         image.TASK,
         pathfinder.TASK,
-        diagnostics.RECALL_TASK,
+        recall.TASK,
         diagnostics.DISTANCE_TASK,
     )
 }

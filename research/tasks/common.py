@@ -36,6 +36,8 @@ class Task:
     per_position: the label is a class per position (-1 = no target), read by a per-position
       head (`config.model.head = "tagger"`), not one class per example.
     token_label: token id -> a short label for display (e.g. attention maps' ticks).
+    for_options: for a task whose vocabulary or classes are options (MQAR's `vocab_size`),
+      `config.task_options` -> the fields above that they change; `at_options` applies it.
     """
 
     name: str
@@ -47,6 +49,13 @@ class Task:
     sequence_fields: tuple[str, ...] = ("tokens",)
     per_position: bool = False
     token_label: Callable[[int], str] = str
+    for_options: Callable[[Mapping[str, Any]], dict] | None = None
+
+    def at_options(self, task_options: Mapping[str, Any]) -> "Task":
+        """This task with the vocabulary, classes and token labels of `task_options`."""
+        if self.for_options is None:
+            return self
+        return dataclasses.replace(self, **self.for_options(task_options))
 
 
 def classification_info(
@@ -56,16 +65,19 @@ def classification_info(
     token_fields: Sequence[str] = ("tokens",),
     token_shape: tuple = (None,),
     per_position_labels: bool = False,
+    token_dtype: type = np.uint8,
+    label_dtype: type = np.int8,
 ) -> tfds.core.DatasetInfo:
-    """uint8 token sequences and a class label; metadata carries "max_length" (set on build).
+    """`token_dtype` (uint8 unless a vocabulary needs more) token sequences and a class label;
+    metadata carries "max_length" (set on build).
 
-    With `per_position_labels` the label is an int8 sequence as long as the tokens: a class per
-    position, -1 where a position has no target.
+    With `per_position_labels` the label is a `label_dtype` sequence as long as the tokens: a
+    class per position, -1 where a position has no target.
     """
-    features = {field: tfds.features.Tensor(shape=token_shape, dtype=np.uint8)
+    features = {field: tfds.features.Tensor(shape=token_shape, dtype=token_dtype)
                 for field in token_fields}  # fmt: skip
     if per_position_labels:
-        features["label"] = tfds.features.Tensor(shape=(None,), dtype=np.int8)
+        features["label"] = tfds.features.Tensor(shape=(None,), dtype=label_dtype)
     else:
         features["label"] = tfds.features.ClassLabel(num_classes=num_classes)
     return tfds.core.DatasetInfo(

@@ -93,7 +93,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     """Checks every field of `config` (a UserError names the first bad one) and types it; `config`
     itself is left as it was."""
     validate_config(config)
-    task = tasks.get_task(config.task)
+    task = tasks.get_task(config.task).at_options(config.task_options)
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.vocab_size = task.vocab_size
     config.model.num_classes = task.num_classes

@@ -91,6 +91,22 @@ def test_dropout_only_in_training():
     assert not np.allclose(train_a, train_b)
 
 
+def test_mlp_false_blocks_are_attention_alone():
+    """config.model.mlp=False (Zoology's MQAR model): no MLP parameters, and each block is
+    x + Attn(LN(x)), checked against that sum computed from the block's own modules."""
+    model = build_model(model_config(mlp=False, dropout_rate=0.0), rngs=nnx.Rngs(0))
+    names = {"/".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(model))}
+    assert not any("mlp" in name for name in names)
+    block = model.encoder.blocks[0]
+    x_BTE = jax.random.normal(jax.random.key(1), (2, 12, 16))
+    mask_BT = batch([12, 6])["mask"]
+    expected = x_BTE + block.attention(block.attention_norm(x_BTE), mask_BT, deterministic=True)
+    got = block(x_BTE, mask_BT, deterministic=True, rngs=None)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    with_mlp = build_model(model_config(), rngs=nnx.Rngs(0))
+    assert nnx.state(with_mlp.encoder.blocks[0].mlp, nnx.Param)
+
+
 def test_init_is_a_function_of_the_seed():
     a = nnx.state(build_model(model_config(), rngs=nnx.Rngs(3)), nnx.Param)
     b = nnx.state(build_model(model_config(), rngs=nnx.Rngs(3)), nnx.Param)

@@ -68,8 +68,8 @@ def test_weights_per_layer_and_head(trained):
 
 def test_token_labels():
     """Each task labels its own tokens (`Task.token_label`), which the figure's ticks show."""
-    assert tasks.get_task("recall").token_label(1) == "."
-    assert tasks.get_task("recall").token_label(2) == "k0"
+    recall = tasks.get_task("recall").at_options({"vocab_size": 128})
+    assert [recall.token_label(t) for t in (0, 2, 64, 70)] == [".", "k2", "v0", "v6"]
     assert tasks.get_task("listops").token_label(11) == "[MAX"
     assert tasks.get_task("text").token_label(ord("a")) == "a"
     assert tasks.get_task("text").token_label(10) == "\\n"

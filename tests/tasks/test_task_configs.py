@@ -196,19 +196,45 @@ def test_configs_mirror_lra():
     assert config.optimizer.warmup_steps == 2_500
 
 
-def test_diagnostic_configs_default_to_what_learns():
+def test_recall_base_is_zoology_figure2():
+    """size=base is Figure 2's protocol (zoology/experiments/iclr24_zoology_figure2/configs.py)."""
     config = recall.get_config()
+    options = config.task_options
+    assert (options.length, options.num_pairs, options.vocab_size) == (128, 8, 8192)
+    assert (options.queries, options.power_a, options.filler) == ("power_law", 0.01, "zero")
+    assert (options.num_train, options.num_test) == (100_000, 3_000)
+    model = config.model
+    assert (model.head, model.causal, model.positional, model.mlp) == (
+        "tagger",
+        True,
+        "learned",
+        False,
+    )
+    assert (model.num_layers, model.num_heads, model.emb_dim, model.qkv_dim) == (2, 1, 128, 128)
+    assert (model.dropout_rate, model.attention_dropout_rate) == (0.0, 0.1)
+    assert config.batch_size == 512 and config.num_train_steps == 64 * 100_000 // 512
+    assert (config.optimizer.schedule, config.optimizer.weight_decay) == ("cosine", 0.1)
+    assert pytest.approx(np.logspace(-4, -2, 4), rel=1e-4) == recall.ZOOLOGY_LEARNING_RATES
+    # Figure 2's (length, pairs) points follow from `pairs=`; batch 256 at length 256.
+    assert recall.get_config("pairs=4").task_options.length == 64
+    config = recall.get_config("pairs=16,width=512")
+    assert (config.task_options.length, config.batch_size, config.model.emb_dim) == (256, 256, 512)
+    assert not config.model.attention_options.t5.t5_bidirectional
+
+
+def test_diagnostic_configs_default_to_what_learns():
+    config = recall.get_config("size=tiny")
     assert (config.model.head, config.model.causal, config.model.positional) == (
         "tagger",
         True,
         "sinusoidal",
     )
-    assert config.model.token_init_std == 1.0
+    assert config.model.token_init_std == 1.0 and config.model.mlp
     assert (config.task_options.length, config.task_options.num_pairs) == (64, 8)
-    assert (config.task_options.num_keys, config.task_options.num_values) == (64, 64)
+    assert config.task_options.vocab_size == 128
     # One argument sweeps the pairs; the length follows unless given.
-    assert recall.get_config("pairs=32").task_options.length == 128
-    assert recall.get_config("pairs=32,length=256").task_options.length == 256
+    assert recall.get_config("size=tiny,pairs=32").task_options.length == 128
+    assert recall.get_config("size=tiny,pairs=32,length=256").task_options.length == 256
     config = distance.get_config("distance=100,length=128,layers=2")
     assert (config.task_options.distance, config.model.num_layers) == (100, 2)
     assert (config.model.head, config.model.positional) == ("tagger", "sinusoidal")

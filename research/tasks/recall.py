@@ -1,0 +1,169 @@
+"""Multi-query associative recall (MQAR) exactly as Zoology defines it (Arora et al. 2023,
+`zoology/data/associative_recall.py`, `multiquery_ar`).
+
+An example of `length` tokens from a vocabulary of `vocab_size`: `num_pairs` key-value pairs first
+(keys drawn without replacement from the lower half of the vocabulary, 1 .. V/2 - 1; values from
+the upper half, V/2 .. V - 1), then each key once more as a query, at an even offset after the
+pairs. The target at a query is the value paired with its key (as a value index, 0 .. V/2 - 1, so
+the tagger's classes are the values); no other position has a target. The value never follows its
+query, so even bidirectional attention cannot copy it: the model must find the earlier key.
+
+Query placement (`queries`): "power_law" is Zoology's: the offsets 0, 2, 4, ... after the pairs
+are drawn without replacement with probability proportional to a * i^(a - 1) for the i-th offset
+(a = `power_a`, 0.01 in every Zoology figure), which favours queries close to the pairs, as
+repeated bigrams are in text (a = 1 draws them uniformly); "adjacent" puts the queries right
+after the pairs. Every other position is filler (`filler`): the token 0 ("zero", Zoology's
+Figure 2, `random_non_queries=False`) or a token drawn uniformly from the whole vocabulary
+("random", the generator's default), which may repeat a key or a value as noise.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from research.errors import UserError, check_choice, check_positive
+from research.tasks import common, diagnostics
+
+NO_TARGET = -1
+QUERY_PLACEMENTS = ("power_law", "adjacent")
+FILLERS = ("zero", "random")
+MAX_VOCAB_SIZE = 65_536  # tokens are stored as uint16
+
+
+@dataclasses.dataclass(frozen=True)
+class RecallOptions:
+    """MQAR's data: Zoology's Figure 2 defaults (vocabulary 8,192, power law a = 0.01, filler 0,
+    100,000 training and 3,000 test sequences) at 8 pairs in 128 tokens; `num_val` sequences
+    more for validation, which Zoology does without (it reports the test set's best)."""
+
+    num_pairs: int = 8
+    length: int = 128
+    vocab_size: int = 8_192
+    queries: str = "power_law"
+    power_a: float = 0.01
+    filler: str = "zero"
+    num_train: int = 100_000
+    num_val: int = 3_000
+    num_test: int = 3_000
+    seed: int = 0
+
+    def check(self, field: str) -> None:
+        """One-line UserErrors naming `<field>.<option>` (field: "config.task_options")."""
+        common.check_counts(self, field)
+        for name in ("num_pairs", "length", "vocab_size"):
+            check_positive(f"{field}.{name}", getattr(self, name))
+        check_choice(f"{field}.queries", self.queries, QUERY_PLACEMENTS)
+        check_choice(f"{field}.filler", self.filler, FILLERS)
+        if not 0 < self.power_a <= 1:
+            raise UserError(f"{field}.power_a={self.power_a!r} must lie in (0, 1] (1 = uniform)")
+        if self.length % 2:
+            raise UserError(
+                f"{field}.length={self.length} must be even (queries sit at even offsets)"
+            )
+        if self.length < 4 * self.num_pairs:
+            raise UserError(
+                f"{field}.length={self.length} is shorter than 4 * num_pairs = "
+                f"{4 * self.num_pairs} (the pairs, then a query and a gap per key)"
+            )
+        if not 2 * (self.num_pairs + 1) <= self.vocab_size <= MAX_VOCAB_SIZE:
+            raise UserError(
+                f"{field}.vocab_size={self.vocab_size} must lie in {2 * (self.num_pairs + 1)}.."
+                f"{MAX_VOCAB_SIZE} (num_pairs distinct keys in its lower half, values in its upper)"
+            )
+
+    @property
+    def num_values(self) -> int:
+        """The classes of the target: every value token, V/2 .. V - 1."""
+        return self.vocab_size - self.vocab_size // 2
+
+    def token_label(self, token: int) -> str:
+        """ "." for filler 0, k<i> for key token i, v<j> for value index j (the class)."""
+        if token == 0:
+            return "."
+        half = self.vocab_size // 2
+        return f"k{token}" if token < half else f"v{token - half}"
+
+
+def query_offset_probabilities(space: int, power_a: float) -> np.ndarray:
+    """Zoology's power law over the `space` even offsets after the pairs: p_i ∝ a * i^(a - 1)."""
+    p = power_a * np.arange(1, space + 1, dtype=np.float64) ** (power_a - 1)
+    return p / p.sum()
+
+
+def make_recall_chunk(
+    options: RecallOptions, seed_sequence: np.random.SeedSequence, count: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` examples: (tokens_T uint16, targets_T int16: the value index at each query, else
+    NO_TARGET), drawn as Zoology's `multiquery_ar` draws them (module docstring)."""
+    rng = np.random.default_rng(seed_sequence)
+    pairs, length, vocab = options.num_pairs, options.length, options.vocab_size
+    half = vocab // 2
+    context = 2 * pairs
+    space = (length - context) // 2
+    if options.queries == "power_law":
+        p = query_offset_probabilities(space, options.power_a)
+    examples = []
+    for _ in range(count):
+        keys = rng.choice(np.arange(1, half), pairs, replace=False)
+        values = rng.choice(np.arange(half, vocab), pairs, replace=False)
+        if options.queries == "power_law":
+            offsets = rng.choice(space, pairs, replace=False, p=p)
+        else:
+            offsets = rng.permutation(pairs)
+        if options.filler == "random":
+            tokens = rng.integers(0, vocab, length).astype(np.uint16)
+        else:
+            tokens = np.zeros(length, np.uint16)
+        tokens[0:context:2] = keys
+        tokens[1:context:2] = values
+        where = context + 2 * offsets
+        tokens[where] = keys
+        targets = np.full(length, NO_TARGET, np.int16)
+        targets[where] = values - half
+        examples.append((tokens, targets))
+    return examples
+
+
+def recall_builder_config(task_options) -> diagnostics.GeneratedConfig:
+    return diagnostics.generated_builder_config(task_options, RecallOptions, "mqar")
+
+
+class Recall(diagnostics.GeneratedPerPosition):
+    """Multi-query associative recall as Zoology draws it: the target at each query is the value
+    paired with its key (uint16 tokens, int16 value indices)."""
+
+    name = "lra_recall"
+    VERSION = tfds.core.Version("3.0.0")
+    RELEASE_NOTES = {
+        "2.0.0": "targets at every query (64 keys, 64 values, uniform query positions)",
+        "3.0.0": "Zoology's MQAR: vocabulary halves, power-law queries at even offsets, filler",
+    }
+    TOKEN_DTYPE = np.uint16
+    LABEL_DTYPE = np.int16
+    make_chunk = staticmethod(make_recall_chunk)
+
+    def num_classes(self) -> int:
+        return self.builder_config.options.num_values
+
+
+def for_options(task_options) -> dict:
+    """The task's sizes and token labels at these options (the vocabulary is an option)."""
+    options = common.parse_options(RecallOptions, task_options)
+    return dict(
+        vocab_size=options.vocab_size,
+        num_classes=options.num_values,
+        token_label=options.token_label,
+    )
+
+
+TASK = common.Task(
+    name="recall",
+    builder_class=Recall,
+    builder_config=recall_builder_config,
+    default_options=lambda: dataclasses.asdict(RecallOptions()),
+    vocab_size=RecallOptions().vocab_size,
+    num_classes=RecallOptions().num_values,
+    per_position=True,
+    for_options=for_options,
+)
