@@ -178,11 +178,13 @@ def plot_accuracy_against_width(table: Table, axis: str, path: Path) -> bool:
     if not panels:
         return False
     plt, fig, subplots = figure(len(panels))
+    names = list(dict.fromkeys(name for lines in panels.values() for name in lines))
     for subplot, ((length, pairs), lines) in zip(subplots, panels.items(), strict=True):
         widths = sorted({width for points in lines.values() for width, _ in points})
-        for color, (name, points) in enumerate(lines.items()):
+        for name, points in lines.items():
             x, y = zip(*points, strict=True)
-            subplot.plot(x, y, marker="o", label=name, color=f"C{color % 10}")
+            color = f"C{names.index(name) % 10}"  # a variant's colour in every panel
+            subplot.plot(x, y, marker="o", label=name, color=color)
         subplot.set_xscale("log", base=2)
         subplot.set_xticks(widths, [str(w) for w in widths])
         subplot.minorticks_off()

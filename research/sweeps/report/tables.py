@@ -254,8 +254,8 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 
 def value_text(value: object) -> str:
-    """A swept value as the tables show it: 0.0021544 -> "2.15e-3", 0.01 -> "0.01"."""
-    if isinstance(value, float) and value != 0 and abs(value) < 1e-2:
+    """A swept value as the tables show it: 0.0021544 -> "2.15e-3", 0.01 -> "1e-2", 0.1 -> "0.1"."""
+    if isinstance(value, float) and value != 0 and abs(value) <= 1e-2:
         mantissa, exponent = f"{value:.2e}".split("e")
         return f"{float(mantissa):g}e{int(exponent)}"
     return str(value)
@@ -286,7 +286,7 @@ def published_caveats(table: Table) -> list[str]:
     generated = {run_task(r) for r in runs if not r.config.get("task_options.release_dir")}
     text = [r.config.get("model.max_len") for r in runs if run_task(r) == "text"]
     lengths = {int(n) for n in text if n is not None}
-    return published.caveats(set(table.tasks), set(rows), generated, lengths)
+    return published.caveats(set(table.tasks), rows, generated, lengths)
 
 
 def main_table(table: Table) -> str:
