@@ -176,10 +176,11 @@ class Table:
 
 
 def check_best_over(best_over: object, axes: list[str], source: str = "--best-over") -> None:
-    """A best-over axis must be swept, and not the seed (the seeds are averaged); `source` names
-    where it was given in the error."""
-    if best_over not in axes or is_seed(str(best_over)):
-        swept = ", ".join(a for a in axes if not is_seed(a)) or "none"
+    """A best-over axis must be swept, and neither the seed (the seeds are averaged) nor the
+    variant (the rows); `source` names where it was given in the error."""
+    allowed = [a for a in axes if not is_seed(a) and a != VARIANT_AXIS]
+    if best_over not in allowed:
+        swept = ", ".join(allowed) or "none"
         raise UserError(f"{source} {best_over} is not a swept axis; swept: {swept}")
 
 
