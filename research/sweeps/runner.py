@@ -7,7 +7,9 @@
 An experiment file holds a docstring, `CONFIG = "configs/recall.py:size=tiny"` (the base config
 spec), `def get_hyper(h)` returning a grid built with `research.sweeps.hyper` (LRA's sweep
 grammar), and optionally `TPU = {"accelerator": "v4-8"}` (its cells are meant for a TPU slice;
-`--dry-run` then also prints the `launch.sh tpu` commands).
+`--dry-run` then also prints the `launch.sh tpu` commands) and `BEST_OVER = "<swept axis>"` (the
+report takes, per group, the value of that axis with the best validation accuracy: e.g.
+"config.optimizer.learning_rate").
 
 Every cell's config is resolved and every dataset built here, once, before any cell starts, so a bad
 cell fails alone with a one-line error and parallel cells never generate the same data at once.
@@ -15,8 +17,9 @@ Each cell then trains in its own process (`research.cli.main`) in `<workdir>/<ce
 Running the same command again skips finished cells and resumes interrupted ones from their
 checkpoints.
 
-Files, read by `research.sweeps.report`: `<workdir>/sweep.json` (the experiment, its axes and every
-cell of the full grid) and one folder per cell (research/sweeps/cells.py says what it holds).
+Files, read by `research.sweeps.report`: `<workdir>/sweep.json` (the experiment, its axes, its
+BEST_OVER and every cell of the full grid) and one folder per cell (research/sweeps/cells.py says
+what it holds).
 
 The grid is in research/sweeps/grid.py, the cell record and its status in research/sweeps/cells.py,
 the executors in research/sweeps/executors.py; this module prepares the cells, runs them through an
@@ -25,6 +28,7 @@ executor and summarises the outcome.
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
@@ -73,13 +77,31 @@ def print_dry_run(experiment: Experiment, cells: list[Cell], total: int) -> int:
 # ----------------------------------------------------------------------------- preparation
 
 
-def write_sweep_json(experiment: Experiment, cells: list[Cell], workdir: str) -> None:
+def declared_best_over(experiment: Experiment) -> str | None:
+    """The experiment file's BEST_OVER, checked to be one of its swept axes (UserError, one line);
+    None when it sets none. (grid.load_experiment has loaded the file once already.)"""
+    spec = importlib.util.spec_from_file_location("experiment_best_over", experiment.path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    best_over = getattr(module, "BEST_OVER", None)
+    if best_over is None:
+        return None
+    from research.sweeps.report.tables import check_best_over
+
+    check_best_over(best_over, varying_keys(experiment.grid), f"{experiment.path}: BEST_OVER")
+    return best_over
+
+
+def write_sweep_json(
+    experiment: Experiment, cells: list[Cell], workdir: str, best_over: str | None = None
+) -> None:
     """The full grid (not only this invocation's cells, so shards agree on it) for the report."""
     os.makedirs(workdir, exist_ok=True)
     content = {
         "experiment": experiment.path,
         "config": experiment.config,
         "axes": varying_keys(experiment.grid),
+        "best_over": best_over,
         "cells": [cell.to_dict() for cell in cells],
     }
     write_json(Path(workdir, "sweep.json"), content)
@@ -227,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         experiment = load_experiment(args.experiment)
+        best_over = declared_best_over(experiment)
         workdir = args.workdir or os.path.join("runs", Path(args.experiment).stem)
         all_cells = make_cells(experiment, workdir)
         cells = select(all_cells, args.only, args.shard)
@@ -238,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if args.dry_run:
         return print_dry_run(experiment, cells, len(all_cells))
-    write_sweep_json(experiment, all_cells, workdir)
+    write_sweep_json(experiment, all_cells, workdir, best_over)
     try:
         outcome = run_sweep(cells, args.executor, args.parallel, slurm, workdir)
     except KeyboardInterrupt:  # while resolving or building data: nothing has started yet
@@ -252,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_report:
         from research.sweeps import report
 
-        table = report.write_report(workdir)
+        table = report.write_report(workdir, best_over)
         print(f"\nTest accuracy (%), mean ± std over seeds (seeds):\n{table}\n")
         print(f"report, plots and attention maps: {os.path.join(workdir, 'report.md')}")
     return EXIT_FAILED if outcome.failed else 0

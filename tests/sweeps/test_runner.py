@@ -230,6 +230,7 @@ def test_every_shipped_experiment_builds_cells_whose_configs_are_valid(path):
     """What `--dry-run` shows must also run: every cell resolves (configs, arguments, fields)."""
     experiment = load_experiment(str(path))
     assert experiment.grid
+    sweep.declared_best_over(experiment)  # a BEST_OVER it sets is one of its axes
     cells = make_cells(experiment, "runs/x")
     assert len({cell.name for cell in cells}) == len(cells)
     for cell in cells[:: max(1, len(cells) // 12)]:  # a spread of cells: resolving takes ~0.1 s
@@ -244,6 +245,24 @@ def test_the_lra_experiment_is_six_tasks_by_nine_variants_by_three_seeds(capsys)
     for task in tasks:
         assert f"\nconfig={task},attention=performer,seed=2\n" in out
     assert out.count("./launch.sh tpu ") == 162
+
+
+def test_best_over_is_recorded_in_sweep_json_and_must_be_a_swept_axis(tmp_path, capsys):
+    grid = 'h.product([h.sweep("config.model.attention", ["full", "local"]), ' \
+        'h.sweep("config.optimizer.learning_rate", [1e-3, 1e-2])])'  # fmt: skip
+    rate = 'BEST_OVER = "config.optimizer.learning_rate"'
+    experiment = load_experiment(experiment_file(tmp_path, grid, extra=rate))
+    best_over = sweep.declared_best_over(experiment)
+    assert best_over == "config.optimizer.learning_rate"
+    sweep.write_sweep_json(experiment, make_cells(experiment, "runs/x"), str(tmp_path), best_over)
+    assert json.loads((tmp_path / "sweep.json").read_text())["best_over"] == best_over
+    path = experiment_file(tmp_path, grid, extra='BEST_OVER = "config.seed"', name="bad.py")
+    assert sweep.main([path, "--workdir", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: BEST_OVER config.seed is not a swept axis; swept: "
+        "config.optimizer.learning_rate\n"
+    )
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_error_of_a_failed_cell_is_its_last_error_line(tmp_path):
@@ -330,7 +349,9 @@ def test_a_sweep_runs_its_cells_fails_the_broken_ones_alone_and_skips_finished_o
 
     monkeypatch.setattr(sweep_executors.subprocess, "Popen", Failing)
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr("research.sweeps.report.write_report", lambda folder: f"report of {folder}")
+    monkeypatch.setattr(
+        "research.sweeps.report.write_report", lambda folder, best_over: f"report of {folder}"
+    )
     assert sweep.main([path, "--workdir", str(workdir)]) == 1
     out = capsys.readouterr().out
     assert launched == [str(workdir / nan)]

@@ -1,16 +1,24 @@
 """The sweep report: what a sweep folder's runs add up to, as tables, a CSV and plots.
 
-`python -m research.sweeps.report runs/X` (or `write_report("runs/X")`, which the sweep runner
-calls) reads every cell folder `runs/X/<cell>/` (config.json, results.json, metrics.jsonl,
-failed.json, cell.json, and runs/X/sweep.json when the sweep runner wrote one) and writes into
-runs/X:
+`python -m research.sweeps.report runs/X [--best-over AXIS]` (or `write_report("runs/X")`, which
+the sweep runner calls) reads every cell folder `runs/X/<cell>/` (config.json, results.json,
+metrics.jsonl, failed.json, cell.json, and runs/X/sweep.json when the sweep runner wrote one) and
+writes into runs/X:
 
 - report.md: a main table (one row per attention variant, one column per value of the other
-  swept axes except the seed; test accuracy in %, mean ± sample std (n)); for LRA tasks an Avg
-  column and the published Transformer row; a table of best validation accuracy, speed, memory and
-  size; the cells that are running, not started or failed (never averaged in); the plots.
+  swept axes except the seed; test accuracy in %, mean ± sample std (n)); for LRA tasks the
+  published LRA Table 1 row of each of our variants that has one (published.py), Table 1's Avg
+  column when every task but Path-X is a column, and the caveats of the comparison; a table of
+  best validation accuracy, speed, memory and size; the cells that are running, not started or
+  failed (never averaged in); the plots.
 - results.csv: one row per (variant, other axes) group with finished runs.
-- speed_accuracy.png, validation_curves.png and accuracy_vs_<axis>.png per numeric axis.
+- speed_accuracy.png, validation_curves.png and accuracy_vs_<axis>.png per numeric axis; for a
+  recall sweep over the model width, accuracy_vs_width.png (Zoology's Figure 2).
+
+Best over an axis (`--best-over config.optimizer.learning_rate`, or the experiment file's
+`BEST_OVER`, which the runner records in sweep.json): that axis is neither row nor column; each
+group reports the test accuracy of the value whose best validation accuracy, averaged over seeds,
+is highest, and says which value that was.
 
 Only finished runs (those with results.json) are averaged; the seed axis is what is averaged over.
 The parts: runs.py reads the sweep folder, tables.py groups and formats, csv_export.py and plots.py
@@ -22,19 +30,31 @@ import sys
 from pathlib import Path
 
 from research.errors import EXIT_USAGE, UserError, print_error
-from research.sweeps.cells import FINISHED
+from research.sweeps.cells import FINISHED, read_json
+from research.sweeps.report import published
 from research.sweeps.report.csv_export import write_csv
 from research.sweeps.report.plots import attention_map_section, plots_section
 from research.sweeps.report.runs import load_sweep
-from research.sweeps.report.tables import build_table, detail_table, main_table, status_section
+from research.sweeps.report.tables import (
+    build_table,
+    detail_table,
+    main_table,
+    published_caveats,
+    status_section,
+)
+
+USAGE = "usage: python -m research.sweeps.report runs/<sweep> [--best-over AXIS]"
 
 
-def write_report(sweep_dir: str | Path) -> str:
+def write_report(sweep_dir: str | Path, best_over: str | None = None) -> str:
     """Writes report.md, results.csv and the plots into `sweep_dir`; returns the main table
-    (markdown), which the sweep runner prints. Raises UserError when the folder holds no runs."""
+    (markdown), which the sweep runner prints. `best_over` (default: sweep.json's) is a swept axis
+    to take each group's best-validation value of. Raises UserError when the folder holds no runs
+    or `best_over` is not a swept axis."""
     sweep_dir = Path(sweep_dir)
     experiment, axes, runs = load_sweep(sweep_dir)
-    table = build_table(runs, axes)
+    best_over = best_over or (read_json(sweep_dir / "sweep.json") or {}).get("best_over")
+    table = build_table(runs, axes, best_over)
     main = main_table(table)
     finished = sum(r.status == FINISHED for r in runs)
     lines = [
@@ -51,13 +71,27 @@ def write_report(sweep_dir: str | Path) -> str:
         main,
         "",
     ]
-    if table.is_lra:
+    if table.best_over:
+        name = table.heading(table.best_over)
         lines += [
-            "Avg: the mean over the tasks but Path-X, as in LRA Table 1 (shown only when a row has "
-            "every task). The last row is the published Transformer (Tay et al. 2020, "
-            "arXiv 2011.04006, Table 1).",
+            f"Best over {name}: each entry is the test accuracy of the {name} after the @, the one "
+            "whose best validation accuracy, averaged over seeds, is highest in that row and "
+            f"column; the other {name} values' runs are left out of the tables, the CSV and the "
+            "plots (the details table lists every value's validation accuracy).",
             "",
         ]
+    if table.is_lra:
+        lines += [
+            "LRA Table 1 rows: the published accuracy of the model that corresponds to our "
+            f"variants ({published.CITATION}). Avg: the mean over the tasks but Path-X, as in "
+            "Table 1, shown only when every one of them is a column, and for our rows only when "
+            "the row has all of them.",
+            "",
+        ]
+        caveats = published_caveats(table)
+        if caveats:
+            lines += ["Where our runs differ from Table 1's:", ""]
+            lines += [f"- {caveat}" for caveat in caveats] + [""]
     lines += [
         "## Validation, speed, memory, size",
         "",
@@ -76,15 +110,31 @@ def write_report(sweep_dir: str | Path) -> str:
     return main
 
 
+def parse_args(argv: list[str]) -> tuple[str, str | None] | None:
+    """(sweep folder, best-over axis or None) from `runs/X [--best-over AXIS]`; None if invalid."""
+    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--") else [arg])]
+    best_over = None
+    if "--best-over" in argv:
+        at = argv.index("--best-over")
+        best_over = argv[at + 1] if at + 1 < len(argv) else ""
+        argv = argv[:at] + argv[at + 2 :]
+    if len(argv) != 1 or argv[0].startswith("-") or best_over == "":
+        return None
+    return argv[0], best_over
+
+
 def main(argv: list[str]) -> int:
-    """`python -m research.sweeps.report runs/X`: writes the report and prints the main table."""
-    if len(argv) != 1:
-        print("usage: python -m research.sweeps.report runs/<sweep>", file=sys.stderr)
+    """`python -m research.sweeps.report runs/X [--best-over AXIS]`: writes the report and prints
+    the main table."""
+    parsed = parse_args(argv)
+    if parsed is None:
+        print(USAGE, file=sys.stderr)
         return EXIT_USAGE
+    folder, best_over = parsed
     try:
-        print(write_report(argv[0]))
+        print(write_report(folder, best_over))
     except UserError as error:
         print_error(error)
         return EXIT_USAGE
-    print(f"report in {Path(argv[0]) / 'report.md'}")
+    print(f"report in {Path(folder) / 'report.md'}")
     return 0

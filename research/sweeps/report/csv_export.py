@@ -1,4 +1,5 @@
-"""The report's results.csv: one row per (row, column) group with finished runs."""
+"""The report's results.csv: one row per (row, column) group with finished runs; with a best-over
+axis, a `chosen_<axis>` column says which value's runs the group's numbers are."""
 
 import csv
 from pathlib import Path
@@ -9,6 +10,8 @@ from research.sweeps.report.tables import Table
 def write_csv(table: Table, path: Path) -> None:
     """One row per group with finished runs; accuracies as fractions, as in results.json."""
     names = [table.heading(a) for a in table.row_axes + table.column_axes]
+    if table.best_over:
+        names.append(f"chosen_{table.heading(table.best_over)}")
     header = names + [
         "test_accuracy_mean",
         "test_accuracy_std",
@@ -29,9 +32,11 @@ def write_csv(table: Table, path: Path) -> None:
                     continue
                 mean, std = group.test_accuracy()
                 memory, params = group.mean("peak_memory_bytes"), group.mean("num_params")
+                chosen = [group.chosen] if table.best_over else []
                 writer.writerow(
                     list(row)
                     + list(column)
+                    + chosen
                     + [
                         blank(mean),
                         blank(std),

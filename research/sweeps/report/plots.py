@@ -1,11 +1,13 @@
 """The report's figures: accuracy against speed (LRA's Figure 3), validation curves, accuracy
-against each numeric axis, and one attention map per variant; each section returns its markdown."""
+against each numeric axis (for a recall sweep over model width, Zoology's Figure 2: accuracy against
+width, a panel per (length, pairs)), and one attention map per variant; each section returns its
+markdown. With a best-over axis every figure uses each group's chosen runs."""
 
 from pathlib import Path
 
 import numpy as np
 
-from research.sweeps.report.runs import Run
+from research.sweeps.report.runs import Run, axis_value, run_task
 from research.sweeps.report.tables import Table
 
 
@@ -126,6 +128,74 @@ def plot_accuracy_against(table: Table, axis_name: str, path: Path) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------- Zoology's Figure 2
+
+# The axes that may set a recall run's model width, sequence length and pairs (config fields or
+# configs/recall.py's arguments); the first that a run knows is its value.
+WIDTH_AXES = ("config.model.emb_dim", "arg.width")
+LENGTH_AXES = ("config.task_options.length", "arg.length")
+PAIRS_AXES = ("config.task_options.num_pairs", "arg.pairs")
+
+
+def width_axis(table: Table) -> str | None:
+    """The column axis that sweeps the model width of a recall sweep, or None."""
+    runs = [run for group in table.groups.values() for run in group.runs]
+    if not runs or any(run_task(run) != "recall" for run in runs):
+        return None
+    return next((axis for axis in table.column_axes if axis in WIDTH_AXES), None)
+
+
+def known_value(run: Run, axes: tuple[str, ...]) -> object:
+    return next((v for a in axes if (v := axis_value(run, a)) is not None), None)
+
+
+def width_panels(table: Table, axis: str) -> dict[tuple, dict[str, list[tuple]]]:
+    """{(length, pairs): {line: [(width, test accuracy %), ...]}}: a line per variant (and per
+    value of any other column axis), each group's seed mean, widths ascending."""
+    index = table.column_axes.index(axis)
+    others = [a for a in table.column_axes if a not in WIDTH_AXES + LENGTH_AXES + PAIRS_AXES]
+    panels: dict[tuple, dict[str, list[tuple]]] = {}
+    for row in table.rows:
+        for column in table.columns:
+            group = table.group(row, column)
+            if group is None or group.test_accuracy()[0] is None:
+                continue
+            first = group.runs[0]
+            panel = (known_value(first, LENGTH_AXES), known_value(first, PAIRS_AXES))
+            rest = tuple(column[table.column_axes.index(a)] for a in others)
+            name = table.label(table.row_axes, row)
+            name += f" ({table.label(others, rest)})" if others else ""
+            points = panels.setdefault(panel, {}).setdefault(name, [])
+            points.append((column[index], 100 * group.test_accuracy()[0]))
+    order = sorted(panels, key=lambda key: [(v is None, v if v is not None else 0) for v in key])
+    return {key: {name: sorted(p) for name, p in panels[key].items()} for key in order}
+
+
+def plot_accuracy_against_width(table: Table, axis: str, path: Path) -> bool:
+    """Zoology's Figure 2: test accuracy against model width (log2 axis), a panel per (length,
+    pairs), a line per variant."""
+    panels = width_panels(table, axis)
+    if not panels:
+        return False
+    plt, fig, subplots = figure(len(panels))
+    names = list(dict.fromkeys(name for lines in panels.values() for name in lines))
+    for subplot, ((length, pairs), lines) in zip(subplots, panels.items(), strict=True):
+        widths = sorted({width for points in lines.values() for width, _ in points})
+        for name, points in lines.items():
+            x, y = zip(*points, strict=True)
+            color = f"C{names.index(name) % 10}"  # a variant's colour in every panel
+            subplot.plot(x, y, marker="o", label=name, color=color)
+        subplot.set_xscale("log", base=2)
+        subplot.set_xticks(widths, [str(w) for w in widths])
+        subplot.minorticks_off()
+        subplot.set_title(f"length {length}, pairs {pairs}")
+        subplot.set_xlabel("model width")
+        subplot.legend(fontsize="small")
+    subplots[0].set_ylabel("test accuracy (%), mean over seeds")
+    save(plt, fig, path)
+    return True
+
+
 # ----------------------------------------------------------------------------- attention maps
 
 
@@ -166,7 +236,16 @@ def plots_section(table: Table, sweep_dir: Path) -> list[str]:
         links.append(("test accuracy against speed; marker area: peak memory", "speed_accuracy"))
     if plot_validation_curves(table, sweep_dir / "validation_curves.png"):
         links.append(("validation accuracy against step, mean over seeds", "validation_curves"))
+    width = width_axis(table)
+    best = f"; each point the best {table.heading(table.best_over)}" if table.best_over else ""
+    if width and plot_accuracy_against_width(table, width, sweep_dir / "accuracy_vs_width.png"):
+        caption = f"test accuracy against model width, a panel per (length, pairs){best}"
+        links.append((caption, "accuracy_vs_width"))
+    else:
+        width = None
     for axis in numeric_axes(table):
+        if axis == width:
+            continue  # drawn as Zoology's figure above
         name = f"accuracy_vs_{safe_name(table.heading(axis))}"
         plot_accuracy_against(table, axis, sweep_dir / f"{name}.png")
         links.append(

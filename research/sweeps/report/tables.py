@@ -2,16 +2,20 @@
 markdown of the main table, the details table and the runs left out.
 
 Rows are the attention variant, its own options and the position scheme; columns the other swept
-axes but the seed, which is what a group averages over. For LRA tasks the main table gets LRA's Avg
-column and its published Transformer row.
+axes but the seed, which is what a group averages over. A best-over axis (the learning rate) is
+neither: each group keeps the runs of the value whose best validation accuracy, averaged over
+seeds, is highest. For LRA tasks the main table gets Table 1's rows of our variants
+(published.py) and, when every task but Path-X is a column, its Avg column.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from research.errors import UserError
 from research.sweeps.axes import independent_keys, short_names
 from research.sweeps.cells import FAILED, FINISHED, NOT_STARTED, RUNNING
+from research.sweeps.report import published
 from research.sweeps.report.runs import (
     NOT_APPLICABLE,
     OPTION_PREFIX,
@@ -23,6 +27,7 @@ from research.sweeps.report.runs import (
     field_name,
     is_seed,
     prioritized,
+    run_task,
 )
 
 # LRA's tasks in its Table 1 order; our label for each (pathfinder at resolution 128 is Path-X).
@@ -35,17 +40,8 @@ LRA_TITLES = {
     "pathfinder": "Pathfinder",
     "pathx": "Path-X",
 }
-# Tay et al. 2020, "Long Range Arena", arXiv 2011.04006, Table 1 (accuracy %; Path-X: every model
-# failed, so LRA's average leaves it out, and so does ours).
-LRA_TRANSFORMER = {
-    "listops": 36.37,
-    "text": 64.27,
-    "retrieval": 57.46,
-    "image": 42.44,
-    "pathfinder": 71.40,
-    "pathx": None,
-}
-LRA_CITATION = "Transformer (LRA Table 1, Tay et al. 2020)"
+# Table 1's Avg: the mean over the tasks but Path-X (which every model failed).
+AVERAGED_TASKS = LRA_TASKS[:-1]
 
 
 def split_axes(axes: list[str]) -> tuple[list[str], list[str]]:
@@ -75,11 +71,14 @@ def order_values(values: list) -> list:
 
 @dataclass
 class Group:
-    """The finished seeds of one (row, column) pair, and what they add up to."""
+    """The finished seeds of one (row, column) pair, and what they add up to; with a best-over
+    axis, those of the `chosen` value, and `candidates` every value's seeds."""
 
     row: tuple
     column: tuple
     runs: list[Run]
+    chosen: object = None
+    candidates: dict[object, "Group"] = field(default_factory=dict)
 
     def values(self, key: str) -> list[float]:
         return [r.results[key] for r in self.runs if r.results.get(key) is not None]
@@ -133,6 +132,8 @@ class Table:
     columns: list[tuple]
     groups: dict[tuple, Group]  # (row, column) -> finished seeds
     names: dict[str, str] = field(default_factory=dict)  # axis -> its heading
+    best_over: str | None = None  # the axis each group takes its best-validation value of
+    task: str | None = None  # the one task of every run, when the task is not an axis
 
     def group(self, row: tuple, column: tuple) -> Group | None:
         return self.groups.get((row, column))
@@ -153,21 +154,61 @@ class Table:
         return ", ".join(parts) if parts else "all"
 
     @property
+    def tasks(self) -> list[str]:
+        """The task of each column, when the columns are tasks alone (or the one column of a
+        one-task sweep); [] otherwise."""
+        if not self.column_axes and self.task is not None:
+            return [self.task]
+        if len(self.column_axes) == 1 and self.column_axes[0] in TASK_AXES:
+            return [column[0] for column in self.columns]
+        return []
+
+    @property
     def is_lra(self) -> bool:
-        """Columns are LRA tasks alone: the table then gets LRA's Avg column and published row."""
-        return (
-            len(self.column_axes) == 1
-            and self.column_axes[0] in TASK_AXES
-            and all(column[0] in LRA_TASKS for column in self.columns)
-        )
+        """Columns are LRA tasks alone: the table then gets Table 1's published rows."""
+        return bool(self.tasks) and all(task in LRA_TASKS for task in self.tasks)
+
+    @property
+    def has_average(self) -> bool:
+        """Table 1's Avg applies: every task but Path-X is a column (a mean over fewer tasks
+        would not compare with the published one)."""
+        return self.is_lra and set(AVERAGED_TASKS) <= set(self.tasks)
 
 
-def build_table(runs: list[Run], axes: list[str]) -> Table:
+def check_best_over(best_over: object, axes: list[str], source: str = "--best-over") -> None:
+    """A best-over axis must be swept, and neither the seed (the seeds are averaged) nor the
+    variant (the rows); `source` names where it was given in the error."""
+    allowed = [a for a in axes if not is_seed(a) and a != VARIANT_AXIS]
+    if best_over not in allowed:
+        swept = ", ".join(allowed) or "none"
+        raise UserError(f"{source} {best_over} is not a swept axis; swept: {swept}")
+
+
+def choose(group: Group, axis: str) -> Group | None:
+    """The group's runs of the `axis` value with the best mean (over seeds) best validation
+    accuracy; the smallest such value on a tie; None when no value has a validation score."""
+    candidates: dict[object, Group] = {}
+    for run in group.runs:
+        candidates.setdefault(run.axes[axis], Group(group.row, group.column, [])).runs.append(run)
+    candidates = {v: candidates[v] for v in order_values(list(candidates))}
+    scores = {v: g.best_validation()[0] for v, g in candidates.items()}
+    scored = [v for v, score in scores.items() if score is not None]
+    if not scored:
+        return None
+    chosen = max(scored, key=lambda v: scores[v])  # the first of equal maxima
+    return Group(group.row, group.column, candidates[chosen].runs, chosen, candidates)
+
+
+def build_table(runs: list[Run], axes: list[str], best_over: str | None = None) -> Table:
     """Groups the finished runs by (row, column); rows and columns include unfinished runs, so a
-    column whose runs have not finished yet shows as empty rather than missing."""
+    column whose runs have not finished yet shows as empty rather than missing. `best_over`: a
+    swept axis that is neither row nor column; each group keeps its best-validation value's runs."""
+    if best_over is not None:
+        check_best_over(best_over, axes)
     axes = prioritized(list(dict.fromkeys(axes + [VARIANT_AXIS])))
     assign_axes(runs, axes)
-    row_axes, column_axes = split_axes(independent_keys(axes, [run.axes for run in runs]))
+    kept = [a for a in axes if a != best_over]
+    row_axes, column_axes = split_axes(independent_keys(kept, [run.axes for run in runs]))
     known = [r for r in runs if all(r.axes[a] is not None for a in row_axes + column_axes)]
 
     def ordered(axes_: list[str]) -> list[tuple]:
@@ -181,9 +222,15 @@ def build_table(runs: list[Run], axes: list[str]) -> Table:
             row = tuple(run.axes[a] for a in row_axes)
             column = tuple(run.axes[a] for a in column_axes)
             groups.setdefault((row, column), Group(row, column, [])).runs.append(run)
-    names = short_names(row_axes + column_axes)
+    if best_over is not None:
+        chosen = {key: choose(group, best_over) for key, group in groups.items()}
+        groups = {key: group for key, group in chosen.items() if group is not None}
+    names = short_names(row_axes + column_axes + ([best_over] if best_over else []))
     names.update({axis: "task" for axis in TASK_AXES if axis in names})
-    return Table(row_axes, column_axes, ordered(row_axes), ordered(column_axes), groups, names)
+    rows, columns = ordered(row_axes), ordered(column_axes)
+    tasks = {run_task(run) for run in known}
+    task = tasks.pop() if len(tasks) == 1 else None
+    return Table(row_axes, column_axes, rows, columns, groups, names, best_over, task)
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -207,53 +254,96 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def value_text(value: object) -> str:
+    """A swept value as the tables show it: 0.0021544 -> "2.15e-3", 0.01 -> "1e-2", 0.1 -> "0.1"."""
+    if isinstance(value, float) and value != 0 and abs(value) <= 1e-2:
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return str(value)
+
+
 def lra_average(means: dict[str, float | None]) -> float | None:
-    """LRA's Avg: the mean over the tasks but Path-X (which every model failed), only when the row
-    has all of them (a partial average would not compare with the published one)."""
-    tasks = [t for t in means if t != "pathx"]
-    if not tasks or any(means[t] is None for t in tasks):
+    """Table 1's Avg: the mean over the tasks but Path-X, only when the row has all of them."""
+    if any(means.get(task) is None for task in AVERAGED_TASKS):
         return None
-    return float(np.mean([means[t] for t in tasks]))
+    return float(np.mean([means[task] for task in AVERAGED_TASKS]))
+
+
+def published_rows(table: Table) -> dict[str, list[str]]:
+    """Table 1's rows of the variants in an LRA table, in Table 1's order: {row: our variants}."""
+    variants = list(dict.fromkeys(row[0] for row in table.rows))
+    rows = {name: [v for v in variants if published.ROW_OF_VARIANT.get(v) == name]
+            for name in published.TABLE_1}  # fmt: skip
+    return {name: ours for name, ours in rows.items() if ours}
+
+
+def published_caveats(table: Table) -> list[str]:
+    """published.caveats for what an LRA table shows: its tasks, its published rows, and what its
+    finished runs say (which tasks' data they generated, the bytes their Text runs keep)."""
+    rows = published_rows(table)
+    if not table.is_lra or not rows:
+        return []
+    runs = [run for group in table.groups.values() for run in group.runs]
+    generated = {run_task(r) for r in runs if not r.config.get("task_options.release_dir")}
+    text = [r.config.get("model.max_len") for r in runs if run_task(r) == "text"]
+    lengths = {int(n) for n in text if n is not None}
+    return published.caveats(set(table.tasks), rows, generated, lengths)
 
 
 def main_table(table: Table) -> str:
-    """Test accuracy, one row per variant, one column per value of the other non-seed axes."""
+    """Test accuracy, one row per variant, one column per value of the other non-seed axes; with
+    a best-over axis, each entry ends with its chosen value ("@2.15e-3")."""
     header = [" / ".join(table.heading(a) for a in table.row_axes)]
     header += [table.label(table.column_axes, column) for column in table.columns]
     if table.is_lra:
-        header = [header[0]] + [LRA_TITLES[c[0]] for c in table.columns] + ["Avg"]
+        header = [header[0]] + [LRA_TITLES[task] for task in table.tasks]
+        header += ["Avg"] if table.has_average else []
     body = []
     for row in table.rows:
         entries, means = [table.label(table.row_axes, row)], {}
-        for column in table.columns:
+        for column, task in zip(table.columns, table.tasks or table.columns, strict=True):
             group = table.group(row, column)
             mean, std = group.test_accuracy() if group else (None, None)
-            entries.append(accuracy_entry(mean, std, group.n if group else 0))
-            means[column] = mean
-        if table.is_lra:
-            entries.append(percent(lra_average({c[0]: m for c, m in means.items()})))
+            entry = accuracy_entry(mean, std, group.n if group else 0)
+            if group is not None and table.best_over is not None:
+                entry += f" @{value_text(group.chosen)}"
+            entries.append(entry)
+            means[task] = mean
+        if table.has_average:
+            entries.append(percent(lra_average(means)))
         body.append(entries)
     if table.is_lra:
-        published = [LRA_TRANSFORMER[c[0]] for c in table.columns]
-        average = lra_average({c[0]: LRA_TRANSFORMER[c[0]] for c in table.columns})
-        body.append(
-            [LRA_CITATION]
-            + ["fail" if v is None else f"{v:.2f}" for v in published]
-            + [percent(None if average is None else average / 100)]
-        )
+        for name, ours in published_rows(table).items():
+            numbers = published.TABLE_1[name]
+            average = [f"{published.TABLE_1_AVG[name]:.2f}"] if table.has_average else []
+            body.append(
+                [f"LRA Table 1: {name} (ours: {', '.join(ours)})"]
+                + ["fail" if numbers[t] is None else f"{numbers[t]:.2f}" for t in table.tasks]
+                + average
+            )
     return markdown_table(header, body)
 
 
+def candidates_entry(group: Group) -> str:
+    """Every best-over value's mean best validation accuracy and seeds: "1e-3: 82.00 (2); ..."."""
+    parts = []
+    for value, candidate in group.candidates.items():
+        mean = candidate.best_validation()[0]
+        parts.append(f"{value_text(value)}: {percent(mean)} ({candidate.n})")
+    return "; ".join(parts)
+
+
 def detail_table(table: Table) -> str:
-    """Best validation accuracy, speed, memory and size for every group with finished runs."""
+    """Best validation accuracy, speed, memory and size for every group with finished runs; with
+    a best-over axis, the chosen value and every value's validation accuracy too."""
+    best_over = table.heading(table.best_over) if table.best_over else None
     header = [
         " / ".join(table.heading(a) for a in table.row_axes),
         ", ".join(table.heading(a) for a in table.column_axes) or "column",
-        "best validation %",
-        "steps/s",
-        "peak memory MiB",
-        "params",
     ]
+    if best_over:
+        header += [f"chosen {best_over}", f"best validation % per {best_over} (seeds)"]
+    header += ["best validation %", "steps/s", "peak memory MiB", "params"]
     body = []
     for row in table.rows:
         for column in table.columns:
@@ -262,10 +352,12 @@ def detail_table(table: Table) -> str:
                 continue
             speed, memory = group.mean("steps_per_second"), group.mean("peak_memory_bytes")
             params = group.mean("num_params")
+            entries = [table.label(table.row_axes, row), table.label(table.column_axes, column)]
+            if best_over:
+                entries += [value_text(group.chosen), candidates_entry(group)]
             body.append(
-                [
-                    table.label(table.row_axes, row),
-                    table.label(table.column_axes, column),
+                entries
+                + [
                     accuracy_entry(*group.best_validation(), group.n),
                     "–" if speed is None else f"{speed:.2f}",
                     "–" if memory is None else f"{memory / 2**20:.1f} ({group.memory_source()})",
