@@ -8,8 +8,10 @@ each at LRA's released config (configs/<task>.py at size=base). Meant for accele
 
 Text, Image and Retrieval read your copies of their datasets from $LRA_DATA (default ~/data):
 aclImdb_v1.tar.gz, cifar-10-python.tar.gz and lra_release/tsv_data/ (new_aan_pairs.*.tsv).
-ListOps, Pathfinder and Path-X are generated. The report puts LRA's published Transformer row
-beside ours and adds the "Avg" column of Table 1.
+ListOps, Pathfinder and Path-X are generated. The report puts LRA Table 1's published rows
+(Transformer, Local Attention, Linear Trans., Performer) beside our corresponding variants, with
+one caveat line per difference in data or model, and Table 1's "Avg" column only for rows that
+have every task but Path-X.
 """
 
 import os

@@ -29,6 +29,8 @@ class Experiment:
     config: str
     grid: hyper.Grid
     tpu: dict[str, str] | None
+    #: BEST_OVER: the swept axis whose best value (by validation) the report keeps, or None
+    best_over: str | None = None
 
 
 # ----------------------------------------------------------------------------- experiment files
@@ -51,7 +53,11 @@ def load_experiment(path: str) -> Experiment:
         raise UserError(f'{path} needs CONFIG = "configs/FILE.py[:args]", the base config spec')
     if not callable(getattr(module, "get_hyper", None)):
         raise UserError(f"{path} has no get_hyper(h); define it to return h.product([...])")
-    return Experiment(path, config, build_grid(path, module), tpu_options(path, module))
+    best_over = getattr(module, "BEST_OVER", None)
+    if best_over is not None and not isinstance(best_over, str):
+        raise UserError(f"{path}: BEST_OVER={best_over!r} must be a swept axis's name (a string)")
+    grid = build_grid(path, module)
+    return Experiment(path, config, grid, tpu_options(path, module), best_over)
 
 
 def build_grid(path: str, module: ModuleType) -> hyper.Grid:

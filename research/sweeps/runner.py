@@ -28,7 +28,6 @@ executor and summarises the outcome.
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import shlex
@@ -79,17 +78,14 @@ def print_dry_run(experiment: Experiment, cells: list[Cell], total: int) -> int:
 
 def declared_best_over(experiment: Experiment) -> str | None:
     """The experiment file's BEST_OVER, checked to be one of its swept axes (UserError, one line);
-    None when it sets none. (grid.load_experiment has loaded the file once already.)"""
-    spec = importlib.util.spec_from_file_location("experiment_best_over", experiment.path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    best_over = getattr(module, "BEST_OVER", None)
-    if best_over is None:
-        return None
-    from research.sweeps.report.tables import check_best_over
+    None when it sets none."""
+    if experiment.best_over is not None:
+        from research.sweeps.report.tables import check_best_over  # the report's rule, lazily
 
-    check_best_over(best_over, varying_keys(experiment.grid), f"{experiment.path}: BEST_OVER")
-    return best_over
+        check_best_over(
+            experiment.best_over, varying_keys(experiment.grid), f"{experiment.path}: BEST_OVER"
+        )
+    return experiment.best_over
 
 
 def write_sweep_json(

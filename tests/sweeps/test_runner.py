@@ -191,6 +191,10 @@ def test_argument_mistakes_are_one_line(argv, message, capsys):
         ("def get_hyper(h):\n    return []\n", "needs CONFIG"),
         ('CONFIG = "c.py"\ndef get_hyper(h):\n    return h.sweep("seed", [1])\n', "'seed'"),
         ('CONFIG = "c.py"\ndef get_hyper(h):\n    return 1 / 0\n', "ZeroDivisionError"),
+        (
+            'CONFIG = "c.py"\nBEST_OVER = 3\ndef get_hyper(h):\n    return h.sweep("seed", [1])\n',
+            "BEST_OVER=3 must be a swept axis's name",
+        ),
     ],
 )
 def test_experiment_file_mistakes_are_one_line_errors(tmp_path, capsys, content, message):
