@@ -11,7 +11,9 @@ Generated on first use:
 Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>, pairs=<key-value
 pairs per example> (8), length=<tokens per example> (default 16 x pairs: Figure 2's (64, 4),
 (128, 8), (256, 16); at size=tiny the larger of 64 and 4 x pairs), width=<model width> (128;
-Figure 2 sweeps 64..512; size=base only).
+Figure 2 sweeps 64..512; size=base only), mix=<a training mix of (length, pairs) segments, e.g.
+64x4-128x8-256x16> (then every split holds each segment equally, each segment is also scored on
+its own test split, and the length defaults to the longest; `pairs` is not used).
 
 size=base is Figure 2's protocol: the data (vocabulary 8,192, keys from its lower half and values
 from its upper half, queries at even offsets after the pairs placed by a power law with a = 0.01,
@@ -33,20 +35,24 @@ The model predicts at every position (`model.head = "tagger"`), scored at the qu
 import ml_collections
 
 from configs import base
+from research.errors import UserError
 
 ZOOLOGY_LEARNING_RATES = (1e-4, 4.6416e-4, 2.1544e-3, 1e-2)  # logspace(-4, -2, 4)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.task_args(arg, length="", pairs="8", width="128")
+    args = base.task_args(arg, length="", pairs="8", width="128", mix="")
     pairs = base.positive_arg(args, "pairs")
+    mix = parse_mix(args["mix"])
     # Unset, the length follows the pairs: Figure 2's 16 tokens per pair, or on a laptop the
-    # larger of 64 and 4 per pair (so `pairs=` alone sweeps either).
+    # larger of 64 and 4 per pair (so `pairs=` alone sweeps either); with a mix, its longest.
     tiny = args["size"] == "tiny"
-    args["length"] = args["length"] or str(max(64, 4 * pairs) if tiny else 16 * pairs)
+    default_length = max(64, 4 * pairs) if tiny else 16 * pairs
+    args["length"] = args["length"] or str(max((n for n, _ in mix), default=default_length))
     length = base.positive_arg(args, "length")
     width = base.positive_arg(args, "width")
     config = base.task_config("recall", args["attention"], num_pairs=pairs, length=length)
+    config.task_options.mix = mix
     # Windows shorter than most key-query gaps, so that the local variants show what their reach
     # costs: a window of 8 reaches 8 positions back per layer (16 over 2 layers, since windows
     # compose); a block of 16 reaches only inside its own block in every layer (blocks do not
@@ -63,6 +69,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         return config
     zoology_figure2(config, width=width, length=length)
     return config
+
+
+def parse_mix(text: str) -> tuple[tuple[int, int], ...]:
+    """A mix argument as segments: 64x4-128x8 -> ((64, 4), (128, 8)); empty -> () (no mix)."""
+    if not text:
+        return ()
+    try:
+        return tuple(
+            (int(length), int(pairs))
+            for length, pairs in (item.split("x") for item in text.split("-"))
+        )
+    except ValueError as error:
+        raise UserError(
+            f"config argument mix={text!r} is not valid; give <length>x<pairs> segments joined "
+            "by '-', e.g. mix=64x4-128x8-256x16"
+        ) from error
 
 
 def zoology_figure2(config: ml_collections.ConfigDict, *, width: int, length: int) -> None:

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from research.errors import check_choice
 from research.tasks import diagnostics, image, listops, pathfinder, recall, retrieval, text
-from research.tasks.common import SPLITS, Task
+from research.tasks.common import SEGMENT_TEST_PREFIX, SPLITS, Task
 from research.training.locks import BuildLock
 
 # One line per task: each module declares its own `Task` (adding a task touches its module, its
@@ -84,5 +84,7 @@ def prepare_builder(task: Task, task_options, config_data_dir: str) -> tfds.core
 
 
 def load_sources(builder: tfds.core.DatasetBuilder) -> dict:
-    """split -> random-access data source (`tfds.data_source` reads array_record, no TensorFlow)."""
-    return {split: builder.as_data_source(split=split) for split in SPLITS}
+    """split -> random-access data source (`tfds.data_source` reads array_record, no TensorFlow):
+    train, validation, test, then any segment test splits (common.SEGMENT_TEST_PREFIX)."""
+    segments = [s for s in builder.info.splits if s.startswith(SEGMENT_TEST_PREFIX)]
+    return {split: builder.as_data_source(split=split) for split in (*SPLITS, *segments)}

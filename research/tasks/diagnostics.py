@@ -78,11 +78,20 @@ def generated_builder_config(task_options, options_class, prefix: str) -> Genera
     name = "_".join(
         [prefix]
         + [
-            f"{f.name.replace('_', '')}{getattr(parsed, f.name)}"
+            f"{f.name.replace('_', '')}{folder_text(getattr(parsed, f.name))}"
             for f in dataclasses.fields(parsed)
         ]
     )
     return GeneratedConfig(name=name, options=parsed)
+
+
+def folder_text(value) -> str:
+    """An option's value in a folder name: a tuple of tuples ((64, 4), (128, 8)) as 64x4-128x8."""
+    if isinstance(value, tuple):
+        return "-".join(
+            "x".join(map(str, item)) if isinstance(item, tuple) else str(item) for item in value
+        )
+    return str(value)
 
 
 def distance_builder_config(task_options) -> GeneratedConfig:

@@ -15,9 +15,17 @@ repeated bigrams are in text (a = 1 draws them uniformly); "adjacent" puts the q
 after the pairs. Every other position is filler (`filler`): the token 0 ("zero", Zoology's
 Figure 2, `random_non_queries=False`) or a token drawn uniformly from the whole vocabulary
 ("random", the generator's default), which may repeat a key or a value as noise.
+
+A training mix (`mix`, as Zoology's multi-segment configs): a tuple of (length, pairs) segments.
+Each split then holds equal shares of every segment, each example at its own length (the pipeline
+pads it to `length` and masks the padding, so a short example is scored as if alone), and the
+test set of each segment is also its own split, `test_<length>x<pairs>`, which the trainer scores
+after `test` (results.json: `test_accuracy_by_split`). Empty (the default): every example has
+`length` tokens and `num_pairs` pairs.
 """
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -29,6 +37,10 @@ NO_TARGET = -1
 QUERY_PLACEMENTS = ("power_law", "adjacent")
 FILLERS = ("zero", "random")
 MAX_VOCAB_SIZE = 65_536  # tokens are stored as uint16
+MAX_SEGMENTS = 100
+# A mix's segment s of split stream k is drawn from stream MIX_STREAM * (k + 1) + s, apart from the
+# single-segment streams 0 (train), 1 (validation), 2 (test).
+MIX_STREAM = 1_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +59,14 @@ class RecallOptions:
     num_val: int = 3_000
     num_test: int = 3_000
     seed: int = 0
+    #: (length, pairs) segments of a training mix; () = one segment, (length, num_pairs)
+    mix: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self):
+        # A config read back from JSON holds lists: the same mix as tuples, so options compare.
+        if isinstance(self.mix, list | tuple):
+            mix = tuple(tuple(s) if isinstance(s, list | tuple) else s for s in self.mix)
+            object.__setattr__(self, "mix", mix)
 
     def check(self, field: str) -> None:
         """One-line UserErrors naming `<field>.<option>` (field: "config.task_options")."""
@@ -57,20 +77,60 @@ class RecallOptions:
         check_choice(f"{field}.filler", self.filler, FILLERS)
         if not 0 < self.power_a <= 1:
             raise UserError(f"{field}.power_a={self.power_a!r} must lie in (0, 1] (1 = uniform)")
+        self.check_mix(f"{field}.mix")
+        for segment in self.segments():
+            entry = f"{field}.mix entry ({segment.length}, {segment.num_pairs}): "
+            segment.check_shape(entry if self.mix else f"{field}.")
+
+    def check_mix(self, field: str) -> None:
+        valid = f"give (length, pairs) pairs, e.g. ((64, 4), (128, 8)), at most {MAX_SEGMENTS}"
+        if not isinstance(self.mix, tuple) or len(self.mix) > MAX_SEGMENTS:
+            raise UserError(f"{field}={self.mix!r} is not valid; {valid}")
+        for segment in self.mix:
+            if not (isinstance(segment, tuple) and len(segment) == 2):
+                raise UserError(f"{field} has {segment!r}; {valid}")
+            for value in segment:
+                check_positive(f"{field} entry {segment!r}", value)
+            if segment[0] > self.length:
+                raise UserError(
+                    f"{field} has length {segment[0]} > length={self.length}; set length to the "
+                    "longest segment's (examples are padded to it)"
+                )
+        if len(set(self.mix)) < len(self.mix):
+            raise UserError(f"{field}={self.mix!r} repeats a segment")
+        if self.mix and min(self.num_train, self.num_val, self.num_test) < len(self.mix):
+            raise UserError(
+                f"{field} has {len(self.mix)} segments: num_train, num_val and num_test must each "
+                "be at least that (each split holds every segment)"
+            )
+
+    def check_shape(self, prefix: str) -> None:
+        """The one-segment checks (`length` and `num_pairs` fit each other and the vocabulary);
+        `prefix` starts each message: "config.task_options." or a mix entry's name."""
         if self.length % 2:
             raise UserError(
-                f"{field}.length={self.length} must be even (queries sit at even offsets)"
+                f"{prefix}length={self.length} must be even (queries sit at even offsets)"
             )
         if self.length < 4 * self.num_pairs:
             raise UserError(
-                f"{field}.length={self.length} is shorter than 4 * num_pairs = "
+                f"{prefix}length={self.length} is shorter than 4 * num_pairs = "
                 f"{4 * self.num_pairs} (the pairs, then a query and a gap per key)"
             )
         if not 2 * (self.num_pairs + 1) <= self.vocab_size <= MAX_VOCAB_SIZE:
             raise UserError(
-                f"{field}.vocab_size={self.vocab_size} must lie in {2 * (self.num_pairs + 1)}.."
-                f"{MAX_VOCAB_SIZE} (num_pairs distinct keys in its lower half, values in its upper)"
+                f"{prefix}vocab_size={self.vocab_size} must lie in {2 * (self.num_pairs + 1)}.."
+                f"{MAX_VOCAB_SIZE} (num_pairs={self.num_pairs} distinct keys in its lower half, "
+                "values in its upper)"
             )
+
+    def segments(self) -> list["RecallOptions"]:
+        """One single-segment RecallOptions per (length, pairs) of the mix, or [self]."""
+        if not self.mix:
+            return [self]
+        return [
+            dataclasses.replace(self, length=length, num_pairs=pairs, mix=())
+            for length, pairs in self.mix
+        ]
 
     @property
     def num_values(self) -> int:
@@ -129,6 +189,16 @@ def recall_builder_config(task_options) -> diagnostics.GeneratedConfig:
     return diagnostics.generated_builder_config(task_options, RecallOptions, "mqar")
 
 
+def segment_test_split(segment: RecallOptions) -> str:
+    """The name of a mix segment's own test split: test_<length>x<pairs>."""
+    return f"{common.SEGMENT_TEST_PREFIX}{segment.length}x{segment.num_pairs}"
+
+
+def equal_shares(total: int, parts: int) -> list[int]:
+    """`total` split into `parts` counts that differ by at most one (the first ones larger)."""
+    return [total // parts + (index < total % parts) for index in range(parts)]
+
+
 class Recall(diagnostics.GeneratedPerPosition):
     """Multi-query associative recall as Zoology draws it: the target at each query is the value
     paired with its key (uint16 tokens, int16 value indices)."""
@@ -145,6 +215,37 @@ class Recall(diagnostics.GeneratedPerPosition):
 
     def num_classes(self) -> int:
         return self.builder_config.options.num_values
+
+    def _split_generators(self, dl_manager):
+        """One segment: the shared builder's splits. A mix: each split in equal shares of every
+        segment (segment s of split stream k from stream MIX_STREAM * (k + 1) + s), and each
+        segment's share of the test split again as its own split."""
+        options = self.builder_config.options
+        if not options.mix:
+            return super()._split_generators(dl_manager)
+        self.info.metadata["max_length"] = options.length
+        segments = options.segments()
+        splits = {}
+        for stream, (split, size) in enumerate(common.split_sizes(options).items()):
+            parts = [
+                (segment, MIX_STREAM * (stream + 1) + index, share)
+                for index, (segment, share) in enumerate(
+                    zip(segments, equal_shares(size, len(segments)), strict=True)
+                )
+            ]
+            splits[split] = self._generate_parts(parts)
+            if split == "test":
+                for part in parts:
+                    splits[segment_test_split(part[0])] = self._generate_parts([part])
+        return splits
+
+    def _generate_parts(self, parts) -> Iterator:
+        """The examples of each (segment options, stream, count) in turn, numbered from 0."""
+        index = 0
+        for options, stream, count in parts:
+            for _, example in self._generate_examples(options, stream, count):
+                yield index, example
+                index += 1
 
 
 def for_options(task_options) -> dict:

@@ -32,7 +32,12 @@ STRUCTURAL_PREFIXES = ("task", "task_options.", "model.", "batch_size")
 NON_STRUCTURAL = ("model.dropout_rate", "model.attention_dropout_rate")
 # Fields added after runs were saved without them, with the value those runs behaved as: a saved
 # config that lacks one matches a new config holding that value, so old workdirs still resume.
-ADDED_FIELDS = {"model.mask_zero_tokens": False, "model.two_tower_head": "interaction"}
+ADDED_FIELDS = {
+    "model.mask_zero_tokens": False,
+    "model.two_tower_head": "interaction",
+    "model.mlp": True,
+    "task_options.mix": [],  # MQAR's training mix, as JSON holds it
+}
 
 
 def retired(name: str) -> bool:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from research import tasks
 from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
 from research.models import ModelConfig, build_model, check_head_fits_task
+from research.tasks.common import SEGMENT_TEST_PREFIX
 from research.tasks.pipeline import eval_batches, train_dataset
 from research.training import checkpoint, parallel, profiling
 from research.training.locks import claim_workdir, workdir_in_use
@@ -605,12 +606,16 @@ class Run:
             val = self.evaluate("validation", state)
         if config.test_params == "best_val" and self.best.step is not None:
             params = self.best.restore(self.abstract_state.params)
-            test = self.evaluate("test", state.replace(params=self.topology.put_state(params)))
+            state = state.replace(params=self.topology.put_state(params))
             params_step = self.best.step
         else:
-            test = self.evaluate("test", state)
             params_step = step
-        self.log(step, "test", test)
+        # "test", then each segment's own test split where the dataset has them (MQAR's mix)
+        splits = [s for s in self.sources if s == "test" or s.startswith(SEGMENT_TEST_PREFIX)]
+        scores = {split: self.evaluate(split, state) for split in splits}
+        for split, metrics in scores.items():
+            self.log(step, split, metrics)
+        test = scores.pop("test")
         results = {
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
@@ -623,6 +628,8 @@ class Run:
             "num_train_steps": config.num_train_steps,
             "num_params": sum(x.size for x in jax.tree.leaves(self.initial_state.params)),
         }
+        if scores:
+            results["test_accuracy_by_split"] = {k: v["accuracy"] for k, v in scores.items()}
         if self.topology.is_main_process:
             measured = dict(zip(MEASURED, (steps_per_second, *peak_memory()), strict=True))
             saved = self.directory / "results.json"

@@ -149,3 +149,44 @@ def test_the_dataset_stores_wide_tokens_and_the_task_takes_its_sizes_from_the_op
     assert [task.token_label(t) for t in (0, 5, 4_096, 4_100)] == [".", "k5", "v0", "v4"]
     small = tasks.get_task("recall").at_options(dict(options, vocab_size=256))
     assert (small.vocab_size, small.num_classes) == (256, 128)
+
+
+MIX = dict(vocab_size=128, length=64, mix=((32, 4), (64, 8)), num_train=10, num_val=4, num_test=6)
+
+
+def test_a_mix_holds_each_segment_at_its_own_length_and_tests_each_on_its_own(tmp_path):
+    """Zoology's training mix: equal shares of every (length, pairs), each example unpadded, and
+    each segment's share of the test split again as test_<length>x<pairs>."""
+    builder = tasks.prepare_builder(tasks.get_task("recall"), MIX, str(tmp_path))
+    sources = tasks.load_sources(builder)
+    assert list(sources) == ["train", "validation", "test", "test_32x4", "test_64x8"]
+    for split, size in (("train", 10), ("validation", 4), ("test", 6)):
+        examples = [sources[split][i] for i in range(size)]
+        shapes = [
+            (len(e["tokens"]), int((np.asarray(e["label"]) != NO_TARGET).sum())) for e in examples
+        ]
+        assert sorted(shapes) == sorted([(32, 4), (64, 8)] * (size // 2))
+
+    def token_set(split, size):  # the writer shuffles: compare as sets
+        return {tuple(sources[split][i]["tokens"]) for i in range(size)}
+
+    assert token_set("test", 6) == token_set("test_32x4", 3) | token_set("test_64x8", 3)
+    assert {len(t) for t in token_set("test_32x4", 3)} == {32}
+    # a mix read back from config.json (lists) is the same options
+    assert RecallOptions(mix=[[32, 4], [64, 8]]) == RecallOptions(mix=((32, 4), (64, 8)))
+
+
+@pytest.mark.parametrize(
+    "mix, message",
+    [
+        (((32, 4), (128, 8)), r"mix has length 128 > length=64"),
+        (((32, 4), (32, 4)), r"repeats a segment"),
+        (((32, 4, 1),), r"mix has \(32, 4, 1\); give \(length, pairs\) pairs"),
+        (((31, 4),), r"mix entry \(31, 4\): length=31 must be even"),
+        (((32, 16),), r"mix entry \(32, 16\): length=32 is shorter than 4 \* num_pairs = 64"),
+    ],
+)
+def test_bad_mixes_are_one_line_naming_the_field(mix, message):
+    options = dataclasses.replace(FIGURE2, length=64, mix=mix)
+    with pytest.raises(UserError, match=r"config\.task_options\.mix.*" + message.split("mix")[-1]):
+        options.check("config.task_options")

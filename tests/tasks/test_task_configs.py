@@ -75,6 +75,24 @@ def test_tiny_config_trains_end_to_end(task, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_recall_mix_trains_and_scores_each_segment_on_its_own(tmp_path):
+    """configs/recall.py:mix=...: one run over two (length, pairs); results.json has each
+    segment's test accuracy, and the test accuracy is their mean weighted by queries."""
+    config = recall.get_config("size=tiny,mix=32x4-64x8")
+    assert config.model.max_len == 64
+    config.task_options.update(num_train=32, num_val=8, num_test=8)
+    results = train_and_evaluate(shrink(config, tmp_path / "tfds"), str(tmp_path / "run"))
+    by_split = results["test_accuracy_by_split"]
+    assert list(by_split) == ["test_32x4", "test_64x8"]
+    assert results["test_examples"] == 4 * 4 + 4 * 8  # the queries of 4 + 4 test examples
+    weighted = (by_split["test_32x4"] * 16 + by_split["test_64x8"] * 32) / 48
+    assert results["test_accuracy"] == pytest.approx(weighted, abs=1e-6)
+    with open(tmp_path / "run" / "metrics.jsonl") as lines:
+        splits = {json.loads(line)["split"] for line in lines}
+    assert {"test", "test_32x4", "test_64x8"} <= splits
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", sorted(ATTENTION))
 def test_distance_config_trains_with_every_attention_variant(attention, tmp_path):
     results = train_and_evaluate(
