@@ -89,6 +89,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.mask_zero_tokens = False
     config.model.token_init_std = 1.0
     config.model.position_init_std = 0.02
+    # How attention projections and MLP layers start: nnx (flax's defaults: LeCun-normal kernels,
+    # zero biases) | lra (LRA's model: projections Xavier-uniform without biases, MLP
+    # Xavier-uniform with biases ~ N(0, 1e-6)); `lra_model` sets it in the LRA configs.
+    config.model.init = "nnx"
+    # keys (padded keys are masked) | outer (LRA: the outer product of query and key masks, so a
+    # padded query is masked too; under LRA's -1e10 bias its row attends uniformly)
+    config.model.padding_mask = "keys"
+    # real (the CLS vector is always a real token) | first_token (LRA: CLS has the first token's
+    # mask, so it is padding wherever the first token is, e.g. a black first pixel)
+    config.model.cls_mask = "real"
     return config
 
 
@@ -118,6 +128,27 @@ def set_task(config: ml_collections.ConfigDict, task: str, **changes) -> None:
     check_known(f"task {task}", changes, options, kind="option")
     config.task = task
     config.task_options = ml_collections.ConfigDict({**options, **changes})
+
+
+# Evaluation every this many steps in LRA's released configs (its eval_frequency).
+LRA_EVAL_EVERY = {
+    "listops": 50,
+    "text": 100,
+    "retrieval": 100,
+    "image": 175,
+    "pathfinder32": 312,
+    "pathfinder64": 625,
+    "pathx": 2_500,
+}
+
+
+def lra_model(config: ml_collections.ConfigDict, name: str) -> None:
+    """LRA's model beyond its config fields, for LRA task config `name` (a key of LRA_EVAL_EVERY):
+    its initialisation, its outer-product padding mask with the CLS vector taking the first
+    token's mask (lra_benchmarks/models/transformer/transformer.py), and its evaluation
+    frequency. docs/tasks.md says what each changes."""
+    config.model.update(init="lra", padding_mask="outer", cls_mask="first_token")
+    config.eval_every_steps = LRA_EVAL_EVERY[name]
 
 
 def shrink_lra_to_tiny(

@@ -38,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.update(batch_size=256, eval_batch_size=256, num_train_steps=35_000)
     config.optimizer.update(schedule="cosine", learning_rate=5e-4, warmup_steps=175)
     config.optimizer.weight_decay = 0.0
+    base.lra_model(config, "image")  # LRA's init and masks; evaluation every 175 steps
     if args["size"] == "tiny":  # keeps LRA's learned positions and zero-pixel masking
         base.shrink_lra_to_tiny(config)
         config.batch_size = 32

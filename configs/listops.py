@@ -29,6 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_train_steps = 5_000
     base.lra_rsqrt(config.optimizer, warmup_steps=1_000)  # peak 1.58e-3
     config.optimizer.weight_decay = 0.1
+    base.lra_model(config, "listops")  # LRA's init and masks; evaluation every 50 steps
     if args["size"] == "tiny":
         # Short expressions and a two-layer model of width 64: a few minutes on a 2-core CPU.
         # Keeps LRA's sinusoidal positions, which learn here as well as learned ones.

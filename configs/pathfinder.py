@@ -94,6 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_train_steps = 62_400
         config.optimizer.warmup_steps = 312
     config.eval_batch_size = config.batch_size
+    # LRA's init and masks; evaluation every 312 (32), 625 (64) or 2,500 (Path-X) steps
+    base.lra_model(config, {32: "pathfinder32", 64: "pathfinder64", 128: "pathx"}[resolution])
     if args["size"] == "tiny":  # keeps the size's LRA positions, pooling and zero-pixel masking
         config.task_options.update(num_train=2_000, num_val=200, num_test=200)
         base.shrink_lra_to_tiny(config)

@@ -46,6 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Peak 5.59e-4, never reached in 5k steps (the run ends at 3.49e-4), as in LRA.
     base.lra_rsqrt(config.optimizer, warmup_steps=8_000)
     config.optimizer.weight_decay = 0.1
+    base.lra_model(config, "retrieval")  # LRA's init and masks; evaluation every 100 steps
     if args["size"] == "tiny":  # keeps LRA's sinusoidal positions, pooling and head
         base.shrink_lra_to_tiny(config, max_len=256)
         base.lra_rsqrt(config.optimizer, warmup_steps=100)  # peak 5e-3

@@ -41,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_train_steps = 20_000
     base.lra_rsqrt(config.optimizer, warmup_steps=8_000)  # peak 5.59e-4
     config.optimizer.weight_decay = 0.1
+    base.lra_model(config, "text")  # LRA's init and masks; evaluation every 100 steps
     if args["size"] == "tiny":  # keeps LRA's sinusoidal positions
         base.shrink_lra_to_tiny(config, max_len=min(config.model.max_len, 256))
         base.lra_rsqrt(config.optimizer, warmup_steps=100)  # peak 5e-3

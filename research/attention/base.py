@@ -6,14 +6,44 @@ by `research.attention.resolve_options`; the variant's constructor takes the res
 and implements `attend(q, k, v, key_mask)` and `weights(q, k, key_mask)`, the dense attention
 matrix it implies (for attention maps); the base class owns the query/key/value and output
 projections, so every variant takes the same inputs (`x_BTE`, a key padding mask `key_mask_BT`
-with True = real token) and returns the same shape.
+with True = real token, and optionally a query mask `query_mask_BT`) and returns the same shape.
+
+`init` chooses how the projections start: "nnx" (flax's defaults: LeCun-normal kernels, zero
+biases) or "lra" (LRA's released Transformer, via flax's old `nn.SelfAttention(bias=False,
+kernel_init=xavier_uniform())`: Xavier-uniform kernels, over the flattened (in, out) shape as old
+flax's DenseGeneral drew them, and no biases).
 """
 
 from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax import Array
+
+from research.attention.sparsity import Band
+
+INITS = ("nnx", "lra")
+
+
+def projection_init(init: str) -> dict:
+    """The `nnx.LinearGeneral` arguments of a q/k/v/out projection under `init` (one of INITS)."""
+    if init == "lra":
+        return {"use_bias": False, "kernel_init": nnx.initializers.xavier_uniform()}
+    return {}
+
+
+def uniform_band_average(v_BSHD: Array, band: Band, q_len: int) -> Array:
+    """avg_BTHD: each query's plain mean of the values its band allows (key padding ignored), in
+    v's dtype: what a query row whose every logit carries LRA's -1e10 mask bias computes (in
+    float32, -1e10 + a logit below 512 in size is -1e10 exactly, so its softmax is uniform).
+    Prefix sums over each query's interval of keys (`Band.key_interval`): O(T D), any band."""
+    lo_T, hi_T = band.key_interval(q_len, v_BSHD.shape[1])
+    prefix = jnp.cumsum(v_BSHD.astype(jnp.float32), axis=1)
+    prefix = jnp.pad(prefix, ((0, 0), (1, 0), (0, 0), (0, 0)))  # prefix[:, s] = sum of v[:, :s]
+    total = prefix[:, hi_T + 1] - prefix[:, lo_T]
+    count = jnp.asarray(hi_T - lo_T + 1, jnp.float32)[None, :, None, None]
+    return (total / count).astype(v_BSHD.dtype)
 
 
 def head_dim(qkv_features: int, num_heads: int) -> int:
@@ -32,6 +62,7 @@ class SelfAttention(nnx.Module):
       qkv_features: total query/key/value width over all heads (LRA's `qkv_dim`); D = qkv / H.
       causal: when True, position i sees only positions <= i.
       dropout_rate: dropout on attention weights, where the variant has weights to drop.
+      init: how the projections start, one of INITS (module docstring).
     """
 
     #: The variant's registry name, used to name its config fields in error messages.
@@ -54,6 +85,7 @@ class SelfAttention(nnx.Module):
         qkv_features: int | None = None,
         causal: bool = False,
         dropout_rate: float = 0.0,
+        init: str = "nnx",
         rngs: nnx.Rngs,
     ):
         qkv_features = qkv_features or in_features
@@ -62,26 +94,48 @@ class SelfAttention(nnx.Module):
         self.causal = causal
         self.dropout_rate = dropout_rate
         heads = (num_heads, self.head_dim)
-        self.query = nnx.LinearGeneral(in_features, heads, rngs=rngs)
-        self.key = nnx.LinearGeneral(in_features, heads, rngs=rngs)
-        self.value = nnx.LinearGeneral(in_features, heads, rngs=rngs)
-        self.out = nnx.LinearGeneral(heads, in_features, axis=(-2, -1), rngs=rngs)
+        made = projection_init(init)
+        self.query = nnx.LinearGeneral(in_features, heads, **made, rngs=rngs)
+        self.key = nnx.LinearGeneral(in_features, heads, **made, rngs=rngs)
+        self.value = nnx.LinearGeneral(in_features, heads, **made, rngs=rngs)
+        self.out = nnx.LinearGeneral(heads, in_features, axis=(-2, -1), **made, rngs=rngs)
 
     def __call__(
         self,
         x_BTE: Array,
         key_mask_BT: Array | None = None,
         *,
+        query_mask_BT: Array | None = None,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
     ) -> Array:
-        """Returns y_BTE. `rngs` needs a `dropout` stream unless deterministic or rate is 0."""
+        """Returns y_BTE. `rngs` needs a `dropout` stream unless deterministic or rate is 0.
+
+        `query_mask_BT` (None: every query is real) masks query rows too, making the mask LRA's
+        outer product of query and key masks: a masked query's row is `mask_queries`'.
+        """
         q_BTHD, k_BTHD, v_BTHD = self.qkv(x_BTE)
         dropout_key = None
         if not deterministic and self.dropout_rate > 0.0:
             dropout_key = rngs.dropout()
         out_BTHD = self.attend(q_BTHD, k_BTHD, v_BTHD, key_mask_BT, dropout_key=dropout_key)
-        return self.out(out_BTHD)
+        return self.out(self.mask_queries(out_BTHD, v_BTHD, query_mask_BT))
+
+    def band(self) -> Band:
+        """Which (query, key) pairs may meet, apart from key padding: everything (the causal
+        triangle when causal); softmax variants narrow it."""
+        return Band(causal=self.causal)
+
+    def mask_queries(self, out_BTHD: Array, v_BTHD: Array, query_mask_BT: Array | None) -> Array:
+        """out_BTHD with each masked query's row replaced by what LRA's outer-product mask makes
+        of it: a row whose every logit gets the -1e10 bias attends uniformly to the keys its band
+        allows, padding included (`uniform_band_average`; never NaN, and for an all-padding row
+        what it is in LRA). Without attention-weight dropout on those rows, and for position
+        `shaw` without its relative value term: the plain mean of the values."""
+        if query_mask_BT is None:
+            return out_BTHD
+        uniform_BTHD = uniform_band_average(v_BTHD, self.band(), out_BTHD.shape[1])
+        return jnp.where(query_mask_BT[:, :, None, None], out_BTHD, uniform_BTHD)
 
     def qkv(self, x_BTE: Array) -> tuple[Array, Array, Array]:
         """The per-head projections (q_BTHD, k_BTHD, v_BTHD)."""

@@ -24,7 +24,6 @@ from research.attention.relative import (
     check_position,
     make_position,
 )
-from research.attention.sparsity import Band
 from research.errors import UserError
 
 
@@ -80,7 +79,8 @@ class SoftmaxAttention(SelfAttention):
     """Softmax attention over the pairs `band()` allows, with a position scheme.
 
     Subclasses set `Options` (a SoftmaxOptions, resolved and checked by
-    `research.attention.resolve_options`) and implement `band()`.
+    `research.attention.resolve_options`) and narrow `band()` where they see less than full
+    attention (SelfAttention.band: everything, or the causal triangle).
     """
 
     Options: ClassVar[type] = FullOptions
@@ -91,10 +91,6 @@ class SoftmaxAttention(SelfAttention):
         self.position = make_position(
             self.options, num_heads=self.num_heads, head_dim=self.head_dim, rngs=kwargs["rngs"]
         )
-
-    def band(self) -> Band:
-        """Which (query, key) pairs may meet, apart from key padding."""
-        raise NotImplementedError
 
     def attend(self, q_BTHD, k_BSHD, v_BSHD, key_mask_BS, *, dropout_key):
         """Raises UserError naming this variant's `implementation` option when it asks for a
@@ -130,9 +126,6 @@ class FullAttention(SoftmaxAttention):
 
     name = "full"
     Options = FullOptions
-
-    def band(self) -> Band:
-        return Band(causal=self.causal)
 
 
 class RopeAttention(FullAttention):

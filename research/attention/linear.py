@@ -288,11 +288,20 @@ class PerformerAttention(LinearAttention):
         phi_q, _ = favor_features(q_BTHD, w_MD)  # a query's own scale cancels in its row
         return (phi_q, *favor_features(k_BSHD, w_MD))
 
-    def __call__(self, x_BTE, key_mask_BT=None, *, deterministic=True, rngs=None):
+    def __call__(
+        self, x_BTE, key_mask_BT=None, *, query_mask_BT=None, deterministic=True, rngs=None
+    ):
         if self.redraw == "never" or deterministic:
-            return super().__call__(x_BTE, key_mask_BT, deterministic=deterministic, rngs=rngs)
+            return super().__call__(
+                x_BTE,
+                key_mask_BT,
+                query_mask_BT=query_mask_BT,
+                deterministic=deterministic,
+                rngs=rngs,
+            )
         if rngs is None:
             raise ValueError("performer with redraw='step' needs rngs with a dropout stream")
         q_BTHD, k_BTHD, v_BTHD = self.qkv(x_BTE)
         features = self.features(q_BTHD, k_BTHD, self.draw(rngs.dropout()))
-        return self.out(self.mix(features, v_BTHD, key_mask_BT))
+        out_BTHD = self.mix(features, v_BTHD, key_mask_BT)
+        return self.out(self.mask_queries(out_BTHD, v_BTHD, query_mask_BT))

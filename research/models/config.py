@@ -11,6 +11,7 @@ from typing import Any
 import ml_collections
 
 from research.attention import resolve_options
+from research.attention.base import INITS
 from research.errors import UserError, check_choice, check_positive
 
 HEADS = ("classifier", "two_tower", "tagger")
@@ -19,6 +20,10 @@ PER_POSITION_HEADS = ("tagger",)
 POSITIONAL = ("learned", "sinusoidal", "none")
 POOLING = ("cls", "mean", "last", "first")
 TWO_TOWER_HEADS = ("lra", "interaction")
+#: keys: only padded keys are masked; outer: LRA's outer product of the query and key masks.
+PADDING_MASKS = ("keys", "outer")
+#: real: the CLS vector is always a real token; first_token: it has the first token's mask (LRA).
+CLS_MASKS = ("real", "first_token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +53,9 @@ class ModelConfig:
     mask_zero_tokens: bool
     token_init_std: float
     position_init_std: float
+    init: str
+    padding_mask: str
+    cls_mask: str
 
     @classmethod
     def from_config(cls, model: ml_collections.ConfigDict) -> "ModelConfig":
@@ -59,6 +67,9 @@ class ModelConfig:
         check_choice("config.model.two_tower_head", model.two_tower_head, TWO_TOWER_HEADS)
         check_choice("config.model.mask_zero_tokens", model.mask_zero_tokens, (False, True))
         check_choice("config.model.mlp", model.mlp, (False, True))
+        check_choice("config.model.init", model.init, INITS)
+        check_choice("config.model.padding_mask", model.padding_mask, PADDING_MASKS)
+        check_choice("config.model.cls_mask", model.cls_mask, CLS_MASKS)
         attention_options = resolve_options(
             model.attention, model.attention_options.get(model.attention, {})
         )

@@ -3,6 +3,13 @@
 The attention variant is the class `research.attention.ATTENTION` names, built from the options
 `ModelConfig` resolved, so this module knows only the shared interface. Masks: `mask_BT` is True
 for real tokens, False for padding.
+
+LRA's model (lra_benchmarks/models/transformer/transformer.py and common_layers.py, on flax's old
+nn.attention) where `config.init = "lra"`, `config.padding_mask = "outer"` and
+`config.cls_mask = "first_token"`: attention projections Xavier-uniform without biases, MLP
+kernels Xavier-uniform with biases ~ N(0, 1e-6); the attention mask the outer product of the
+query and key masks (a padded query attends uniformly, SelfAttention.mask_queries); the CLS
+vector masked wherever the first token is padding.
 """
 
 import functools
@@ -40,7 +47,9 @@ def sinusoidal_positions(length: int, features: int) -> np.ndarray:
 class Embedding(nnx.Module):
     """Token embedding plus positions, with an optional learned CLS vector in front.
 
-    With `prepend_cls=True` the output is one position longer and position 0 holds CLS.
+    With `prepend_cls=True` the output is one position longer and position 0 holds CLS, a real
+    token in the mask (`cls_mask="real"`) or masked where the first token is padding
+    (`cls_mask="first_token"`, LRA's `src_padding_mask[:, :1]`).
     """
 
     def __init__(
@@ -53,9 +62,11 @@ class Embedding(nnx.Module):
         prepend_cls: bool,
         token_init_std: float,
         position_init_std: float,
+        cls_mask: str = "real",
         rngs: nnx.Rngs,
     ):
         self.positional = positional
+        self.cls_mask = cls_mask
         self.length = max_len + int(prepend_cls)
         self.tokens = nnx.Embed(
             vocab_size, features, embedding_init=nnx.initializers.normal(token_init_std), rngs=rngs
@@ -76,7 +87,11 @@ class Embedding(nnx.Module):
             batch = tokens_BT.shape[0]
             cls_B1E = jnp.broadcast_to(self.cls[...], (batch, 1, x_BTE.shape[-1]))
             x_BTE = jnp.concatenate([cls_B1E, x_BTE], axis=1)
-            mask_BT = jnp.concatenate([jnp.ones((batch, 1), bool), mask_BT], axis=1)
+            if self.cls_mask == "first_token":
+                cls_mask_B1 = mask_BT[:, :1].astype(bool)
+            else:
+                cls_mask_B1 = jnp.ones((batch, 1), bool)
+            mask_BT = jnp.concatenate([cls_mask_B1, mask_BT], axis=1)
         if self.positional == "learned":
             x_BTE = x_BTE + self.positions[: x_BTE.shape[1]][None]
         elif self.positional == "sinusoidal":
@@ -86,12 +101,32 @@ class Embedding(nnx.Module):
         return x_BTE, mask_BT
 
 
-class Mlp(nnx.Module):
-    """Linear -> GELU -> dropout -> Linear."""
+def mlp_init(init: str) -> dict:
+    """The `nnx.Linear` arguments of the MLP's layers under `config.init`: flax's defaults
+    ("nnx": LeCun-normal kernels, zero biases) or LRA's MlpBlock ("lra": Xavier-uniform kernels,
+    biases ~ N(0, 1e-6))."""
+    if init == "lra":
+        return {
+            "kernel_init": nnx.initializers.xavier_uniform(),
+            "bias_init": nnx.initializers.normal(1e-6),
+        }
+    return {}
 
-    def __init__(self, features: int, hidden: int, dropout_rate: float, *, rngs: nnx.Rngs):
-        self.up = nnx.Linear(features, hidden, rngs=rngs)
-        self.down = nnx.Linear(hidden, features, rngs=rngs)
+
+class Mlp(nnx.Module):
+    """Linear -> GELU -> dropout -> Linear; `init` as `mlp_init`."""
+
+    def __init__(
+        self,
+        features: int,
+        hidden: int,
+        dropout_rate: float,
+        *,
+        init: str = "nnx",
+        rngs: nnx.Rngs,
+    ):
+        self.up = nnx.Linear(features, hidden, **mlp_init(init), rngs=rngs)
+        self.down = nnx.Linear(hidden, features, **mlp_init(init), rngs=rngs)
         self.dropout = nnx.Dropout(dropout_rate)
 
     def __call__(self, x: Array, *, deterministic: bool, rngs: nnx.Rngs | None) -> Array:
@@ -113,18 +148,24 @@ class EncoderBlock(nnx.Module):
             qkv_features=config.qkv_dim,
             causal=config.causal,
             dropout_rate=config.attention_dropout_rate,
+            init=config.init,
             rngs=rngs,
         )
+        self.mask_queries = config.padding_mask == "outer"
         if config.mlp:
             self.mlp_norm = nnx.LayerNorm(width, rngs=rngs)
-            self.mlp = Mlp(width, config.mlp_dim, config.dropout_rate, rngs=rngs)
+            self.mlp = Mlp(width, config.mlp_dim, config.dropout_rate, init=config.init, rngs=rngs)
         else:
             self.mlp_norm = self.mlp = None
         self.dropout = nnx.Dropout(config.dropout_rate)
 
     def __call__(self, x_BTE, mask_BT, *, deterministic: bool, rngs: nnx.Rngs | None):
         y = self.attention(
-            self.attention_norm(x_BTE), mask_BT, deterministic=deterministic, rngs=rngs
+            self.attention_norm(x_BTE),
+            mask_BT,
+            query_mask_BT=mask_BT if self.mask_queries else None,
+            deterministic=deterministic,
+            rngs=rngs,
         )
         x_BTE = x_BTE + self.dropout(y, deterministic=deterministic, rngs=rngs)
         if self.mlp is None:
@@ -152,6 +193,7 @@ class Encoder(nnx.Module):
             prepend_cls=prepend_cls,
             token_init_std=config.token_init_std,
             position_init_std=config.position_init_std,
+            cls_mask=config.cls_mask,
             rngs=rngs,
         )
         self.mask_zero_tokens = config.mask_zero_tokens

@@ -100,7 +100,9 @@ def test_mlp_false_blocks_are_attention_alone():
     block = model.encoder.blocks[0]
     x_BTE = jax.random.normal(jax.random.key(1), (2, 12, 16))
     mask_BT = batch([12, 6])["mask"]
-    expected = x_BTE + block.attention(block.attention_norm(x_BTE), mask_BT, deterministic=True)
+    # The listops config's outer padding mask masks the queries too (LRA's).
+    attended = block.attention(block.attention_norm(x_BTE), mask_BT, query_mask_BT=mask_BT)
+    expected = x_BTE + attended
     got = block(x_BTE, mask_BT, deterministic=True, rngs=None)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     with_mlp = build_model(model_config(), rngs=nnx.Rngs(0))

@@ -214,6 +214,37 @@ def test_configs_mirror_lra():
     assert config.optimizer.warmup_steps == 2_500
 
 
+@pytest.mark.parametrize(
+    "module, arg, eval_every",
+    [
+        (listops, None, 50),
+        (text, None, 100),
+        (retrieval, None, 100),
+        (image, None, 175),
+        (pathfinder, None, 312),
+        (pathfinder, "resolution=64", 625),
+        (pathfinder, "resolution=128", 2_500),
+    ],
+)
+def test_lra_configs_evaluate_as_often_as_lra_and_build_its_model(module, arg, eval_every):
+    """LRA's eval_frequency per task, and its model beyond the config fields: its init, the
+    outer-product padding mask and the CLS vector with the first token's mask (at every attention
+    variant and size; tiny keeps the model but evaluates every 250 steps)."""
+    config = module.get_config(arg)
+    assert config.eval_every_steps == eval_every
+    for size in ("base", "tiny"):
+        tail = f",{arg}" if arg else ""
+        model = module.get_config(f"size={size},attention=linear{tail}").model
+        assert (model.init, model.padding_mask, model.cls_mask) == ("lra", "outer", "first_token")
+    assert module.get_config(f"size=tiny,{arg}" if arg else "size=tiny").eval_every_steps == 250
+
+
+def test_non_lra_configs_keep_flax_init_and_key_masks():
+    for config in (recall.get_config(), distance.get_config(), base.get_config()):
+        model = config.model
+        assert (model.init, model.padding_mask, model.cls_mask) == ("nnx", "keys", "real")
+
+
 def test_recall_base_is_zoology_figure2():
     """size=base is Figure 2's protocol (zoology/experiments/iclr24_zoology_figure2/configs.py)."""
     config = recall.get_config()
