@@ -36,6 +36,9 @@ ADDED_FIELDS = {
     "model.mask_zero_tokens": False,
     "model.two_tower_head": "interaction",
     "model.mlp": True,
+    "model.init": "nnx",
+    "model.padding_mask": "keys",
+    "model.cls_mask": "real",
     "task_options.mix": [],  # MQAR's training mix, as JSON holds it
 }
 

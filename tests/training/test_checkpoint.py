@@ -1,6 +1,7 @@
 """Checkpoints and resuming, in process: a stopped-and-resumed run equals an uninterrupted one bit
 for bit, a conflicting config is refused, and a non-finite loss keeps the last good checkpoint."""
 
+import importlib
 import json
 import os
 import signal
@@ -251,6 +252,21 @@ def test_fields_added_later_match_their_old_behaviour():
         "model.mask_zero_tokens: False -> True",
         "model.two_tower_head: 'interaction' -> 'lra'",
     ]
+
+
+@pytest.mark.parametrize("spec", ["listops:size=tiny", "recall:size=tiny", "distance:"])
+def test_a_workdir_saved_before_every_added_field_resumes_at_the_defaults(spec):
+    """A saved config without any of ADDED_FIELDS (an older workdir) matches today's default
+    config: every added field's default is the behaviour before it existed."""
+    name, arg = spec.split(":")
+    new = json.loads(importlib.import_module(f"configs.{name}").get_config(arg or None).to_json())
+    if name == "listops":  # LRA's configs now build LRA's model; older runs built nnx's
+        new["model"].update(init="nnx", padding_mask="keys", cls_mask="real")
+    saved = json.loads(json.dumps(new))
+    for field in checkpoint.ADDED_FIELDS:
+        group, key = field.split(".")
+        saved[group].pop(key, None)
+    assert checkpoint.config_differences(saved, new) == []
 
 
 def damage(workdir, step: int) -> None:
