@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from research.training import checkpoint
 from tests.training.test_checkpoint import assert_trees_equal, checkpoint_steps, saved_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,7 +52,19 @@ def wait_for(predicate, timeout=180.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_every_stop_signal_requests_a_stop_at_the_next_step():
+    """SIGTERM, SIGINT and SIGHUP each set the stop request (in this process; the end-to-end
+    test below runs two of them through a real training process); the handlers are restored."""
+    for signum in checkpoint.PreemptionHandler.SIGNALS:
+        before = signal.getsignal(signum)
+        with checkpoint.PreemptionHandler() as handler:
+            assert not handler.should_stop(0)
+            signal.raise_signal(signum)
+            assert handler.received == signum and handler.should_stop(1)
+        assert signal.getsignal(signum) is before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_a_checkpoint_exits_75_and_the_rerun_resumes(data_dir, tmp_path, signum):
     """SIGHUP is what a closed terminal or a dropped ssh connection sends."""
     workdir = tmp_path / "run"
