@@ -16,8 +16,9 @@ def test_bench_writes_csv_plot_and_report(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "research.bench", "--lengths=64", "--long_lengths=128",
          "--variants=dense,full,local", "--train_lengths=64",
-         "--train_variants=local", "--train_batch=2", "--fit_batch=4", "--batch=2",
-         "--heads=2", "--head_dim=8", "--repeats=1", f"--out={tmp_path}"],
+         "--train_variants=local", "--train_batch=2", "--fit_batch=2", "--batch=2",
+         "--heads=2", "--head_dim=8", "--repeats=1", "--peak_sizes=256",
+         f"--out={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
