@@ -13,7 +13,7 @@ PYTHON="${PYTHON:-python3}"
 # arguments (`-m MODULE` and any fixed arguments) that come before the user's, or `shell:FUNCTION`
 # for a function of this file.
 COMMANDS=(
-  "demo|root|-m research.sweeps.runner experiments/demo.py --parallel 2||the first comparison: experiments/demo.py, ~10 min"
+  "demo|root|-m research.sweeps.runner experiments/demo.py --parallel 2||the first comparison: experiments/demo.py, 8-17 min on a 2-core CPU"
   "train|here|-m research.cli.main|--config configs/listops.py:size=tiny --workdir runs/listops_tiny|train one model (research.cli.main)"
   "sweep|root|-m research.sweeps.runner|experiments/X.py [--parallel K --only KEY=VALUE --dry-run ...]|run a grid of cells (resumable), then its report"
   "report|here|-m research.sweeps.report|runs/X [--best-over AXIS]|tables and plots of a sweep -> runs/X/report.md"

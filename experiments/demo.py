@@ -1,4 +1,4 @@
-"""The first comparison (`./launch.sh demo`, about 10 minutes on a 2-core CPU): multi-query
+"""The first comparison (`./launch.sh demo`, 8 to 17 minutes on a 2-core CPU): multi-query
 associative recall (MQAR, Zoology's generator at configs/recall.py's size=tiny: a vocabulary of
 128, queries placed by Zoology's power law) with 4 and 8 key-value pairs, for one variant of each
 family: full softmax, relative position (RoPE), local (a sliding window of 8: over 2 layers it

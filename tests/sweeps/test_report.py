@@ -200,6 +200,19 @@ def test_validation_curve_skips_a_half_written_line(recall_sweep):
     assert read_validation_curve(running) == [(10, 0.495), (20, 0.99)]
 
 
+def test_validation_curve_keeps_the_last_record_of_a_step_written_twice(tmp_path):
+    # Resumed from the step-10 checkpoint after evaluating at 20: step 20 is written again.
+    lines = [(10, 0.5), (20, 0.7), (20, 0.8), (30, 0.9)]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"step": step, "split": "validation", "accuracy": accuracy}) + "\n"
+            for step, accuracy in lines
+        )
+    )
+    assert read_validation_curve(path) == [(10, 0.5), (20, 0.8), (30, 0.9)]
+
+
 LRA = {"listops": 0.37, "text": 0.64, "retrieval": 0.58, "image": 0.42, "pathfinder": 0.70}
 
 

@@ -55,20 +55,25 @@ class Run:
 
 
 def read_validation_curve(path: Path) -> list[tuple[int, float]]:
-    """Validation (step, accuracy) pairs of a metrics.jsonl; a truncated last line is skipped."""
-    curve = []
+    """Validation (step, accuracy) pairs of a metrics.jsonl in step order, one per step; a
+    truncated last line is skipped.
+
+    metrics.jsonl is append-only, so a run resumed from a checkpoint older than its last
+    evaluation writes those steps again: the last record of a step is the run that went on.
+    """
+    by_step = {}
     try:
         lines = path.read_text().splitlines()
     except OSError:
-        return curve
+        return []
     for line in lines:
         try:
             record = json.loads(line)
         except ValueError:
             continue
         if isinstance(record, dict) and record.get("split") == "validation":
-            curve.append((int(record["step"]), float(record["accuracy"])))
-    return curve
+            by_step[int(record["step"])] = float(record["accuracy"])
+    return sorted(by_step.items())
 
 
 def read_run(cell: Cell) -> Run:
