@@ -10,8 +10,8 @@ attention dropout 0.1, learned positions), 64 epochs. The report takes, per (var
 length), the learning rate with the best validation accuracy and reports its test accuracy
 (`BEST_OVER`), as Figure 2 reports the best of logspace(-4, -2, 4).
 
-On a 2-core CPU one step at (64, 4) and width 64 (batch 512) took 3.6 s (0.28 steps/s, measured
-2026-12-05 with other jobs on the machine): one run's 64 epochs are 12,500 steps, about half a day,
+On a 2-core CPU one step at (64, 4) and width 64 (batch 512) takes 0.35 s (2.8 steps/s, measured
+2026-12-05 on an AMD EPYC with AVX-512): one run's 64 epochs are 12,500 steps, about 73 minutes,
 so this grid is for accelerators; docs/tasks.md says what a CPU can and cannot show of it.
 
 Zoology's finding: attention solves MQAR at every width; mixers with a fixed-size state need a

@@ -1,7 +1,8 @@
 """Models built from the encoder: pooling and classification heads, and a per-position head.
 
 Every model takes the batch dict produced by `research.tasks.pipeline` and returns logits_BC
-(one class per example) or, for the per-position `Tagger`, logits_BTC.
+(one class per example) or, for the per-position `Tagger`, logits_BTC (logits_BKC at the K
+positions with a target, where the batch names them).
 """
 
 import jax
@@ -108,10 +109,13 @@ class TwoTower(nnx.Module):
 
 
 class Tagger(nnx.Module):
-    """Encoder -> one linear layer per position: logits_BTC (no CLS, no pooling).
+    """Encoder -> one linear layer per position: logits_BTC (no CLS, no pooling), or logits_BKC at
+    batch["target_positions"] (int32 [B, K]) when the batch has it.
 
     For tasks with a target at some positions (associative recall, distance); the loss and the
-    accuracy count only the positions whose label is >= 0.
+    accuracy count only the positions whose label is >= 0. With `target_positions` (the
+    pipeline's, for a task with at most K targets an example) the head runs at those K positions
+    only: a vocabulary-sized head at every position would cost T / K times more for the same loss.
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -124,4 +128,7 @@ class Tagger(nnx.Module):
         encoded_BTE, _ = self.encoder(
             batch["tokens"], batch["mask"], deterministic=deterministic, rngs=rngs
         )
+        if "target_positions" in batch:
+            positions_BK1 = batch["target_positions"][:, :, None]
+            return self.logits(jnp.take_along_axis(encoded_BTE, positions_BK1, axis=1))
         return self.logits(encoded_BTE)

@@ -38,6 +38,11 @@ class Task:
     sequence_fields: the token fields of an example; each gets a padding mask in the batch.
     per_position: the label is a class per position (-1 = no target), read by a per-position
       head (`config.model.head = "tagger"`), not one class per example.
+    max_targets: for a per-position task whose examples have at most this many targets (MQAR: one
+      per pair), batches carry only those positions (`label` [B, K] and `target_positions`
+      [B, K], K = max_targets) and the per-position head computes logits there alone: the same
+      loss at K / T of the head's cost (16 times less for MQAR, whose length is 16 x pairs).
+      None: a label at every position.
     token_label: token id -> a short label for display (e.g. attention maps' ticks).
     for_options: for a task whose vocabulary or classes are options (MQAR's `vocab_size`),
       `config.task_options` -> the fields above that they change; `at_options` applies it.
@@ -51,6 +56,7 @@ class Task:
     num_classes: int
     sequence_fields: tuple[str, ...] = ("tokens",)
     per_position: bool = False
+    max_targets: int | None = None
     token_label: Callable[[int], str] = str
     for_options: Callable[[Mapping[str, Any]], dict] | None = None
 

@@ -2,8 +2,9 @@
 
 Batches are dicts of numpy arrays: for each token field `tokens*` an int32 [B, max_len] array and
 its padding mask `mask*` (bool, True = real token), `label` int32 [B] (or [B, max_len] for tasks
-with a target per position, -1 where there is none), and in evaluation batches `weight` float32 [B]
-(0 for the filler rows that complete the last batch).
+with a target per position, -1 where there is none; [B, K] with `target_positions` [B, K] for a
+task whose examples have at most K targets, `Task.max_targets`), and in evaluation batches
+`weight` float32 [B] (0 for the filler rows that complete the last batch).
 
 Training order is a pure function of the seed and the process's shard, so a run can be repeated and
 its iterator state checkpointed (`iterator.get_state()` / `set_state()`).
@@ -25,14 +26,27 @@ def mask_field(token_field: str) -> str:
 
 
 def pad_example(
-    example: dict, *, max_len: int, sequence_fields: Sequence[str], truncate: bool = False
+    example: dict,
+    *,
+    max_len: int,
+    sequence_fields: Sequence[str],
+    truncate: bool = False,
+    max_targets: int | None = None,
 ) -> dict:
     """One example -> fixed-length int32 tokens and masks; too long fails unless truncating.
 
-    A per-position label (a sequence, -1 = no target) is cut and padded like the tokens.
+    A per-position label (a sequence, -1 = no target) is cut and padded like the tokens; with
+    `max_targets` = K it is kept only where there is a target: `label` [K] (-1 past the last
+    target) and `target_positions` [K] (their positions in order, 0 past the last).
     """
     label = np.asarray(example["label"], np.int32)
     out = {"label": fixed_length(label, max_len, fill=-1) if label.ndim else label}
+    if label.ndim and max_targets is not None:
+        positions = np.flatnonzero(out["label"] >= 0)
+        if len(positions) > max_targets:
+            raise ValueError(f"an example has {len(positions)} targets, more than {max_targets}")
+        out["label"] = fixed_length(out["label"][positions], max_targets, fill=-1)
+        out["target_positions"] = fixed_length(positions, max_targets, fill=0)
     for field in sequence_fields:
         tokens = np.asarray(example[field])
         if len(tokens) > max_len:
@@ -63,6 +77,7 @@ def train_dataset(
     sequence_fields: Sequence[str],
     seed: int,
     truncate: bool = False,
+    max_targets: int | None = None,
     shard_index: int = 0,
     shard_count: int = 1,
 ) -> grain.IterDataset:
@@ -74,7 +89,11 @@ def train_dataset(
     example is read twice or by two processes.
     """
     pad = functools.partial(
-        pad_example, max_len=max_len, sequence_fields=sequence_fields, truncate=truncate
+        pad_example,
+        max_len=max_len,
+        sequence_fields=sequence_fields,
+        truncate=truncate,
+        max_targets=max_targets,
     )
     dataset = grain.MapDataset.source(source).shuffle(seed).repeat(None).map(pad)
     dataset = dataset.batch(batch_size // shard_count, drop_remainder=True)
@@ -89,6 +108,7 @@ def eval_batches(
     max_len: int,
     sequence_fields: Sequence[str],
     truncate: bool = False,
+    max_targets: int | None = None,
     shard_index: int = 0,
     shard_count: int = 1,
 ) -> Iterator[dict]:
@@ -98,7 +118,11 @@ def eval_batches(
     step), every process runs the same number of steps, and no example is dropped from the score.
     """
     pad = functools.partial(
-        pad_example, max_len=max_len, sequence_fields=sequence_fields, truncate=truncate
+        pad_example,
+        max_len=max_len,
+        sequence_fields=sequence_fields,
+        truncate=truncate,
+        max_targets=max_targets,
     )
     local_size = batch_size // shard_count
     num_batches = ceil_div(len(source), batch_size)

@@ -254,6 +254,7 @@ def for_options(task_options) -> dict:
     return dict(
         vocab_size=options.vocab_size,
         num_classes=options.num_values,
+        max_targets=max(segment.num_pairs for segment in options.segments()),
         token_label=options.token_label,
     )
 
@@ -266,5 +267,6 @@ TASK = common.Task(
     vocab_size=RecallOptions().vocab_size,
     num_classes=RecallOptions().num_values,
     per_position=True,
+    max_targets=RecallOptions().num_pairs,
     for_options=for_options,
 )

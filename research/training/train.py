@@ -409,6 +409,7 @@ class Run:
             max_len=config.model.max_len,
             sequence_fields=task.sequence_fields,
             truncate=config.truncate,
+            max_targets=task.max_targets,
             shard_index=topology.process_index,
             shard_count=topology.process_count,
         )

@@ -1,6 +1,8 @@
 """The per-position head: logits at every position, no CLS, causal masking holds, and the metrics
-count only positions with a target (label >= 0)."""
+count only positions with a target (label >= 0); at the targets alone, the same loss and
+gradients."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -8,6 +10,7 @@ import pytest
 from flax import nnx
 
 from configs import listops, recall
+from research import tasks
 from research.errors import UserError
 from research.models import ModelConfig, build_model
 from research.tasks.pipeline import pad_example
@@ -68,6 +71,74 @@ def test_per_position_labels_are_cut_and_padded_like_the_tokens():
     np.testing.assert_array_equal(out["label"], [-1, 3, -1, 2, -1, -1])
     out = pad_example(example, max_len=3, sequence_fields=("tokens",), truncate=True)
     np.testing.assert_array_equal(out["label"], [-1, 3, -1])
+
+
+def test_labels_at_the_targets_alone_keep_their_positions():
+    example = {"tokens": np.arange(1, 7), "label": np.array([-1, 3, -1, 2, -1, 0], np.int8)}
+    out = pad_example(example, max_len=8, sequence_fields=("tokens",), max_targets=4)
+    np.testing.assert_array_equal(out["label"], [3, 2, 0, -1])
+    np.testing.assert_array_equal(out["target_positions"], [1, 3, 5, 0])
+    out = pad_example(example, max_len=4, sequence_fields=("tokens",), truncate=True, max_targets=2)
+    np.testing.assert_array_equal(out["label"], [3, 2])
+    np.testing.assert_array_equal(out["target_positions"], [1, 3])
+    with pytest.raises(ValueError, match="3 targets, more than 2"):
+        pad_example(example, max_len=8, sequence_fields=("tokens",), max_targets=2)
+
+
+@pytest.mark.parametrize("options", ["", "mix=64x4-128x8"])
+def test_mqar_declares_its_most_targets_per_example(options):
+    config = recall.get_config(f"size=tiny,{options}" if options else "size=tiny")
+    task = tasks.get_task("recall").at_options(config.task_options)
+    pairs = [pairs for _, pairs in config.task_options.mix] or [config.task_options.num_pairs]
+    assert task.max_targets == max(pairs)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_logits_at_the_targets_give_every_position_s_loss_and_gradients(causal):
+    """Oracle: the tagger at every position with labels [B, T], against the same parameters at
+    the targets alone (the pipeline's compaction) with labels [B, K]: equal metric sums and
+    gradients, for rows with fewer targets than K and a filler row of weight 0."""
+    model = tagger(causal=causal)
+    rng = np.random.default_rng(1)
+    labels_BT = np.full((3, 10), -1, np.int32)
+    labels_BT[0, [2, 5, 9]] = [1, 4, 0]
+    labels_BT[1, [7]] = [5]
+    labels_BT[2, [0, 3]] = [2, 2]
+    weights_B = jnp.asarray([1.0, 1.0, 0.0])
+    tokens_BT = jnp.asarray(rng.integers(1, 20, (3, 10)), jnp.int32)
+    mask_BT = jnp.ones((3, 10), bool).at[1, 8:].set(False)
+    compact = [
+        pad_example(
+            {"tokens": tokens_T, "label": labels_T},
+            max_len=10,
+            sequence_fields=("tokens",),
+            max_targets=3,
+        )
+        for tokens_T, labels_T in zip(np.asarray(tokens_BT), labels_BT, strict=True)
+    ]
+    labels_BK = jnp.asarray(np.stack([c["label"] for c in compact]))
+    positions_BK = jnp.asarray(np.stack([c["target_positions"] for c in compact]))
+    graphdef, params = nnx.split(model)
+
+    def sums(params, batch, labels):
+        sums = classification_metrics(nnx.merge(graphdef, params)(batch), labels, weights_B)
+        return sums["loss_sum"], sums
+
+    every = {"tokens": tokens_BT, "mask": mask_BT}
+    at_targets = dict(every, target_positions=positions_BK)
+    (_, every_sums), every_grads = jax.value_and_grad(sums, has_aux=True)(params, every, labels_BT)
+    (_, target_sums), target_grads = jax.value_and_grad(sums, has_aux=True)(
+        params, at_targets, labels_BK
+    )
+    assert model(at_targets).shape == (3, 3, 6)
+    assert float(target_sums["count"]) == float(every_sums["count"]) == 4
+    for name in ("loss_sum", "correct"):
+        np.testing.assert_allclose(target_sums[name], every_sums[name], rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        target_grads,
+        every_grads,
+    )
 
 
 @pytest.mark.parametrize(
