@@ -91,8 +91,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.position_init_std = 0.02
     # How attention projections and MLP layers start: nnx (flax's defaults: LeCun-normal kernels,
     # zero biases) | lra (LRA's model: projections Xavier-uniform without biases, MLP
-    # Xavier-uniform with biases ~ N(0, 1e-6)); `lra_model` sets it in the LRA configs.
+    # Xavier-uniform with biases ~ N(0, 1e-6)); `lra_model` sets it in the LRA configs | zoology
+    # (Zoology's: kernels N(0, 0.02), layers writing into the residual N(0, 0.02/sqrt(2 layers)),
+    # zero biases); configs/recall.py's Figure 2 model uses it.
     config.model.init = "nnx"
+    # The per-position head's output layer: its own (False), or the token embedding (True, as
+    # Zoology's language model ties them), for tasks whose classes are tokens (MQAR's values).
+    config.model.tie_output = False
     # keys (padded keys are masked) | outer (LRA: the outer product of query and key masks, so a
     # padded query is masked too; under LRA's -1e10 bias its row attends uniformly)
     config.model.padding_mask = "keys"

@@ -18,8 +18,9 @@ its own test split, and the length defaults to the longest; `pairs` is not used)
 size=base is Figure 2's protocol: the data (vocabulary 8,192, keys from its lower half and values
 from its upper half, queries at even offsets after the pairs placed by a power law with a = 0.01,
 filler 0; 100,000 training sequences, 3,000 test) and its attention model (2 layers, 1 head, no
-MLP, attention dropout 0.1, learned positions, causal), AdamW at 1e-3 with weight decay 0.1 and a
-cosine decay to 0, batch 512 (256 at length 256), 64 epochs. Figure 2 reports every point as the
+MLP, attention dropout 0.1, learned positions, causal, Zoology's N(0, 0.02) init, the output layer
+tied to the token embedding), AdamW at 1e-3 with weight decay 0.1 and a cosine decay to 0, batch
+512 (256 at length 256), 64 epochs. Figure 2 reports every point as the
 best of the learning rates logspace(-4, -2, 4): experiments/zoology.py sweeps them and reports
 `--best-over config.optimizer.learning_rate`. docs/tasks.md lists what still differs.
 
@@ -100,6 +101,8 @@ def zoology_figure2(config: ml_collections.ConfigDict, *, width: int, length: in
         positional="learned",
         token_init_std=0.02,
         position_init_std=0.02,
+        init="zoology",
+        tie_output=True,
     )
     config.batch_size = 256 if length >= 256 else 512
     config.eval_batch_size = 500

@@ -17,6 +17,8 @@ states it case by case.
 """
 
 import dataclasses
+import functools
+import sys
 
 import jax
 import numpy as np
@@ -153,6 +155,18 @@ def require(implementation: str, call: Call) -> None:
             raise UnusableImplementation(f"implementation={implementation!r} is not usable: {why}")
 
 
+@functools.cache
+def say_interpreted(backend: str) -> None:
+    """Says once per process, on stderr, that splash runs in Pallas interpret mode off a TPU: a
+    path for tests (tiny ListOps on CPU trains at ~1.6 steps/s under it, ~10 under `auto`)."""
+    print(
+        f"note: attention implementation='splash' on {backend} runs Pallas in interpret mode, "
+        "a path for tests and several times slower than 'auto'; set "
+        "config.model.attention_options.<variant>.implementation=auto for speed",
+        file=sys.stderr,
+    )
+
+
 def softmax_attention(
     q_BTHD: Array,
     k_BSHD: Array,
@@ -205,6 +219,8 @@ def softmax_attention(
         return platform.cudnn_attention(q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, bias_BHTS=bias)
     if implementation == "splash":
         interpret = call.backend != "tpu"
+        if interpret:
+            say_interpreted(call.backend)
         return platform.splash_attention(
             q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, interpret=interpret
         )

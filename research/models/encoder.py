@@ -22,6 +22,7 @@ from flax import nnx
 from jax import Array
 
 from research.attention import ATTENTION
+from research.attention.base import ZOOLOGY_INIT_STD, residual_output_std
 from research.models.config import ModelConfig
 
 
@@ -101,16 +102,23 @@ class Embedding(nnx.Module):
         return x_BTE, mask_BT
 
 
-def mlp_init(init: str) -> dict:
-    """The `nnx.Linear` arguments of the MLP's layers under `config.init`: flax's defaults
-    ("nnx": LeCun-normal kernels, zero biases) or LRA's MlpBlock ("lra": Xavier-uniform kernels,
-    biases ~ N(0, 1e-6))."""
+def mlp_init(init: str, *, num_layers: int) -> tuple[dict, dict]:
+    """The `nnx.Linear` arguments (first layer, second layer) of the MLP under `config.init`:
+    flax's defaults ("nnx": LeCun-normal kernels, zero biases), LRA's MlpBlock ("lra":
+    Xavier-uniform kernels, biases ~ N(0, 1e-6)) or Zoology's ("zoology": N(0, 0.02) kernels, the
+    second layer's N(0, 0.02 / sqrt(2 x num_layers)), zero biases)."""
     if init == "lra":
-        return {
+        made = {
             "kernel_init": nnx.initializers.xavier_uniform(),
             "bias_init": nnx.initializers.normal(1e-6),
         }
-    return {}
+        return made, made
+    if init == "zoology":
+        return (
+            {"kernel_init": nnx.initializers.normal(ZOOLOGY_INIT_STD)},
+            {"kernel_init": nnx.initializers.normal(residual_output_std(num_layers))},
+        )
+    return {}, {}
 
 
 class Mlp(nnx.Module):
@@ -123,10 +131,12 @@ class Mlp(nnx.Module):
         dropout_rate: float,
         *,
         init: str = "nnx",
+        num_layers: int = 1,
         rngs: nnx.Rngs,
     ):
-        self.up = nnx.Linear(features, hidden, **mlp_init(init), rngs=rngs)
-        self.down = nnx.Linear(hidden, features, **mlp_init(init), rngs=rngs)
+        up_made, down_made = mlp_init(init, num_layers=num_layers)
+        self.up = nnx.Linear(features, hidden, **up_made, rngs=rngs)
+        self.down = nnx.Linear(hidden, features, **down_made, rngs=rngs)
         self.dropout = nnx.Dropout(dropout_rate)
 
     def __call__(self, x: Array, *, deterministic: bool, rngs: nnx.Rngs | None) -> Array:
@@ -149,12 +159,20 @@ class EncoderBlock(nnx.Module):
             causal=config.causal,
             dropout_rate=config.attention_dropout_rate,
             init=config.init,
+            num_layers=config.num_layers,
             rngs=rngs,
         )
         self.mask_queries = config.padding_mask == "outer"
         if config.mlp:
             self.mlp_norm = nnx.LayerNorm(width, rngs=rngs)
-            self.mlp = Mlp(width, config.mlp_dim, config.dropout_rate, init=config.init, rngs=rngs)
+            self.mlp = Mlp(
+                width,
+                config.mlp_dim,
+                config.dropout_rate,
+                init=config.init,
+                num_layers=config.num_layers,
+                rngs=rngs,
+            )
         else:
             self.mlp_norm = self.mlp = None
         self.dropout = nnx.Dropout(config.dropout_rate)

@@ -116,11 +116,28 @@ class Tagger(nnx.Module):
     accuracy count only the positions whose label is >= 0. With `target_positions` (the
     pipeline's, for a task with at most K targets an example) the head runs at those K positions
     only: a vocabulary-sized head at every position would cost T / K times more for the same loss.
+
+    With `config.tie_output` the layer is the token embedding itself, as in Zoology's language
+    model (its lm_head is the word embedding): class c's logit is x . embedding[offset + c]
+    (offset = `config.class_token_offset`), with no bias. Zoology's softmax runs over the whole
+    vocabulary; here over the classes (MQAR's values), which are the only tokens ever a target.
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.encoder = Encoder(config, prepend_cls=False, rngs=rngs)
-        self.logits = nnx.Linear(config.emb_dim, config.num_classes, rngs=rngs)
+        if config.tie_output:
+            self.logits = None
+            self.classes = (config.class_token_offset, config.num_classes)
+        else:
+            self.logits = nnx.Linear(config.emb_dim, config.num_classes, rngs=rngs)
+
+    def class_logits(self, x_NE: Array) -> Array:
+        """logits_NC of encoded vectors x_NE (any leading axes)."""
+        if self.logits is not None:
+            return self.logits(x_NE)
+        offset, count = self.classes
+        table_VE = self.encoder.embedding.tokens.embedding[...]
+        return jnp.einsum("...e,ce->...c", x_NE, table_VE[offset : offset + count])
 
     def __call__(
         self, batch: dict, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
@@ -130,5 +147,5 @@ class Tagger(nnx.Module):
         )
         if "target_positions" in batch:
             positions_BK1 = batch["target_positions"][:, :, None]
-            return self.logits(jnp.take_along_axis(encoded_BTE, positions_BK1, axis=1))
-        return self.logits(encoded_BTE)
+            return self.class_logits(jnp.take_along_axis(encoded_BTE, positions_BK1, axis=1))
+        return self.class_logits(encoded_BTE)

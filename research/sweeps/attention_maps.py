@@ -53,7 +53,8 @@ def restore_model(workdir: str, config: ml_collections.ConfigDict) -> tuple[nnx.
     """The model `config` describes with the latest checkpoint's parameters and state (Performer's
     stored projection included), and that checkpoint's step. Built abstractly first, so nothing is
     initialised only to be overwritten."""
-    model_config = ModelConfig.from_config(config.model)
+    task = tasks.get_task(config.task).at_options(config.task_options)
+    model_config = ModelConfig.from_config(config.model, class_token_offset=task.class_token_offset)
     abstract = nnx.eval_shape(lambda: build_model(model_config, rngs=nnx.Rngs(params=0)))
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -44,6 +44,9 @@ class Task:
       loss at K / T of the head's cost (16 times less for MQAR, whose length is 16 x pairs).
       None: a label at every position.
     token_label: token id -> a short label for display (e.g. attention maps' ticks).
+    class_token_offset: for a task whose classes are tokens (MQAR's values), class c is token
+      class_token_offset + c, so a tied output layer (`config.model.tie_output`) can score class c
+      with that token's embedding; None: the classes are not tokens.
     for_options: for a task whose vocabulary or classes are options (MQAR's `vocab_size`),
       `config.task_options` -> the fields above that they change; `at_options` applies it.
     """
@@ -58,6 +61,7 @@ class Task:
     per_position: bool = False
     max_targets: int | None = None
     token_label: Callable[[int], str] = str
+    class_token_offset: int | None = None
     for_options: Callable[[Mapping[str, Any]], dict] | None = None
 
     def at_options(self, task_options: Mapping[str, Any]) -> "Task":

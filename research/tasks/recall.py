@@ -256,6 +256,7 @@ def for_options(task_options) -> dict:
         num_classes=options.num_values,
         max_targets=max(segment.num_pairs for segment in options.segments()),
         token_label=options.token_label,
+        class_token_offset=options.vocab_size - options.num_values,  # the values' half
     )
 
 
@@ -268,5 +269,6 @@ TASK = common.Task(
     num_classes=RecallOptions().num_values,
     per_position=True,
     max_targets=RecallOptions().num_pairs,
+    class_token_offset=RecallOptions().vocab_size - RecallOptions().num_values,
     for_options=for_options,
 )

@@ -39,6 +39,7 @@ ADDED_FIELDS = {
     "model.init": "nnx",
     "model.padding_mask": "keys",
     "model.cls_mask": "real",
+    "model.tie_output": False,
     "task_options.mix": [],  # MQAR's training mix, as JSON holds it
 }
 

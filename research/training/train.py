@@ -99,8 +99,8 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     config.model.vocab_size = task.vocab_size
     config.model.num_classes = task.num_classes
     optimizer = OptimizerConfig.from_config(config.optimizer)
-    model = ModelConfig.from_config(config.model)
-    check_head_fits_task(model.head, config.task, per_position=task.per_position)
+    check_head_fits_task(config.model.head, config.task, per_position=task.per_position)
+    model = ModelConfig.from_config(config.model, class_token_offset=task.class_token_offset)
     return RunConfig(config=config, task=task, model=model, optimizer=optimizer)
 
 

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from attention_testing import build, qkv
 
-from research.attention.dispatch import Call, choose_implementation, default_blocks
+from research.attention.dispatch import (
+    Call,
+    choose_implementation,
+    default_blocks,
+    say_interpreted,
+)
 from research.attention.relative import SCHEMES
 from research.attention.sparsity import Band
 from research.errors import UserError
@@ -101,11 +106,20 @@ def test_an_unusable_platform_kernel_is_a_one_line_error():
         module.attend(q, k, v, None, dropout_key=None)
 
 
-def test_splash_runs_here_in_interpret_mode():
-    """Asked for on CPU, splash runs interpreted (the TPU path, tested in CI)."""
+def test_splash_runs_here_in_interpret_mode_and_says_so_once(capsys):
+    """Asked for on CPU, splash runs interpreted (the TPU path, tested in CI), and a user who
+    asked for it reads once on stderr that this is a slow test path, not a fast kernel."""
+    say_interpreted.cache_clear()
     module = build("local", {"implementation": "splash", "window": 3})
     dense = build("local", {"implementation": "dense", "window": 3})
     q, k, v = qkv(1, length=20)
     got = module.attend(q, k, v, None, dropout_key=None)
+    module.attend(q, k, v, None, dropout_key=None)
     want = dense.attend(q, k, v, None, dropout_key=None)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5)
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == [
+        "note: attention implementation='splash' on cpu runs Pallas in interpret mode, a path "
+        "for tests and several times slower than 'auto'; set "
+        "config.model.attention_options.<variant>.implementation=auto for speed"
+    ]

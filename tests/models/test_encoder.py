@@ -1,5 +1,7 @@
 """Encoder and classifier: shapes, positions, pooling, and that padding never changes the logits."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,6 +109,32 @@ def test_mlp_false_blocks_are_attention_alone():
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     with_mlp = build_model(model_config(), rngs=nnx.Rngs(0))
     assert nnx.state(with_mlp.encoder.blocks[0].mlp, nnx.Param)
+
+
+@pytest.mark.parametrize("num_layers", [2, 4])
+def test_zoology_init_statistics(num_layers):
+    """init="zoology" is Zoology's `_init_weights` (GPT-2's scheme), written apart from the
+    module: every kernel N(0, 0.02), biases zero, and the two layers that write into the
+    residual stream (attention's output projection, the MLP's second layer) N(0, 0.02 / sqrt(2
+    num_layers)), at a width large enough for the sample std to sit within 3%."""
+    config = model_config(init="zoology", emb_dim=256, qkv_dim=256, mlp_dim=512)
+    config = dataclasses.replace(config, num_layers=num_layers)
+    model = build_model(config, rngs=nnx.Rngs(0))
+    residual_std = 0.02 / np.sqrt(2 * num_layers)
+    for block in model.encoder.blocks:
+        layers = {
+            "query": (block.attention.query, 0.02),
+            "key": (block.attention.key, 0.02),
+            "value": (block.attention.value, 0.02),
+            "out": (block.attention.out, residual_std),
+            "mlp.up": (block.mlp.up, 0.02),
+            "mlp.down": (block.mlp.down, residual_std),
+        }
+        for name, (layer, std) in layers.items():
+            kernel = np.asarray(layer.kernel[...])
+            np.testing.assert_allclose(kernel.std(), std, rtol=0.03, err_msg=name)
+            assert abs(kernel.mean()) < 0.1 * std, name
+            np.testing.assert_array_equal(np.asarray(layer.bias[...]), 0.0, err_msg=name)
 
 
 def test_init_is_a_function_of_the_seed():

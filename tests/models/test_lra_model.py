@@ -295,7 +295,11 @@ def test_gradients_under_lra_masks_are_finite_and_follow_the_cls_mask():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("init", "xavier", "config.model.init='xavier' is not valid; choose one of: nnx, lra"),
+        (
+            "init",
+            "xavier",
+            "config.model.init='xavier' is not valid; choose one of: nnx, lra, zoology",
+        ),
         ("padding_mask", "both", "config.model.padding_mask='both' is not valid; choose one of"),
         ("cls_mask", "never", "config.model.cls_mask='never' is not valid; choose one of: real"),
     ],

@@ -9,7 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
-from configs import listops, recall
+from configs import distance, listops, recall
 from research import tasks
 from research.errors import UserError
 from research.models import ModelConfig, build_model
@@ -17,11 +17,12 @@ from research.tasks.pipeline import pad_example
 from research.training.train import classification_metrics, resolve
 
 
-def tagger(**overrides):
+def tagger(class_token_offset=None, **overrides):
     config = recall.get_config("size=tiny").model
     config.vocab_size, config.num_classes = 20, 6
     config.update(max_len=10, emb_dim=16, num_heads=2, qkv_dim=16, mlp_dim=32, **overrides)
-    return build_model(ModelConfig.from_config(config), rngs=nnx.Rngs(0))
+    model_config = ModelConfig.from_config(config, class_token_offset=class_token_offset)
+    return build_model(model_config, rngs=nnx.Rngs(0))
 
 
 def tokens(seed=0):
@@ -139,6 +140,59 @@ def test_logits_at_the_targets_give_every_position_s_loss_and_gradients(causal):
         target_grads,
         every_grads,
     )
+
+
+@pytest.mark.parametrize("at_targets", [False, True])
+def test_tied_output_scores_each_class_with_its_token_embedding(at_targets):
+    """tie_output (Zoology's lm_head = word embedding): class c's logit is the encoded vector
+    dotted with token (offset + c)'s embedding, no bias, no output layer of its own; the loss's
+    gradient reaches those embedding rows through both uses (input and output)."""
+    model = tagger(class_token_offset=12, tie_output=True)
+    assert model.logits is None
+    batch = {"tokens": tokens(), "mask": jnp.ones((2, 10), bool)}
+    if at_targets:
+        batch["target_positions"] = jnp.asarray([[1, 4, 9], [0, 2, 3]], jnp.int32)
+    graphdef, params = nnx.split(model)
+
+    def tied(params):
+        model = nnx.merge(graphdef, params)
+        encoded_BTE, _ = model.encoder(
+            batch["tokens"], batch["mask"], deterministic=True, rngs=None
+        )
+        if at_targets:
+            encoded_BTE = encoded_BTE[jnp.arange(2)[:, None], batch["target_positions"]]
+        table_CE = model.encoder.embedding.tokens.embedding[...][12:18]
+        return encoded_BTE @ table_CE.T
+
+    np.testing.assert_allclose(model(batch), tied(params), rtol=1e-6, atol=1e-6)
+    labels = jnp.asarray(np.random.default_rng(0).integers(0, 6, model(batch).shape[:2]))
+    loss = lambda logits: optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+    got = jax.grad(lambda p: loss(nnx.merge(graphdef, p)(batch)))(params)
+    expected = jax.grad(lambda p: loss(tied(p)))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6), got, expected)
+    table_grad = np.asarray(got["encoder"]["embedding"]["tokens"]["embedding"][...])
+    assert np.abs(table_grad[12:18]).sum() > 0
+
+
+@pytest.mark.parametrize(
+    "config, overrides, message",
+    [
+        (listops.get_config(), {"tie_output": True}, "config.model.tie_output=True needs "
+         r"config.model.head in \('tagger',\) \(a class per position\), not 'classifier'"),
+        (distance.get_config(), {"tie_output": True}, "config.model.tie_output=True needs a task "
+         "whose classes are tokens"),
+    ],
+)  # fmt: skip
+def test_a_tie_that_cannot_hold_is_a_user_error(config, overrides, message):
+    config.model.update(overrides)
+    with pytest.raises(UserError, match=message):
+        resolve(config)
+
+
+def test_figure2_model_ties_its_output_to_the_values_embeddings():
+    run = resolve(recall.get_config("pairs=4,width=64"))
+    assert run.model.tie_output and run.model.init == "zoology"
+    assert run.model.class_token_offset == 4_096 and run.model.num_classes == 4_096
 
 
 @pytest.mark.parametrize(

@@ -240,9 +240,14 @@ def test_lra_configs_evaluate_as_often_as_lra_and_build_its_model(module, arg, e
 
 
 def test_non_lra_configs_keep_flax_init_and_key_masks():
-    for config in (recall.get_config(), distance.get_config(), base.get_config()):
+    """Zoology's Figure 2 model (recall at size=base) starts as Zoology's, the rest as Flax's."""
+    tiny = recall.get_config("size=tiny")
+    for config in (tiny, distance.get_config(), base.get_config()):
         model = config.model
         assert (model.init, model.padding_mask, model.cls_mask) == ("nnx", "keys", "real")
+        assert not model.tie_output
+    model = recall.get_config().model
+    assert (model.init, model.padding_mask, model.cls_mask) == ("zoology", "keys", "real")
 
 
 def test_recall_base_is_zoology_figure2():
@@ -261,6 +266,7 @@ def test_recall_base_is_zoology_figure2():
     )
     assert (model.num_layers, model.num_heads, model.emb_dim, model.qkv_dim) == (2, 1, 128, 128)
     assert (model.dropout_rate, model.attention_dropout_rate) == (0.0, 0.1)
+    assert (model.init, model.tie_output) == ("zoology", True)  # GPT-2's init; lm_head = embedding
     assert config.batch_size == 512 and config.num_train_steps == 64 * 100_000 // 512
     assert (config.optimizer.schedule, config.optimizer.weight_decay) == ("cosine", 0.1)
     assert pytest.approx(np.logspace(-4, -2, 4), rel=1e-4) == recall.ZOOLOGY_LEARNING_RATES
