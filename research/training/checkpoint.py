@@ -44,6 +44,24 @@ ADDED_FIELDS = {
 }
 
 
+def with_added_fields(saved: dict, new: dict) -> dict:
+    """A saved config (config.json's dict) with each of ADDED_FIELDS that it lacks and `new` (a
+    config of today) has set to the value its run behaved as: what today's config of that same
+    run looks like. (A field only some tasks have, MQAR's mix, stays absent from the others.)"""
+    filled = json.loads(json.dumps(saved))
+    for field, value in ADDED_FIELDS.items():
+        *parents, name = field.split(".")
+        node, like = filled, new
+        for parent in parents:
+            if not isinstance(like.get(parent), dict) or not isinstance(node.get(parent), dict):
+                break
+            node, like = node[parent], like[parent]
+        else:
+            if name in like:
+                node.setdefault(name, value)
+    return filled
+
+
 def retired(name: str) -> bool:
     """Arrays older checkpoints hold that the model no longer makes, and that a resume skips: the
     fixed sinusoidal table, which was model state before it became a constant of the step."""

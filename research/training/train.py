@@ -660,7 +660,8 @@ MEASURED = ("steps_per_second", "peak_memory_bytes", "peak_memory_source")
 def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     """The results of the finished run of exactly `config` that `workdir` holds, else None.
 
-    Finished: results.json is there, config.json equals the resolved `config` and the run
+    Finished: results.json is there, config.json equals the resolved `config` (a field added
+    since, `checkpoint.ADDED_FIELDS`, counts at the value the run behaved as) and the run
     trained `config.num_train_steps`. Such a workdir is left as it is: running it again changes
     nothing (its results, speed and metrics stay those of the run that made them).
     """
@@ -671,7 +672,9 @@ def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict | 
     resolved = resolve(config).config
     if workdir_in_use(directory):  # a run (say a --reevaluate) holds it: Run refuses in one line
         return None
-    if json.loads(saved_config.read_text()) != json.loads(resolved.to_json()):
+    # A run saved before a field existed is the same run if it behaved as today's value.
+    new = json.loads(resolved.to_json())
+    if checkpoint.with_added_fields(json.loads(saved_config.read_text()), new) != new:
         return None
     results = json.loads(saved_results.read_text())
     if results.get("num_train_steps") != resolved.num_train_steps:

@@ -149,6 +149,21 @@ def test_a_finished_run_started_again_changes_nothing(resumable, tmp_path, capsy
     assert checkpoint_steps(tmp_path)[-1] == 12
 
 
+def test_a_run_finished_before_a_field_existed_is_still_finished(resumable, tmp_path, capsys):
+    """config.json written before model.tie_output and model.mlp existed (ADDED_FIELDS): the
+    train command recognises the finished run and changes nothing."""
+    train.train_and_evaluate(resumable, str(tmp_path))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for field in ("tie_output", "mlp"):
+        del saved["model"][field]
+    (tmp_path / "config.json").write_text(json.dumps(saved, indent=2))
+    before = digest(tmp_path)
+    capsys.readouterr()
+    train.train_and_evaluate(resumable, str(tmp_path))
+    assert digest(tmp_path) == before
+    assert "holds the finished run of this config" in capsys.readouterr().out
+
+
 def test_reevaluating_a_finished_run_keeps_the_speed_its_training_measured(resumable, tmp_path):
     first = train.train_and_evaluate(resumable, str(tmp_path))
     saved = json.loads((tmp_path / "results.json").read_text())
