@@ -32,6 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every_steps = 100
     config.eval_every_steps = 1_000
     config.test_params = "last"  # "last" or "best_val": which parameters the test score uses
+    # > 0: stop training at the first evaluation whose validation accuracy reaches this (Zoology's
+    # early stopping at 0.99), then score the test split; 0 = train every step
+    config.stop_at_validation_accuracy = 0.0
     # "START:STOP": a jax.profiler trace of steps START to STOP-1 in <workdir>/profile, for
     # TensorBoard's profile plugin (research/training/profiling.py); "" = no trace
     config.profile_steps = ""

@@ -40,6 +40,7 @@ ADDED_FIELDS = {
     "model.padding_mask": "keys",
     "model.cls_mask": "real",
     "model.tie_output": False,
+    "stop_at_validation_accuracy": 0.0,
     "task_options.mix": [],  # MQAR's training mix, as JSON holds it
 }
 

@@ -48,6 +48,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for field in ("log_every_steps", "eval_every_steps"):
         check_positive(f"config.{field}", config[field], allow_zero=True)
     check_choice("config.test_params", config.test_params, TEST_PARAMS)
+    threshold = config.get("stop_at_validation_accuracy", 0.0)
+    if isinstance(threshold, bool) or not 0.0 <= threshold <= 1.0:
+        raise UserError(
+            f"config.stop_at_validation_accuracy={threshold!r} must lie in [0, 1] (0 = train "
+            "every step)"
+        )
     check_choice("config.compute_dtype", config.compute_dtype, COMPUTE_DTYPES)
     profiling.parse_steps(config.profile_steps, config.num_train_steps)
 
@@ -501,6 +507,20 @@ class Run:
             )
             raise NonFiniteLossError(f"{error}; {kept}") from None
 
+    def already_stopped_early(self, step: int) -> bool:
+        """Whether this workdir's run stopped at `step` because validation reached
+        `stop_at_validation_accuracy` (results.json's `stopped_early_at_step`), at a threshold
+        the run still meets: then there is nothing left to train."""
+        saved = self.directory / "results.json"
+        threshold = self.config.stop_at_validation_accuracy
+        if not (threshold and saved.exists()):
+            return False
+        results = json.loads(saved.read_text())
+        return (
+            results.get("stopped_early_at_step") == step
+            and results["validation_accuracy"] >= threshold
+        )
+
     def save(self, step: int, state, train_iter) -> None:
         self.checkpoints.save(step, self.topology.host_state(state), train_iter)
 
@@ -519,9 +539,12 @@ class Run:
         state, start_step = self.restore_or_init(train_iter)
         self.open_outputs()
         num_steps = config.num_train_steps
+        if self.already_stopped_early(start_step):  # re-scored (--reevaluate): nothing to train
+            num_steps = start_step
         history: list[tuple[int, dict]] = []
         clock = StepClock()
         val = None
+        stop_early = False
         progress = tqdm(
             total=num_steps,
             initial=start_step,
@@ -582,11 +605,21 @@ class Run:
                     )
                     if config.test_params == "best_val":
                         self.best.offer(step, val["accuracy"], topology.host_state(state).params)
+                    reached = config.stop_at_validation_accuracy
+                    stop_early = bool(reached) and val["accuracy"] >= reached and not last
                     clock.restart()
                 preempted = preemption.should_stop(step)
-                if preempted or itstime(step, config.checkpoint_every_steps, last):
+                if preempted or stop_early or itstime(step, config.checkpoint_every_steps, last):
                     self.check_finite(step, history, state)
                     self.save(step, state, train_iter)
+                if stop_early and not preempted:
+                    progress.close()
+                    self.say(
+                        f"validation accuracy {val['accuracy']:.4f} reached "
+                        f"config.stop_at_validation_accuracy={reached} at step {step}: "
+                        "training stops here"
+                    )
+                    break
                 if preempted:
                     self.checkpoints.wait()
                     progress.close()
@@ -631,6 +664,8 @@ class Run:
             "test_params": config.test_params,
             "test_params_step": params_step,
             "num_train_steps": config.num_train_steps,
+            # The step training stopped at, when validation reached stop_at_validation_accuracy.
+            "stopped_early_at_step": step if step < config.num_train_steps else None,
             "num_params": sum(x.size for x in jax.tree.leaves(self.initial_state.params)),
         }
         if scores:

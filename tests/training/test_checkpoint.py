@@ -164,6 +164,31 @@ def test_a_run_finished_before_a_field_existed_is_still_finished(resumable, tmp_
     assert "holds the finished run of this config" in capsys.readouterr().out
 
 
+def test_a_run_stops_where_validation_reaches_the_threshold_and_stays_stopped(
+    resumable, tmp_path, capsys
+):
+    """stop_at_validation_accuracy (Zoology's early stopping): the first evaluation at or above
+    it (step 6 of 12 here, at a threshold any accuracy meets) saves a checkpoint, stops training
+    and scores the test split; running it again changes nothing, and --reevaluate re-scores it
+    without training the steps it skipped."""
+    resumable.stop_at_validation_accuracy = 1e-9
+    first = train.train_and_evaluate(resumable, str(tmp_path))
+    assert checkpoint_steps(tmp_path)[-1] == 6
+    assert first["stopped_early_at_step"] == 6 and first["num_train_steps"] == 12
+    assert "reached config.stop_at_validation_accuracy=1e-09 at step 6" in capsys.readouterr().err
+    rows = read_metrics(str(tmp_path))
+    assert max(row["step"] for row in rows if row["split"] == "train") == 6
+    assert [row["step"] for row in rows if row["split"] == "test"] == [6]
+    before = digest(tmp_path)
+    assert train.train_and_evaluate(resumable, str(tmp_path)) == first
+    assert digest(tmp_path) == before
+    again = train.train_and_evaluate(resumable, str(tmp_path), reevaluate=True)
+    assert again == first
+    assert checkpoint_steps(tmp_path)[-1] == 6
+    rows = read_metrics(str(tmp_path))
+    assert max(row["step"] for row in rows if row["split"] == "train") == 6
+
+
 def test_reevaluating_a_finished_run_keeps_the_speed_its_training_measured(resumable, tmp_path):
     first = train.train_and_evaluate(resumable, str(tmp_path))
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -101,6 +101,11 @@ def test_tiny_listops_learns_well_above_the_majority_class(tiny_listops, tmp_pat
         ("compute_dtype", "int8", "config.compute_dtype='int8' is not valid"),
         ("task", "sudoku", "config.task='sudoku' is not valid; choose one of"),
         ("task_options.release_dir", "/no/such/folder", "release_dir='/no/such/folder'"),
+        (
+            "stop_at_validation_accuracy",
+            1.5,
+            r"stop_at_validation_accuracy=1.5 must lie in \[0, 1\]",
+        ),
     ],
 )
 def test_bad_config_fails_before_writing_anything(tiny_listops, tmp_path, field, value, message):
