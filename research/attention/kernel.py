@@ -166,6 +166,15 @@ class _Tile:
         )
         self.offset = k_start - plan.pad_left - self.q_start
         self.mask = _tile_mask(plan, qi, k_start, mask_XS)
+        # Whether any of the step's rows has a real key in the tile (None: no key padding). A
+        # tile of padding alone adds nothing to any row, so both passes skip its work.
+        self.has_real_key = None if mask_XS is None else _slice(mask_XS, k_start, bk).any()
+
+    def visit(self, work, skipped, operand):
+        """work(operand), or skipped(operand) when the tile holds padding alone."""
+        if self.has_real_key is None:
+            return work(operand)
+        return jax.lax.cond(self.has_real_key, work, skipped, operand)
 
 
 def _scores(plan: _Plan, params, tile: _Tile, rows_X):
@@ -199,22 +208,27 @@ def _group_forward(plan: _Plan, params, dropout_key, group, q_XTD, k_XSD, v_XSD,
         norm = jnp.where(first, 0.0, norm)
         max_ = jnp.where(first, -jnp.inf, max_)
         tile = _Tile(plan, q_XTD, k_XSD, v_XSD, mask_XS, qi, k_start)
-        logits, _ = _scores(plan, params, tile, rows_X)
-        new_max = jnp.maximum(max_, logits.max(-1))
-        # A row with no allowed key so far keeps max -inf; exp(-inf - 0) = 0 empties its tile.
-        safe_max = jnp.where(new_max == -jnp.inf, 0.0, new_max)
-        p = jnp.exp(logits - safe_max[..., None])
-        correction = jnp.exp(max_ - safe_max)
-        norm = norm * correction + p.sum(-1)
-        keep = _keep_mask(plan, dropout_key, group, qi, k_start, p.shape)
-        if keep is not None:
-            p = p * keep
-        update = jnp.einsum(
-            "xts,xsd->xtd", p.astype(tile.v.dtype), tile.v, preferred_element_type=jnp.float32
-        )
-        if terms is not None and terms.scheme.adds_value:
-            update = update + terms.value(params, p, tile.offset)
-        acc = acc * correction[..., None] + update
+
+        def attend(softmax_state):
+            acc, norm, max_ = softmax_state
+            logits, _ = _scores(plan, params, tile, rows_X)
+            new_max = jnp.maximum(max_, logits.max(-1))
+            # A row with no allowed key so far keeps max -inf; exp(-inf - 0) = 0 empties its tile.
+            safe_max = jnp.where(new_max == -jnp.inf, 0.0, new_max)
+            p = jnp.exp(logits - safe_max[..., None])
+            correction = jnp.exp(max_ - safe_max)
+            norm = norm * correction + p.sum(-1)
+            keep = _keep_mask(plan, dropout_key, group, qi, k_start, p.shape)
+            if keep is not None:
+                p = p * keep
+            update = jnp.einsum(
+                "xts,xsd->xtd", p.astype(tile.v.dtype), tile.v, preferred_element_type=jnp.float32
+            )
+            if terms is not None and terms.scheme.adds_value:
+                update = update + terms.value(params, p, tile.offset)
+            return acc * correction[..., None] + update, norm, new_max
+
+        acc, norm, new_max = tile.visit(attend, lambda state: state, (acc, norm, max_))
         # The tile's rows are final once their last key tile is in; writing every step is cheap
         # (block_q x D against a block_q x key_tile x D matmul) and needs no branch.
         valid = norm > 0
@@ -283,7 +297,13 @@ def _group_backward(plan: _Plan, params, dropout_key, group, inputs, out_XTD, ls
         acc_a, acc_b, dq, dk, dv, dparams = carry
         qi, k_start, first = tile_index
         tile = _Tile(plan, q_XTD, k_XSD, v_XSD, mask_XS, qi, k_start)
-        dq_tile, dk_tile, dv_tile, dparams = tile_grads(tile, qi, k_start, dparams)
+
+        def nothing(dparams):  # a tile of padding alone: zero gradients
+            zeros = lambda *shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
+            return zeros(x, bq, dim), zeros(x, bk, dim), zeros(x, bk, dim_v), dparams
+
+        work = lambda dparams: tile_grads(tile, qi, k_start, dparams)  # noqa: E731
+        dq_tile, dk_tile, dv_tile, dparams = tile.visit(work, nothing, dparams)
         acc_a, acc_b = jnp.where(first, 0.0, acc_a), jnp.where(first, 0.0, acc_b)
         if by_key:  # acc = (dk, dv) of this key block
             acc_a, acc_b = acc_a + dk_tile, acc_b + dv_tile

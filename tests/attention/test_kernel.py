@@ -61,6 +61,29 @@ def test_every_band_equals_dense(band, block_q, block_k, rows):
     assert_same_function(ours, lambda q, k, v: _reference(q, k, v, key_mask, band), (q, k, v))
 
 
+@pytest.mark.parametrize("band", [Band(), Band(causal=True)], ids=["full", "causal"])
+def test_tiles_of_padding_alone_are_skipped(band):
+    """A tile whose keys are all padding for every row of its step is not computed, in either
+    pass: NaN keys and values there (never read) leave the output and gradients equal to the
+    dense reference's on zeros. Batch 0 is real up to 6 (its 8-key tile at 8 is padding alone),
+    batch 1 up to 16. (A tile mixing real and padded keys is computed: NaN there would show.)"""
+    q, k, v = qkv(2, batch=2, length=16)
+    key_mask = padding_mask([6, 16], 16)
+    alone = jnp.zeros((2, 16), bool).at[0, 8:].set(True)[:, :, None, None]
+    k_nan, v_nan = jnp.where(alone, jnp.nan, k), jnp.where(alone, jnp.nan, v)
+
+    def ours(q, k, v):
+        k, v = k + jnp.where(alone, k_nan, 0.0), v + jnp.where(alone, v_nan, 0.0)
+        return block_sparse_attention(
+            q, k, v, key_mask, band, block_q=4, block_k=8, rows_per_step=1
+        )
+
+    def theirs(q, k, v):
+        return _reference(q, k, v, key_mask, band)
+
+    assert_same_function(ours, theirs, (q, k, v))
+
+
 def test_without_key_mask_and_blocks_longer_than_the_sequence():
     q, k, v = qkv(1, length=10)
     everything = jnp.ones((2, 10), bool)
