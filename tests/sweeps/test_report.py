@@ -584,3 +584,43 @@ def test_a_best_over_axis_that_is_not_swept_is_a_one_line_error(tmp_path, capsys
     )
     assert report.main([str(sweep), "--best-over"]) == 2
     assert capsys.readouterr().err.startswith("usage: ")
+
+
+def test_each_segment_of_a_training_mix_gets_its_test_accuracy(tmp_path):
+    """Runs trained on MQAR's mix (results.json's test_accuracy_by_split): a table and CSV
+    columns of each segment's own test accuracy, mean ± sample std over the seeds; a sweep
+    without a mix has neither."""
+    sweep = tmp_path / "mix"
+    scores = {
+        ("full", 0): (0.9, {"test_64x4": 1.0, "test_128x8": 0.8}),
+        ("full", 1): (0.7, {"test_64x4": 0.8, "test_128x8": 0.6}),
+        ("linear", 0): (0.5, {"test_64x4": 0.75, "test_128x8": 0.25}),
+    }
+    for (attention, seed), (accuracy, by_split) in scores.items():
+        directory = sweep / f"attention={attention},seed={seed}"
+        config = {"task": "recall", "seed": seed, "model": {"attention": attention}}
+        write_json(directory / "config.json", config)
+        saved = results(accuracy, memory=MIB) | {"test_accuracy_by_split": by_split}
+        write_json(directory / "results.json", saved)
+    report.write_report(sweep)
+    text = (sweep / "report.md").read_text()
+    section = text.split("## Test accuracy per segment of the training mix (%)")[1]
+    assert section.split("\n\n")[2].splitlines() == [
+        "| attention | column | test_64x4 % | test_128x8 % |",
+        "|---|---|---|---|",
+        "| full | all | 90.00 ± 14.14 (2) | 70.00 ± 14.14 (2) |",
+        "| linear | all | 75.00 (1) | 25.00 (1) |",
+    ]
+    rows = list(csv.DictReader((sweep / "results.csv").open()))
+    assert [(r["test_64x4_accuracy_mean"], r["test_128x8_accuracy_mean"]) for r in rows] == [
+        ("0.9", "0.7"),
+        ("0.75", "0.25"),
+    ]
+
+
+def test_no_segment_table_without_a_mix(recall_sweep):
+    report.write_report(recall_sweep)
+    assert "per segment" not in (recall_sweep / "report.md").read_text()
+    assert not any(
+        "test_64x4" in name for name in next(csv.reader((recall_sweep / "results.csv").open()))
+    )

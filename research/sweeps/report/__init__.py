@@ -8,8 +8,9 @@ writes into runs/X:
 - report.md: a main table (one row per attention variant, one column per value of the other
   swept axes except the seed; test accuracy in %, mean ± sample std (n)); for LRA tasks the
   published LRA Table 1 row of each of our variants that has one (published.py), Table 1's Avg
-  column when every task but Path-X is a column, and the caveats of the comparison; a table of
-  best validation accuracy, speed, memory and size; the cells that are running, not started or
+  column when every task but Path-X is a column, and the caveats of the comparison; for runs
+  trained on MQAR's mix, the test accuracy on each segment's own test split; a table of best
+  validation accuracy, speed, memory and size; the cells that are running, not started or
   failed (never averaged in); the plots.
 - results.csv: one row per (variant, other axes) group with finished runs.
 - speed_accuracy.png, validation_curves.png and accuracy_vs_<axis>.png per numeric axis; for a
@@ -40,6 +41,7 @@ from research.sweeps.report.tables import (
     detail_table,
     main_table,
     published_caveats,
+    segment_table,
     status_section,
 )
 
@@ -92,6 +94,17 @@ def write_report(sweep_dir: str | Path, best_over: str | None = None) -> str:
         if caveats:
             lines += ["Where our runs differ from Table 1's:", ""]
             lines += [f"- {caveat}" for caveat in caveats] + [""]
+    segments = segment_table(table)
+    if segments is not None:
+        lines += [
+            "## Test accuracy per segment of the training mix (%)",
+            "",
+            "Runs trained on a mix of (length, pairs) segments are also scored on each segment's "
+            "own test split (results.json's test_accuracy_by_split): mean ± sample std (seeds).",
+            "",
+            segments,
+            "",
+        ]
     lines += [
         "## Validation, speed, memory, size",
         "",

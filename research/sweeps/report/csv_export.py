@@ -4,11 +4,13 @@ axis, a `chosen_<axis>` column says which value's runs the group's numbers are."
 import csv
 from pathlib import Path
 
-from research.sweeps.report.tables import Table
+from research.sweeps.report.tables import Table, table_segments
 
 
 def write_csv(table: Table, path: Path) -> None:
-    """One row per group with finished runs; accuracies as fractions, as in results.json."""
+    """One row per group with finished runs; accuracies as fractions, as in results.json (and
+    a `<segment>_accuracy_mean` column per segment test split of a mix)."""
+    segments = table_segments(table)
     names = [table.heading(a) for a in table.row_axes + table.column_axes]
     if table.best_over:
         names.append(f"chosen_{table.heading(table.best_over)}")
@@ -21,6 +23,7 @@ def write_csv(table: Table, path: Path) -> None:
         "peak_memory_mib",
         "peak_memory_source",
         "num_params",
+        *[f"{name}_accuracy_mean" for name in segments],
     ]
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
@@ -46,6 +49,7 @@ def write_csv(table: Table, path: Path) -> None:
                         blank(None if memory is None else memory / 2**20),
                         group.memory_source(),
                         "" if params is None else int(round(params)),
+                        *[blank(group.segment_accuracy(name)[0]) for name in segments],
                     ]
                 )
 

@@ -91,6 +91,19 @@ class Group:
         """(mean, sample std with ddof=1, None for one seed), in fractions of 1."""
         return mean_std(self.values("test_accuracy"))
 
+    def segment_accuracy(self, split: str) -> tuple[float | None, float | None, int]:
+        """Test accuracy on one segment's own test split (results.json's
+        `test_accuracy_by_split`, MQAR's mix): mean, sample std and the number of seeds that
+        have it."""
+        by_split = [r.results.get("test_accuracy_by_split") or {} for r in self.runs]
+        values = [s[split] for s in by_split if s.get(split) is not None]
+        return (*mean_std(values), len(values))
+
+    def segments(self) -> list[str]:
+        """The segment test splits any of these runs scored, in the order they were written."""
+        names = [name for r in self.runs for name in r.results.get("test_accuracy_by_split") or {}]
+        return list(dict.fromkeys(names))
+
     def best_validation(self) -> tuple[float, float | None]:
         """Best validation accuracy per seed (results.json's when the run tracked it, else the
         best logged validation score), then mean and sample std."""
@@ -364,6 +377,36 @@ def detail_table(table: Table) -> str:
                     "–" if params is None else f"{int(round(params)):,}",
                 ]
             )
+    return markdown_table(header, body)
+
+
+def table_segments(table: Table) -> list[str]:
+    """Every segment test split (MQAR's mix: "test_64x4", ...) any group's runs scored."""
+    names = [name for group in table.groups.values() for name in group.segments()]
+    return list(dict.fromkeys(names))
+
+
+def segment_table(table: Table) -> str | None:
+    """Test accuracy on each segment's own test split (a run trained on a mix of (length, pairs),
+    scored on each one apart), one row per group; None when no run has segments."""
+    segments = table_segments(table)
+    if not segments:
+        return None
+    header = [
+        " / ".join(table.heading(a) for a in table.row_axes),
+        ", ".join(table.heading(a) for a in table.column_axes) or "column",
+        *[f"{name} %" for name in segments],
+    ]
+    body = []
+    for row in table.rows:
+        for column in table.columns:
+            group = table.group(row, column)
+            if group is None:
+                continue
+            entries = [table.label(table.row_axes, row), table.label(table.column_axes, column)]
+            for name in segments:
+                entries.append(accuracy_entry(*group.segment_accuracy(name)))
+            body.append(entries)
     return markdown_table(header, body)
 
 
