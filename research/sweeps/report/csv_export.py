@@ -28,30 +28,26 @@ def write_csv(table: Table, path: Path) -> None:
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
-        for row in table.rows:
-            for column in table.columns:
-                group = table.group(row, column)
-                if group is None:
-                    continue
-                mean, std = group.test_accuracy()
-                memory, params = group.mean("peak_memory_bytes"), group.mean("num_params")
-                chosen = [group.chosen] if table.best_over else []
-                writer.writerow(
-                    list(row)
-                    + list(column)
-                    + chosen
-                    + [
-                        blank(mean),
-                        blank(std),
-                        group.n,
-                        blank(group.best_validation()[0]),
-                        blank(group.mean("steps_per_second")),
-                        blank(None if memory is None else memory / 2**20),
-                        group.memory_source(),
-                        "" if params is None else int(round(params)),
-                        *[blank(group.segment_accuracy(name)[0]) for name in segments],
-                    ]
-                )
+        for row, column, group in table.finished_groups():
+            mean, std = group.test_accuracy()
+            memory, params = group.mean("peak_memory_bytes"), group.mean("num_params")
+            chosen = [group.chosen] if table.best_over else []
+            writer.writerow(
+                list(row)
+                + list(column)
+                + chosen
+                + [
+                    blank(mean),
+                    blank(std),
+                    group.n,
+                    blank(group.best_validation()[0]),
+                    blank(group.mean("steps_per_second")),
+                    blank(None if memory is None else memory / 2**20),
+                    group.memory_source(),
+                    "" if params is None else int(round(params)),
+                    *[blank(group.segment_accuracy(name)[0]) for name in segments],
+                ]
+            )
 
 
 def blank(value: float | None) -> str:

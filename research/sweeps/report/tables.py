@@ -166,6 +166,24 @@ class Table:
             parts.append(str(value) if bare else f"{self.heading(axis)}={value}")
         return ", ".join(parts) if parts else "all"
 
+    def group_headings(self) -> list[str]:
+        """The first two headings of a table with a line per group: its row and column axes."""
+        return [
+            " / ".join(self.heading(a) for a in self.row_axes),
+            ", ".join(self.heading(a) for a in self.column_axes) or "column",
+        ]
+
+    def finished_groups(self):
+        """(row, column, group) of every group with finished runs, rows first, in table order."""
+        for row in self.rows:
+            for column in self.columns:
+                group = self.group(row, column)
+                if group is not None:
+                    yield row, column, group
+
+    def group_labels(self, row: tuple, column: tuple) -> list[str]:
+        return [self.label(self.row_axes, row), self.label(self.column_axes, column)]
+
     @property
     def tasks(self) -> list[str]:
         """The task of each column, when the columns are tasks alone (or the one column of a
@@ -350,33 +368,26 @@ def detail_table(table: Table) -> str:
     """Best validation accuracy, speed, memory and size for every group with finished runs; with
     a best-over axis, the chosen value and every value's validation accuracy too."""
     best_over = table.heading(table.best_over) if table.best_over else None
-    header = [
-        " / ".join(table.heading(a) for a in table.row_axes),
-        ", ".join(table.heading(a) for a in table.column_axes) or "column",
-    ]
+    header = table.group_headings()
     if best_over:
         header += [f"chosen {best_over}", f"best validation % per {best_over} (seeds)"]
     header += ["best validation %", "steps/s", "peak memory MiB", "params"]
     body = []
-    for row in table.rows:
-        for column in table.columns:
-            group = table.group(row, column)
-            if group is None:
-                continue
-            speed, memory = group.mean("steps_per_second"), group.mean("peak_memory_bytes")
-            params = group.mean("num_params")
-            entries = [table.label(table.row_axes, row), table.label(table.column_axes, column)]
-            if best_over:
-                entries += [value_text(group.chosen), candidates_entry(group)]
-            body.append(
-                entries
-                + [
-                    accuracy_entry(*group.best_validation(), group.n),
-                    "–" if speed is None else f"{speed:.2f}",
-                    "–" if memory is None else f"{memory / 2**20:.1f} ({group.memory_source()})",
-                    "–" if params is None else f"{int(round(params)):,}",
-                ]
-            )
+    for row, column, group in table.finished_groups():
+        speed, memory = group.mean("steps_per_second"), group.mean("peak_memory_bytes")
+        params = group.mean("num_params")
+        entries = table.group_labels(row, column)
+        if best_over:
+            entries += [value_text(group.chosen), candidates_entry(group)]
+        body.append(
+            entries
+            + [
+                accuracy_entry(*group.best_validation(), group.n),
+                "–" if speed is None else f"{speed:.2f}",
+                "–" if memory is None else f"{memory / 2**20:.1f} ({group.memory_source()})",
+                "–" if params is None else f"{int(round(params)):,}",
+            ]
+        )
     return markdown_table(header, body)
 
 
@@ -392,21 +403,12 @@ def segment_table(table: Table) -> str | None:
     segments = table_segments(table)
     if not segments:
         return None
-    header = [
-        " / ".join(table.heading(a) for a in table.row_axes),
-        ", ".join(table.heading(a) for a in table.column_axes) or "column",
-        *[f"{name} %" for name in segments],
+    header = table.group_headings() + [f"{name} %" for name in segments]
+    body = [
+        table.group_labels(row, column)
+        + [accuracy_entry(*group.segment_accuracy(name)) for name in segments]
+        for row, column, group in table.finished_groups()
     ]
-    body = []
-    for row in table.rows:
-        for column in table.columns:
-            group = table.group(row, column)
-            if group is None:
-                continue
-            entries = [table.label(table.row_axes, row), table.label(table.column_axes, column)]
-            for name in segments:
-                entries.append(accuracy_entry(*group.segment_accuracy(name)))
-            body.append(entries)
     return markdown_table(header, body)
 
 
