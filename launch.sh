@@ -16,7 +16,7 @@ COMMANDS=(
   "demo|root|-m research.sweeps.runner experiments/demo.py --parallel 2||the first comparison: experiments/demo.py, 8-17 min on a 2-core CPU"
   "train|here|-m research.cli.main|--config configs/listops.py:size=tiny --workdir runs/listops_tiny|train one model (research.cli.main)"
   "sweep|root|-m research.sweeps.runner|experiments/X.py [--parallel K --only KEY=VALUE --dry-run ...]|run a grid of cells (resumable), then its report"
-  "report|here|-m research.sweeps.report|runs/X [--best-over AXIS]|tables and plots of a sweep -> runs/X/report.md"
+  "report|here|-m research.sweeps.report|runs/X [--best-over AXIS|none]|tables and plots of a sweep -> runs/X/report.md"
   "attention-maps|here|-m research.sweeps.attention_maps|--workdir runs/X/CELL [--example N] [--split test]|a trained run's attention weights as a PNG grid"
   "test|root|shell:run_tests|[pytest arguments]|lint, format check, then the test suite"
   "bench|root|-m research.bench|[--lengths 512,1024 --variants full,local ...]|attention speed and memory -> docs/benchmarks/"

@@ -572,6 +572,9 @@ def test_sweep_json_best_over_applies_and_an_explicit_flag_wins(tmp_path, capsys
     )
     plain = zoology_sweep(tmp_path / "plain", best_over=None)
     assert "learning_rate=0.01" in report.write_report(plain)  # no best-over: a column
+    # `--best-over none` switches sweep.json's off: the learning rate is a column again.
+    assert report.main([str(sweep), "--best-over", "none"]) == 0
+    assert "pairs=4, width=64, learning_rate=0.01" in capsys.readouterr().out.splitlines()[0]
 
 
 @pytest.mark.parametrize("axis", ["config.model.emb_dim", "config.seed", "config.model.attention"])

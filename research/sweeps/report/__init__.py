@@ -19,7 +19,7 @@ writes into runs/X:
 Best over an axis (`--best-over config.optimizer.learning_rate`, or the experiment file's
 `BEST_OVER`, which the runner records in sweep.json): that axis is neither row nor column; each
 group reports the test accuracy of the value whose best validation accuracy, averaged over seeds,
-is highest, and says which value that was.
+is highest, and says which value that was. `--best-over none` switches a recorded BEST_OVER off.
 
 Only finished runs (those with results.json) are averaged; the seed axis is what is averaged over.
 The parts: runs.py reads the sweep folder, tables.py groups and formats, csv_export.py and plots.py
@@ -45,17 +45,23 @@ from research.sweeps.report.tables import (
     status_section,
 )
 
-USAGE = "usage: python -m research.sweeps.report runs/<sweep> [--best-over AXIS]"
+USAGE = "usage: python -m research.sweeps.report runs/<sweep> [--best-over AXIS|none]"
+#: `--best-over none`: no best-over axis, even where the experiment file's BEST_OVER named one.
+NO_BEST_OVER = "none"
 
 
 def write_report(sweep_dir: str | Path, best_over: str | None = None) -> str:
     """Writes report.md, results.csv and the plots into `sweep_dir`; returns the main table
     (markdown), which the sweep runner prints. `best_over` (default: sweep.json's) is a swept axis
-    to take each group's best-validation value of. Raises UserError when the folder holds no runs
+    to take each group's best-validation value of; "none" shows every value (sweep.json's axis
+    included) as columns. Raises UserError when the folder holds no runs
     or `best_over` is not a swept axis."""
     sweep_dir = Path(sweep_dir)
     experiment, axes, runs = load_sweep(sweep_dir)
-    best_over = best_over or (read_json(sweep_dir / "sweep.json") or {}).get("best_over")
+    if best_over == NO_BEST_OVER:  # every value of every axis shown, sweep.json's choice too
+        best_over = None
+    else:
+        best_over = best_over or (read_json(sweep_dir / "sweep.json") or {}).get("best_over")
     table = build_table(runs, axes, best_over)
     main = main_table(table)
     finished = sum(r.status == FINISHED for r in runs)
