@@ -43,30 +43,6 @@ def die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def slot_cores(slot: int, parallel: int, cores: list[int]) -> list[int] | None:
-    """The CPU cores of the cell that worker `slot` of `parallel` runs: an equal block of the
-    sweep's `cores`, so that cells running at once do not contend for every core (each XLA
-    process starts a thread pool as wide as the machine). On 2 cores, MQAR size=base at (64, 4)
-    trained at 5.2 and 3.5 steps/s (widths 64, 128) pinned one core each, 5.0 and 2.8 unpinned
-    (2026-12-06; the unpinned pair partly beside other work). None (no pinning) for one slot, or
-    fewer cores than slots."""
-    if parallel <= 1 or len(cores) < parallel:
-        return None
-    share = len(cores) // parallel
-    return cores[slot * share : (slot + 1) * share]
-
-
-def cell_process_setup(cores: list[int] | None) -> Callable[[], None]:
-    """preexec_fn of a cell's process: die with the sweep, and run on `cores` (None: any)."""
-
-    def setup() -> None:
-        die_with_parent()
-        if cores is not None and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, cores)
-
-    return setup
-
-
 def last_error(log: Path, offset: int) -> str:
     """The one-line error of an attempt: the last `error:` line of its log, else its last line."""
     with open(log, "rb") as file:
@@ -81,13 +57,8 @@ def last_error(log: Path, offset: int) -> str:
     return lines[-1] if lines else "no output"
 
 
-def run_cell(
-    cell: Cell,
-    on_start: Callable[[subprocess.Popen], None] | None = None,
-    cores: list[int] | None = None,
-) -> dict:
-    """Runs one cell's training process to its end, output appended to <workdir>/log.txt, on
-    `cores` (`slot_cores`; None: wherever the OS puts it).
+def run_cell(cell: Cell, on_start: Callable[[subprocess.Popen], None] | None = None) -> dict:
+    """Runs one cell's training process to its end, output appended to <workdir>/log.txt.
 
     Module-level so that submitit can pickle it. Returns returncode, status (finished | failed |
     interrupted), error (one line, or None), seconds and the process's pid.
@@ -109,7 +80,7 @@ def run_cell(
             # its own session: a Ctrl-C in the terminal reaches the sweep only, which forwards it
             # once (a second SIGINT would make the cell abort without a checkpoint)
             start_new_session=True,
-            preexec_fn=cell_process_setup(cores),
+            preexec_fn=die_with_parent,
         )
         if on_start:
             on_start(process)
@@ -231,8 +202,7 @@ class StopSignals:
 
 
 def run_local(cells: list[Cell], parallel: int, progress: Progress) -> tuple[dict, bool]:
-    """Runs the cells as child processes, `parallel` at once (a thread waits on each), each
-    worker's cells pinned to its own share of the CPU cores (`slot_cores`).
+    """Runs the cells as child processes, `parallel` at once (a thread waits on each).
 
     Returns ({name: result} of the cells that ran, whether a signal stopped the sweep).
     """
@@ -254,10 +224,7 @@ def run_local(cells: list[Cell], parallel: int, progress: Progress) -> tuple[dic
             if stop.received is not None:  # the signal came while it was being started
                 process.send_signal(stop.received)
 
-    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-
-    def worker(slot: int) -> None:
-        cores = slot_cores(slot, parallel, available)
+    def worker() -> None:
         while True:
             with lock:
                 if stop.received is not None or not pending:
@@ -265,7 +232,7 @@ def run_local(cells: list[Cell], parallel: int, progress: Progress) -> tuple[dic
                 cell = pending.pop(0)
                 progress.start(cell)
             try:
-                result = run_cell(cell, on_start=register, cores=cores)
+                result = run_cell(cell, on_start=register)
             except Exception as error:  # e.g. a full disk: fail the cell, keep the sweep going
                 result = {"returncode": None, "status": FAILED, "error": str(error)}
             with lock:
@@ -274,9 +241,7 @@ def run_local(cells: list[Cell], parallel: int, progress: Progress) -> tuple[dic
 
     results = {}
     with stop:
-        threads = [
-            threading.Thread(target=worker, args=(slot,), daemon=True) for slot in range(parallel)
-        ]
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(parallel)]
         for thread in threads[: len(cells)]:
             thread.start()
         while any(t.is_alive() for t in threads) or not done.empty():

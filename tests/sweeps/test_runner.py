@@ -428,39 +428,3 @@ def test_submitit_local_runs_the_cells_as_a_job_array(data_dir, tmp_path):
     assert "submitted 1 cells as job array" in done.stdout
     assert (workdir / "base" / "results.json").is_file()
     assert (workdir / "submitit").is_dir()
-
-
-@pytest.mark.parametrize(
-    "slot, parallel, cores, expected",
-    [
-        (0, 2, [0, 1], [0]),
-        (1, 2, [0, 1], [1]),
-        (1, 2, list(range(8)), [4, 5, 6, 7]),
-        (2, 3, [0, 2, 4, 6, 8, 10, 12], [8, 10]),  # 7 cores, 3 slots: 2 each, one left idle
-        (0, 1, [0, 1], None),  # one cell at a time: anywhere
-        (3, 4, [0, 1], None),  # more slots than cores: anywhere
-    ],
-)
-def test_each_parallel_slot_gets_its_own_block_of_cores(slot, parallel, cores, expected):
-    assert sweep_executors.slot_cores(slot, parallel, cores) == expected
-
-
-def test_a_cell_process_runs_on_its_slots_cores():
-    core = sorted(os.sched_getaffinity(0))[-1]
-    show = "import os; print(sorted(os.sched_getaffinity(0)))"
-    pinned = subprocess.run(
-        [sys.executable, "-c", show],
-        preexec_fn=sweep_executors.cell_process_setup([core]),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert pinned.stdout.strip() == str([core])
-    anywhere = subprocess.run(
-        [sys.executable, "-c", show],
-        preexec_fn=sweep_executors.cell_process_setup(None),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert anywhere.stdout.strip() == str(sorted(os.sched_getaffinity(0)))
