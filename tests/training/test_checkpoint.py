@@ -304,9 +304,13 @@ def test_a_workdir_saved_before_every_added_field_resumes_at_the_defaults(spec):
         new["model"].update(init="nnx", padding_mask="keys", cls_mask="real")
     saved = json.loads(json.dumps(new))
     for field in checkpoint.ADDED_FIELDS:
-        group, key = field.split(".")
-        saved[group].pop(key, None)
+        *parents, key = field.split(".")
+        node = saved
+        for parent in parents:
+            node = node[parent]
+        node.pop(key, None)
     assert checkpoint.config_differences(saved, new) == []
+    assert checkpoint.with_added_fields(saved, new) == new  # and a finished one stays finished
 
 
 def damage(workdir, step: int) -> None:
