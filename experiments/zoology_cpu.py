@@ -1,4 +1,4 @@
-"""Zoology's Figure 2 (Arora et al. 2023), the subset a 2-core CPU runs in about 2 hours:
+"""Zoology's Figure 2 (Arora et al. 2023), a subset for a 2-core CPU (2 to 2.5 hours, estimated):
 
   ./launch.sh sweep experiments/zoology_cpu.py --parallel 2
   ./launch.sh report runs/zoology_cpu --plots
@@ -19,8 +19,9 @@ them) instead of 64 epochs with early stopping at 99%: enough that full attentio
 (64, 4) end at 30%), not enough to say what a slower learner would reach. A variant that stays low
 here did not learn within about an epoch: a budget statement, not Figure 2's capacity one. Estimated
 from single-core speeds (5.8, 3.5, 2.75 and 1.5 steps/s for (64, 4) and (128, 8) at widths 64 and
-128): about 2 hours with `--parallel 2`, not yet run end to end. docs/tasks.md is to read its report
-against Zoology.
+128): about 2 hours with `--parallel 2`; two processes unpinned run slower than those single-core
+figures (a (64, 4) cell at width 128 took 6 min 15 s, not 5), so 2 to 2.5 hours; not yet run
+end to end. docs/tasks.md is to read its report against Zoology.
 """
 
 from configs.recall import ZOOLOGY_LEARNING_RATES
