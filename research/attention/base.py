@@ -33,11 +33,16 @@ INITS = ("nnx", "lra", "zoology")
 ZOOLOGY_INIT_STD = 0.02
 
 
-def residual_output_std(num_layers: int) -> float:
-    """Under init="zoology", the std of a layer writing into the residual stream (attention's
-    output projection, the MLP's second layer): 0.02 / sqrt(2 x num_layers), as Zoology's
-    `rescale_prenorm_residual` draws out_proj and fc2."""
-    return ZOOLOGY_INIT_STD / (2 * num_layers) ** 0.5
+def zoology_init(num_layers: int) -> tuple[dict, dict]:
+    """Layer arguments under init="zoology" (Zoology's `_init_weights`): a layer reading the
+    residual stream N(0, 0.02); one writing into it (attention's output projection, the MLP's
+    second layer) N(0, 0.02 / sqrt(2 x num_layers)), as `rescale_prenorm_residual` draws out_proj
+    and fc2; biases zero (flax's default)."""
+    residual_std = ZOOLOGY_INIT_STD / (2 * num_layers) ** 0.5
+    return (
+        {"kernel_init": nnx.initializers.normal(ZOOLOGY_INIT_STD)},
+        {"kernel_init": nnx.initializers.normal(residual_std)},
+    )
 
 
 def projection_init(init: str, *, num_layers: int = 1) -> tuple[dict, dict]:
@@ -47,11 +52,7 @@ def projection_init(init: str, *, num_layers: int = 1) -> tuple[dict, dict]:
         made = {"use_bias": False, "kernel_init": nnx.initializers.xavier_uniform()}
         return made, made
     if init == "zoology":
-        out_std = residual_output_std(num_layers)
-        return (
-            {"kernel_init": nnx.initializers.normal(ZOOLOGY_INIT_STD)},
-            {"kernel_init": nnx.initializers.normal(out_std)},
-        )
+        return zoology_init(num_layers)
     return {}, {}
 
 

@@ -22,7 +22,7 @@ from flax import nnx
 from jax import Array
 
 from research.attention import ATTENTION
-from research.attention.base import ZOOLOGY_INIT_STD, residual_output_std
+from research.attention.base import zoology_init
 from research.models.config import ModelConfig
 
 
@@ -114,10 +114,7 @@ def mlp_init(init: str, *, num_layers: int) -> tuple[dict, dict]:
         }
         return made, made
     if init == "zoology":
-        return (
-            {"kernel_init": nnx.initializers.normal(ZOOLOGY_INIT_STD)},
-            {"kernel_init": nnx.initializers.normal(residual_output_std(num_layers))},
-        )
+        return zoology_init(num_layers)
     return {}, {}
 
 

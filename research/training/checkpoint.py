@@ -45,36 +45,21 @@ ADDED_FIELDS = {
 }
 
 
-def with_added_fields(saved: dict, new: dict) -> dict:
-    """A saved config (config.json's dict) with each of ADDED_FIELDS that it lacks and `new` (a
-    config of today) has set to the value its run behaved as: what today's config of that same
-    run looks like. (A field only some tasks have, MQAR's mix, stays absent from the others.)"""
-    filled = json.loads(json.dumps(saved))
-    for field, value in ADDED_FIELDS.items():
-        *parents, name = field.split(".")
-        node, like = filled, new
-        for parent in parents:
-            if not isinstance(like.get(parent), dict) or not isinstance(node.get(parent), dict):
-                break
-            node, like = node[parent], like[parent]
-        else:
-            if name in like:
-                node.setdefault(name, value)
-    return filled
-
-
 def retired(name: str) -> bool:
     """Arrays older checkpoints hold that the model no longer makes, and that a resume skips: the
     fixed sinusoidal table, which was model state before it became a constant of the step."""
     return name.startswith("rest.") and name.endswith("embedding.positions")
 
 
-def config_differences(saved: dict, new: dict) -> list[str]:
-    """`field: old -> new` for every structural field that differs."""
+def config_differences(saved: dict, new: dict, *, structural_only: bool = True) -> list[str]:
+    """`field: old -> new` for every structural field (every field, without `structural_only`)
+    that differs; a field of ADDED_FIELDS that `saved` lacks counts at the value its run behaved
+    as."""
     old_flat, new_flat = flatten(saved), flatten(new)
     differences = []
     for field in sorted(set(old_flat) | set(new_flat)):
-        if not field.startswith(STRUCTURAL_PREFIXES) or field in NON_STRUCTURAL:
+        structural = field.startswith(STRUCTURAL_PREFIXES) and field not in NON_STRUCTURAL
+        if structural_only and not structural:
             continue
         old = old_flat.get(field, ADDED_FIELDS.get(field, "<absent>"))
         value = new_flat.get(field, "<absent>")

@@ -707,9 +707,8 @@ def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict | 
     resolved = resolve(config).config
     if workdir_in_use(directory):  # a run (say a --reevaluate) holds it: Run refuses in one line
         return None
-    # A run saved before a field existed is the same run if it behaved as today's value.
-    new = json.loads(resolved.to_json())
-    if checkpoint.with_added_fields(json.loads(saved_config.read_text()), new) != new:
+    saved = json.loads(saved_config.read_text())
+    if checkpoint.config_differences(saved, json.loads(resolved.to_json()), structural_only=False):
         return None
     results = json.loads(saved_results.read_text())
     if results.get("num_train_steps") != resolved.num_train_steps:
