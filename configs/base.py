@@ -50,6 +50,24 @@ def get_config() -> ml_collections.ConfigDict:
     config.allow_config_change = False  # resume a workdir whose model or task config differs
     config.compilation_cache_dir = "~/.cache/research/jax"  # "" = no persistent cache
 
+    # Self-pretraining (research/training/pretrain.py; Amos et al., "Never Train from Scratch"):
+    # `steps` > 0 first trains the encoder to predict the task's own training inputs (never labels
+    # or held-out inputs), then trains the task from it; 0 = from scratch, as LRA trains.
+    config.pretrain = ml_collections.ConfigDict()
+    config.pretrain.steps = 0
+    # causal (next token, through the variant's causal form) | masked (a fraction `mask_rate` of
+    # the real tokens replaced by a mask token and predicted, in the model's own form)
+    config.pretrain.objective = "causal"
+    config.pretrain.mask_rate = 0.15
+    # its own optimizer, the fields of config.optimizer: the paper's constant rate after warmup
+    config.pretrain.optimizer = ml_collections.ConfigDict(
+        dict(schedule="constant", learning_rate=1e-3, warmup_steps=1_000, weight_decay=0.0)
+    )
+    config.pretrain.optimizer.update(b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=0.0)
+    # A workdir whose pretraining (same task, encoder and config.pretrain) to start from instead
+    # of pretraining here, so that several runs fine-tune one pretrained encoder; "" = none.
+    config.init_from = ""
+
     config.optimizer = ml_collections.ConfigDict()
     # schedule: rsqrt | cosine | constant. learning_rate is the peak rate, reached at the end of
     # warmup, under every schedule; here LRA's rsqrt schedule (lra_rsqrt): 0.05 / sqrt(1000).
@@ -148,6 +166,50 @@ LRA_EVAL_EVERY = {
     "pathfinder64": 625,
     "pathx": 2_500,
 }
+
+
+# Self-pretraining as Amos et al. (ICLR 2024) ran it on LRA's models (their section 3.1): per LRA
+# config, (pretraining epochs, warmup steps, masking rate, peak learning rate per objective).
+# Epochs and warmup from their repository's configs/experiment/lra/transformer-lra-*-{lm,mlm}.yaml
+# (constant rate after warmup, AdamW b2 0.999, no weight decay but Text's 0.1); rates from their
+# Table 4 (its (fine-tuning, pretraining) pairs; Pathfinder's and Path-X's second row taken as the
+# causal one); masking rates from their section 2 (ListOps 10%, language 15%, visual tasks 50%).
+SELF_PRETRAINING = {
+    "listops": (100, 2_000, 0.10, {"masked": 1e-3, "causal": 5e-4}),
+    "text": (32, 5_000, 0.15, {"masked": 5e-4, "causal": 1e-3}),
+    "retrieval": (32, 2_000, 0.15, {"masked": 5e-3, "causal": 5e-3}),
+    "image": (50, 2_500, 0.50, {"masked": 1e-3, "causal": 5e-3}),
+    "pathfinder32": (50, 2_500, 0.50, {"masked": 1e-3, "causal": 1e-3}),
+    "pathfinder64": (50, 2_500, 0.50, {"masked": 1e-3, "causal": 1e-3}),
+    "pathx": (200, 5_000, 0.50, {"masked": 5e-4, "causal": 1e-3}),
+}
+# Training examples of the tasks read from files (the generated ones state theirs as num_train):
+# IMDb's 25,000 reviews, AAN's 147,086 pairs, CIFAR-10's 50,000 images less the validation tenth.
+TRAIN_EXAMPLES = {"text": 25_000, "retrieval": 147_086, "image": 45_000}
+PRETRAIN_CHOICES = ("none", "causal", "masked")
+
+
+def self_pretraining(
+    config: ml_collections.ConfigDict, name: str, objective: str, *, tiny: bool
+) -> None:
+    """The `pretrain` argument of the LRA task configs: "none" (LRA's protocol, from scratch), or
+    pretraining with `objective` as Amos et al. ran it (SELF_PRETRAINING), for as many steps as
+    their epochs take at this config's batch size. Call it last: at size=tiny it pretrains as long
+    as the task trains, with a tenth of that as warmup. The task's own training is unchanged, so
+    the two protocols differ in the pretraining alone; docs/tasks.md lists what else differs from
+    the paper."""
+    check_choice("config argument pretrain", objective, PRETRAIN_CHOICES)
+    if objective == "none":
+        return
+    epochs, warmup, mask_rate, rates = SELF_PRETRAINING[name]
+    examples = config.task_options.get("num_train") or TRAIN_EXAMPLES[name]
+    steps = epochs * examples // config.batch_size
+    if tiny:
+        steps = config.num_train_steps
+        warmup = steps // 10
+    config.pretrain.update(steps=steps, objective=objective, mask_rate=mask_rate)
+    config.pretrain.optimizer.update(learning_rate=rates[objective], warmup_steps=warmup)
+    config.pretrain.optimizer.weight_decay = 0.1 if name == "text" else 0.0
 
 
 def lra_model(config: ml_collections.ConfigDict, name: str) -> None:

@@ -7,7 +7,9 @@ Run it on your copy of CIFAR-10 (cifar-10-python.tar.gz or the extracted cifar-1
   ./launch.sh train --config configs/image.py:size=tiny --workdir runs/image_tiny \
       --config.task_options.source=~/data/cifar-10-python.tar.gz
 
-Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>.
+Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>,
+pretrain=none|causal|masked (self-pretraining on the task's own inputs first, as Amos et al.
+2024 ran it: configs/base.py SELF_PRETRAINING; none trains from scratch, LRA's protocol).
 """
 
 import ml_collections
@@ -16,7 +18,7 @@ from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.task_args(arg)
+    args = base.task_args(arg, pretrain="none")
     config = base.task_config("image", args["attention"])
     # LRA: 1024 pixels, emb 128, 8 heads (1 head reproduces only 36%), 1 layer, qkv 64, mlp 128,
     # CLS pooling, learned positions, black pixels masked as padding (LRA masks every token 0),
@@ -44,4 +46,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.batch_size = 32
         config.eval_batch_size = 100
         config.optimizer.warmup_steps = 50
+    base.self_pretraining(config, "image", args["pretrain"], tiny=args["size"] == "tiny")
     return config

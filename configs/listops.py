@@ -7,7 +7,9 @@ Run it (the data is generated on first use, then reused):
   ./launch.sh train --config configs/listops.py:size=tiny,attention=full \
       --config.model.num_layers=1 --workdir runs/listops_1layer
 
-Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>.
+Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>,
+pretrain=none|causal|masked (self-pretraining on the task's own inputs first, as Amos et al.
+2024 ran it: configs/base.py SELF_PRETRAINING; none trains from scratch, LRA's protocol).
 To train on the LRA release instead of generated data, point
 --config.task_options.release_dir at the folder holding basic_{train,val,test}.tsv.
 """
@@ -18,7 +20,7 @@ from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.task_args(arg)
+    args = base.task_args(arg, pretrain="none")
     # LRA's 96k/2k/2k expressions of 500-2000 tokens, depth 10
     config = base.task_config("listops", args["attention"])
     # LRA: length 2000, emb 512, 8 heads, 4 layers, qkv 512, mlp 1024, CLS pooling, fixed
@@ -42,4 +44,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         base.lra_rsqrt(config.optimizer, warmup_steps=200)  # peak 3.54e-3
         # 256 random features would cost far more than exact attention over 64 tokens.
         config.model.attention_options.performer.num_features = 32
+    base.self_pretraining(config, "listops", args["pretrain"], tiny=args["size"] == "tiny")
     return config

@@ -9,7 +9,9 @@ The images are generated on first use (every core; see docs/tasks.md for speeds)
 
 Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>,
 resolution=32|64|128 (128 is Path-X), contour_length=6|9|14 paddles (dashes) per target contour
-(LRA uses the hardest, 14, for both Pathfinder and Path-X).
+(LRA uses the hardest, 14, for both Pathfinder and Path-X),
+pretrain=none|causal|masked (self-pretraining on the task's own inputs first, as Amos et al.
+2024 ran it: configs/base.py SELF_PRETRAINING; none trains from scratch, LRA's protocol).
 To train on the LRA release's images instead, point --config.task_options.release_dir at the
 folder holding pathfinder<resolution>/ (e.g. lra_release/).
 """
@@ -23,7 +25,7 @@ RESOLUTIONS = ("32", "64", "128")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.task_args(arg, resolution="32", contour_length="14")
+    args = base.task_args(arg, resolution="32", contour_length="14", pretrain="none")
     check_choice("config argument resolution", args["resolution"], RESOLUTIONS)
     if not args["contour_length"].isdigit():
         raise UserError(
@@ -95,11 +97,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.optimizer.warmup_steps = 312
     config.eval_batch_size = config.batch_size
     # LRA's init and masks; evaluation every 312 (32), 625 (64) or 2,500 (Path-X) steps
-    base.lra_model(config, {32: "pathfinder32", 64: "pathfinder64", 128: "pathx"}[resolution])
+    name = {32: "pathfinder32", 64: "pathfinder64", 128: "pathx"}[resolution]
+    base.lra_model(config, name)
     if args["size"] == "tiny":  # keeps the size's LRA positions, pooling and zero-pixel masking
         config.task_options.update(num_train=2_000, num_val=200, num_test=200)
         base.shrink_lra_to_tiny(config)
         config.batch_size = 32
         config.eval_batch_size = 100
         config.optimizer.warmup_steps = 50
+    base.self_pretraining(config, name, args["pretrain"], tiny=args["size"] == "tiny")
     return config

@@ -8,7 +8,9 @@ new_aan_pairs.{train,eval,test}.tsv):
   ./launch.sh train --config configs/retrieval.py:size=tiny --workdir runs/retrieval_tiny \
       --config.task_options.release_dir=~/data/lra_release/tsv_data
 
-Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>.
+Arguments: size=base|tiny, attention=<a name in research.attention.ATTENTION>,
+pretrain=none|causal|masked (self-pretraining on the task's own inputs first, as Amos et al.
+2024 ran it: configs/base.py SELF_PRETRAINING; none trains from scratch, LRA's protocol).
 Both documents pass through one shared encoder (config.model.head = "two_tower"), as in LRA's
 dual encoder (its released training script builds a single tower instead). As there, each document
 is read at its first token (no CLS vector) and [u, v] goes through LRA's
@@ -22,7 +24,7 @@ from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = base.task_args(arg)
+    args = base.task_args(arg, pretrain="none")
     config = base.task_config("retrieval", args["attention"])
     config.truncate = True  # LRA keeps the first 4,000 bytes of each document
     # LRA: 4000 bytes per document, emb 128, 4 heads, 4 layers, qkv 128, mlp 512, fixed
@@ -50,4 +52,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if args["size"] == "tiny":  # keeps LRA's sinusoidal positions, pooling and head
         base.shrink_lra_to_tiny(config, max_len=256)
         base.lra_rsqrt(config.optimizer, warmup_steps=100)  # peak 5e-3
+    base.self_pretraining(config, "retrieval", args["pretrain"], tiny=args["size"] == "tiny")
     return config

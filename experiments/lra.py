@@ -27,7 +27,18 @@ TPU = {"accelerator": "v4-8"}
 
 
 def get_hyper(h):
-    tasks = h.chainit(
+    return h.product(
+        [
+            tasks(h),
+            h.sweep("config.model.attention", VARIANTS),
+            h.sweep("config.seed", [0, 1, 2]),
+        ]
+    )
+
+
+def tasks(h):
+    """LRA's six tasks, each with the path of its data where it reads one."""
+    return h.chainit(
         [
             h.fixed("config", "configs/listops.py"),
             h.zip(
@@ -50,12 +61,5 @@ def get_hyper(h):
             ),
             h.fixed("config", "configs/pathfinder.py"),
             h.fixed("config", "configs/pathfinder.py:resolution=128"),
-        ]
-    )
-    return h.product(
-        [
-            tasks,
-            h.sweep("config.model.attention", VARIANTS),
-            h.sweep("config.seed", [0, 1, 2]),
         ]
     )

@@ -12,6 +12,7 @@ bench.csv, bench.png (log-log) and bench.md (LRA table 2 style) to --out.
 
 import csv
 import dataclasses
+import functools
 import os
 import statistics
 import threading
@@ -211,13 +212,9 @@ def layer_row(label: str, length: int, peak_flops: float, budget: float) -> Row:
 def _listops_step(label: str, length: int, batch_size: int):
     """The compiled train step of the ListOps base model with variant `label`, and its inputs."""
     from configs import listops
-    from research.models import ModelConfig
-    from research.training.train import (
-        OptimizerConfig,
-        create_optimizer,
-        create_train_state,
-        make_train_step,
-    )
+    from research.models import ModelConfig, build_model
+    from research.training.optim import OptimizerConfig, create_optimizer
+    from research.training.steps import create_train_state, make_train_step
 
     config = listops.get_config()
     name, options, _ = VARIANTS[label]
@@ -227,7 +224,9 @@ def _listops_step(label: str, length: int, batch_size: int):
         OptimizerConfig.from_config(config.optimizer), config.num_train_steps
     )
     model = ModelConfig.from_config(config.model)
-    graphdef, state = create_train_state(model, config.seed, optimizer)
+    graphdef, state = create_train_state(
+        functools.partial(build_model, model), config.seed, optimizer
+    )
     rng = np.random.default_rng(0)
     batch = {
         "tokens": jnp.asarray(rng.integers(1, 16, (batch_size, length)), jnp.int32),

@@ -21,3 +21,16 @@ def tiny_listops(data_dir):
     config.eval_every_steps = 10
     config.eval_batch_size = 48
     return config
+
+
+@pytest.fixture
+def resumable(tiny_listops):
+    """tiny_listops for stop-and-resume tests: 12 steps, a log every 3, an evaluation every 6, a
+    checkpoint every 4, and dropout on, whose randomness a resume must restore too."""
+    config = tiny_listops
+    config.num_train_steps = 12
+    config.log_every_steps = 3
+    config.eval_every_steps = 6
+    config.checkpoint_every_steps = 4
+    config.model.dropout_rate = 0.1
+    return config

@@ -8,9 +8,16 @@ from flax import nnx
 
 from research.errors import UserError
 from research.models.config import HEADS, PER_POSITION_HEADS, ModelConfig
-from research.models.heads import Classifier, Tagger, TwoTower
+from research.models.heads import Classifier, Tagger, TokenPredictor, TwoTower, encoder_has_cls
 
-__all__ = ["MODELS", "ModelConfig", "build_model", "check_head_fits_task"]
+__all__ = [
+    "MODELS",
+    "ModelConfig",
+    "TokenPredictor",
+    "build_model",
+    "check_head_fits_task",
+    "encoder_has_cls",
+]
 
 MODELS = {
     "classifier": Classifier,

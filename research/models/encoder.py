@@ -82,7 +82,7 @@ class Embedding(nnx.Module):
     def __call__(self, tokens_BT: Array, mask_BT: Array) -> tuple[Array, Array]:
         """Returns (x_BLE, mask_BL), L = T or T + 1 with CLS."""
         # nnx.Embed fixes its output dtype when built (float32); the table is cast to the compute
-        # dtype (train.cast_floating), so follow it, or a bfloat16 model computes in float32.
+        # dtype (steps.cast_floating), so follow it, or a bfloat16 model computes in float32.
         x_BTE = self.tokens(tokens_BT).astype(self.tokens.embedding.dtype)
         if self.cls is not None:
             batch = tokens_BT.shape[0]

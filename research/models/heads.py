@@ -10,8 +10,14 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import Array
 
-from research.models.config import ModelConfig
+from research.models.config import PER_POSITION_HEADS, ModelConfig
 from research.models.encoder import Encoder
+
+
+def encoder_has_cls(config: ModelConfig) -> bool:
+    """Whether the task model's encoder prepends a CLS vector: every head that pools with "cls";
+    never a per-position head, which reads every position."""
+    return config.head not in PER_POSITION_HEADS and config.pool == "cls"
 
 
 def pool(encoded_BLE: Array, mask_BL: Array, kind: str) -> Array:
@@ -47,7 +53,7 @@ class Classifier(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.pool_kind = config.pool
-        self.encoder = Encoder(config, rngs=rngs)
+        self.encoder = Encoder(config, prepend_cls=encoder_has_cls(config), rngs=rngs)
         self.head = MlpClassifier(config.emb_dim, config.mlp_dim, config.num_classes, rngs=rngs)
 
     def __call__(
@@ -84,7 +90,7 @@ class TwoTower(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.pool_kind = config.pool
         self.interaction = config.two_tower_head == "interaction"
-        self.encoder = Encoder(config, rngs=rngs)
+        self.encoder = Encoder(config, prepend_cls=encoder_has_cls(config), rngs=rngs)
         if self.interaction:
             self.head = MlpClassifier(
                 4 * config.emb_dim, config.mlp_dim, config.num_classes, rngs=rngs
@@ -124,7 +130,7 @@ class Tagger(nnx.Module):
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        self.encoder = Encoder(config, prepend_cls=False, rngs=rngs)
+        self.encoder = Encoder(config, prepend_cls=encoder_has_cls(config), rngs=rngs)
         if config.tie_output:
             self.logits = None
             self.classes = (config.class_token_offset, config.num_classes)
@@ -149,3 +155,27 @@ class Tagger(nnx.Module):
             positions_BK1 = batch["target_positions"][:, :, None]
             return self.class_logits(jnp.take_along_axis(encoded_BTE, positions_BK1, axis=1))
         return self.class_logits(encoded_BTE)
+
+
+class TokenPredictor(nnx.Module):
+    """The pretraining model (research/training/pretrain.py): the task model's encoder, built as
+    the task model builds it (the same parameters and CLS vector), and a linear layer from every
+    encoded position to the vocabulary: (tokens_NT, mask_NT) -> logits_NLV, L = T (+ 1 with CLS).
+
+    The task model starts from this encoder; the vocabulary layer is not carried over.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.encoder = Encoder(config, prepend_cls=encoder_has_cls(config), rngs=rngs)
+        self.vocabulary = nnx.Linear(config.emb_dim, config.vocab_size, rngs=rngs)
+
+    def __call__(
+        self,
+        tokens_NT: Array,
+        mask_NT: Array,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> Array:
+        encoded_NLE, _ = self.encoder(tokens_NT, mask_NT, deterministic=deterministic, rngs=rngs)
+        return self.vocabulary(encoded_NLE)

@@ -37,11 +37,14 @@ def pad_example(
 
     A per-position label (a sequence, -1 = no target) is cut and padded like the tokens; with
     `max_targets` = K it is kept only where there is a target: `label` [K] (-1 past the last
-    target) and `target_positions` [K] (their positions in order, 0 past the last).
+    target) and `target_positions` [K] (their positions in order, 0 past the last). An example
+    without a label (`inputs_only`) gives the token fields and masks alone.
     """
-    label = np.asarray(example["label"], np.int32)
-    out = {"label": fixed_length(label, max_len, fill=-1) if label.ndim else label}
-    if label.ndim and max_targets is not None:
+    out = {}
+    if "label" in example:
+        label = np.asarray(example["label"], np.int32)
+        out["label"] = fixed_length(label, max_len, fill=-1) if label.ndim else label
+    if "label" in example and label.ndim and max_targets is not None:
         positions = np.flatnonzero(out["label"] >= 0)
         if len(positions) > max_targets:
             raise ValueError(f"an example has {len(positions)} targets, more than {max_targets}")
@@ -61,6 +64,11 @@ def pad_example(
     return out
 
 
+def inputs_of(example: dict, *, sequence_fields: Sequence[str]) -> dict:
+    """An example's token fields alone (no label, nothing else)."""
+    return {field: example[field] for field in sequence_fields}
+
+
 def fixed_length(values: np.ndarray, max_len: int, *, fill: int) -> np.ndarray:
     """int32 [max_len]: `values` cut to `max_len`, then padded with `fill`."""
     out = np.full(max_len, fill, np.int32)
@@ -78,10 +86,14 @@ def train_dataset(
     seed: int,
     truncate: bool = False,
     max_targets: int | None = None,
+    inputs_only: bool = False,
     shard_index: int = 0,
     shard_count: int = 1,
 ) -> grain.IterDataset:
     """Endless batches: this process's rows of every global batch; `iter()` it to read.
+
+    `inputs_only`: batches of the token fields and their masks alone, no label (what pretraining
+    reads: research/training/pretrain.py).
 
     Global batch b holds examples [b*B, (b+1)*B) of the stream that shuffles the whole split
     (reseeded every epoch); process i of p reads only rows [i*B/p, (i+1)*B/p) of it. So the global
@@ -95,7 +107,10 @@ def train_dataset(
         truncate=truncate,
         max_targets=max_targets,
     )
-    dataset = grain.MapDataset.source(source).shuffle(seed).repeat(None).map(pad)
+    dataset = grain.MapDataset.source(source).shuffle(seed).repeat(None)
+    if inputs_only:
+        dataset = dataset.map(functools.partial(inputs_of, sequence_fields=sequence_fields))
+    dataset = dataset.map(pad)
     dataset = dataset.batch(batch_size // shard_count, drop_remainder=True)
     dataset = dataset[shard_index::shard_count]
     return dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))

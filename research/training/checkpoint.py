@@ -28,7 +28,8 @@ from research.flat import flatten
 from research.training.paths import workdir_path
 
 # Fields that define what a checkpoint is; resuming with any of these changed is refused.
-STRUCTURAL_PREFIXES = ("task", "task_options.", "model.", "batch_size")
+STRUCTURAL_PREFIXES = ("task", "task_options.", "model.", "batch_size", "init_from")
+STRUCTURAL_PREFIXES += ("pretrain.steps", "pretrain.objective", "pretrain.mask_rate")
 NON_STRUCTURAL = ("model.dropout_rate", "model.attention_dropout_rate")
 # Fields added after runs were saved without them, with the value those runs behaved as: a saved
 # config that lacks one matches a new config holding that value, so old workdirs still resume.
@@ -41,6 +42,8 @@ ADDED_FIELDS = {
     "model.cls_mask": "real",
     "model.tie_output": False,
     "stop_at_validation_accuracy": 0.0,
+    "pretrain.steps": 0,
+    "init_from": "",
     "task_options.mix": [],  # MQAR's training mix, as JSON holds it
 }
 
@@ -54,12 +57,16 @@ def retired(name: str) -> bool:
 def config_differences(saved: dict, new: dict, *, structural_only: bool = True) -> list[str]:
     """`field: old -> new` for every structural field (every field, without `structural_only`)
     that differs; a field of ADDED_FIELDS that `saved` lacks counts at the value its run behaved
-    as."""
+    as, and the settings of a pretraining that neither run has (`pretrain.steps` 0) are not
+    compared."""
     old_flat, new_flat = flatten(saved), flatten(new)
+    no_pretraining = not old_flat.get("pretrain.steps") and not new_flat.get("pretrain.steps")
     differences = []
     for field in sorted(set(old_flat) | set(new_flat)):
         structural = field.startswith(STRUCTURAL_PREFIXES) and field not in NON_STRUCTURAL
         if structural_only and not structural:
+            continue
+        if no_pretraining and field.startswith("pretrain.") and field != "pretrain.steps":
             continue
         old = old_flat.get(field, ADDED_FIELDS.get(field, "<absent>"))
         value = new_flat.get(field, "<absent>")

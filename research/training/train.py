@@ -1,41 +1,51 @@
-"""Training and evaluation, top to bottom: the config checked once into typed parts, the optimizer,
-pure loss and step functions, the loop's helpers, then `Run` and `train_and_evaluate`, which wire
-task, model and loop together.
+"""Training and evaluation, top to bottom: the config checked once into typed parts, the loop's
+helpers, then `Run` and `train_and_evaluate`, which wire task, model, stages and loop together.
 
-The model is a Flax NNX module split once into (graphdef, params, rest); the step functions take and
-return plain pytrees, so they are pure and jit-compiled.
+A run has one or two stages (`Stage`), each with its own steps, optimizer and checkpoints: where
+`config.pretrain` asks, the encoder is first pretrained on the task's own inputs
+(research/training/pretrain.py), then the task is trained from it; else the task alone. The
+optimizer lives in research/training/optim.py, the pure step functions in
+research/training/steps.py.
 """
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from flax import nnx
 from tqdm import tqdm
 
 from research import tasks
 from research.errors import NonFiniteLossError, UserError, check_choice, check_positive
-from research.models import ModelConfig, build_model, check_head_fits_task
+from research.models import (
+    ModelConfig,
+    TokenPredictor,
+    build_model,
+    check_head_fits_task,
+    encoder_has_cls,
+)
 from research.tasks.common import SEGMENT_TEST_PREFIX
 from research.tasks.pipeline import eval_batches, train_dataset
-from research.training import checkpoint, parallel, profiling
+from research.training import checkpoint, parallel, pretrain, profiling
 from research.training.locks import claim_workdir, workdir_in_use
 from research.training.metrics import MetricWriter, peak_memory
+from research.training.optim import OptimizerConfig, create_optimizer, describe_schedule
 from research.training.paths import workdir_path
+from research.training.steps import create_train_state, make_eval_step, make_train_step
 
-SCHEDULES = ("rsqrt", "cosine", "constant")
 TEST_PARAMS = ("last", "best_val")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+#: The metrics split of each stage's first-step record (compile and startup time).
+STARTUP_SPLIT = {"train": "startup", "pretrain": "pretrain_startup"}
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -59,41 +69,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-    """`config.optimizer`, typed and checked (`from_config`); configs/base.py says what each
-    field means."""
-
-    schedule: str
-    learning_rate: float
-    warmup_steps: int
-    weight_decay: float
-    b1: float
-    b2: float
-    eps: float
-    grad_clip_norm: float
-
-    @classmethod
-    def from_config(cls, optimizer: ml_collections.ConfigDict) -> "OptimizerConfig":
-        """Checks `optimizer` (= config.optimizer); a bad field is a one-line UserError."""
-        check_choice("config.optimizer.schedule", optimizer.schedule, SCHEDULES)
-        check_positive("config.optimizer.warmup_steps", optimizer.warmup_steps, allow_zero=True)
-        if not optimizer.learning_rate > 0:
-            raise UserError(
-                f"config.optimizer.learning_rate={optimizer.learning_rate!r} must be > 0"
-            )
-        return cls(**{field.name: optimizer[field.name] for field in dataclasses.fields(cls)})
-
-
-@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """A run's config, checked once (`resolve`): the ConfigDict that config.json records (with
-    the task's vocabulary and class count filled in), its task, and the typed model and optimizer
-    configs built from it."""
+    the model's vocabulary and class count filled in), its task, and the typed model, optimizer
+    and pretraining configs built from it."""
 
     config: ml_collections.ConfigDict
     task: tasks.Task
     model: ModelConfig
     optimizer: OptimizerConfig
+    pretrain: pretrain.PretrainConfig
 
 
 def resolve(config: ml_collections.ConfigDict) -> RunConfig:
@@ -102,189 +87,16 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     validate_config(config)
     task = tasks.get_task(config.task).at_options(config.task_options)
     config = ml_collections.ConfigDict(config.to_dict())
-    config.model.vocab_size = task.vocab_size
+    pretraining = pretrain.PretrainConfig.from_config(config)
+    # the task's tokens, and a mask token where the masked objective needs one
+    config.model.vocab_size = task.vocab_size + pretraining.extra_tokens()
     config.model.num_classes = task.num_classes
     optimizer = OptimizerConfig.from_config(config.optimizer)
     check_head_fits_task(config.model.head, config.task, per_position=task.per_position)
     model = ModelConfig.from_config(config.model, class_token_offset=task.class_token_offset)
-    return RunConfig(config=config, task=task, model=model, optimizer=optimizer)
-
-
-# ----------------------------------------------------------------------------- optimizer
-
-
-def learning_rate_schedule(optimizer: OptimizerConfig, num_steps: int) -> optax.Schedule:
-    """Step -> rate; every schedule peaks at `optimizer.learning_rate` (at the end of warmup), so
-    one rate means the same thing under each and a learning-rate ablation compares like with like.
-
-    rsqrt: peak * min(1, s/w) * sqrt(w / max(s, w)), LRA's c * min(1, s/w) / sqrt(max(s, w)) with
-    c = peak * sqrt(w) (LRA's `rsqrt_normalized_decay`); cosine: linear warmup, then cosine to 0 at
-    `num_steps`; constant: linear warmup, then flat.
-    """
-    rate, warmup = optimizer.learning_rate, optimizer.warmup_steps
-    if optimizer.schedule == "rsqrt":
-        warmup = max(warmup, 1)
-
-        def rsqrt(step):
-            step = jnp.asarray(step, jnp.float32)
-            decay = jnp.sqrt(warmup / jnp.maximum(step, warmup))
-            return rate * jnp.minimum(1.0, step / warmup) * decay
-
-        return rsqrt
-    if optimizer.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(
-            0.0, rate, warmup_steps=warmup, decay_steps=max(num_steps, warmup + 1)
-        )
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, rate, max(warmup, 1)), optax.constant_schedule(rate)],
-        [warmup],
+    return RunConfig(
+        config=config, task=task, model=model, optimizer=optimizer, pretrain=pretraining
     )
-
-
-def describe_schedule(optimizer: OptimizerConfig, num_steps: int) -> str:
-    """One line on the peak rate and warmup, and the last rate when the run ends in warmup."""
-    line = f"peak learning rate {optimizer.learning_rate:.2e} ({optimizer.schedule} schedule, "
-    line += f"warmup {optimizer.warmup_steps} steps)"
-    if num_steps < optimizer.warmup_steps:  # as in LRA's Retrieval (5,000 steps, warmup 8,000)
-        last = float(learning_rate_schedule(optimizer, num_steps)(num_steps))
-        line += f"; this run ends in warmup at {last:.2e}"
-    return line
-
-
-def create_optimizer(optimizer: OptimizerConfig, num_steps: int):
-    """AdamW (decoupled weight decay) on the schedule, with optional global-norm clipping."""
-    adamw = optax.adamw(
-        learning_rate_schedule(optimizer, num_steps),
-        b1=optimizer.b1,
-        b2=optimizer.b2,
-        eps=optimizer.eps,
-        weight_decay=optimizer.weight_decay,
-    )
-    if optimizer.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(optimizer.grad_clip_norm), adamw)
-    return adamw
-
-
-# ----------------------------------------------------------------------------- state and steps
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything a step reads and writes: the step count, parameters, optimizer state,
-    the model's non-parameter state (`rest`) and the base key from which dropout keys derive."""
-
-    step: jax.Array
-    params: Any
-    rest: Any
-    opt_state: Any
-    dropout_key: jax.Array
-
-
-def create_train_state(model_config: ModelConfig, seed: int, optimizer):
-    """Initialises the model from `seed` (config.seed); returns its graphdef and the initial
-    state.
-
-    Model and optimizer state are built inside `jit`: run eagerly, each of the initialisers'
-    few dozen small operations is compiled on its own, seconds of every run's startup on a CPU.
-    """
-    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
-    model = nnx.jit(lambda key: build_model(model_config, rngs=nnx.Rngs(params=key)))(init_key)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        rest=rest,
-        opt_state=jax.jit(optimizer.init)(params),
-        dropout_key=dropout_key,
-    )
-    return graphdef, state
-
-
-def classification_metrics(logits_BC, labels_B, weights_B) -> dict:
-    """Weighted sums (not means), so batches and devices can be added up exactly.
-
-    Per-position tasks pass logits_BTC and labels_BT; a label < 0 marks a position without a
-    target, which gets weight 0. `weights_B` (per example) broadcasts over the positions.
-    """
-    logits_BC = logits_BC.astype(jnp.float32)
-    scored_B = labels_B >= 0
-    labels_B = jnp.where(scored_B, labels_B, 0)
-    weights_B = weights_B.reshape(weights_B.shape + (1,) * (labels_B.ndim - weights_B.ndim))
-    weights_B = weights_B * scored_B
-    losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BC, labels_B)
-    correct_B = (jnp.argmax(logits_BC, axis=-1) == labels_B).astype(jnp.float32)
-    return {
-        "loss_sum": (losses_B * weights_B).sum(),
-        "correct": (correct_B * weights_B).sum(),
-        "count": weights_B.sum(),
-    }
-
-
-def cast_floating(tree, dtype):
-    """The tree with its floating-point leaves cast to `dtype` (the compute precision)."""
-    dtype = jnp.dtype(dtype)
-    return jax.tree.map(
-        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
-    )
-
-
-def make_train_step(
-    graphdef: nnx.GraphDef,
-    optimizer,
-    collectives: parallel.Collectives = parallel.JIT,
-    compute_dtype="float32",
-):
-    """(state, batch) -> (state, metrics): one AdamW update on the mean cross-entropy.
-
-    `collectives` (Topology.collectives) make it run unchanged under jit, where the batch is one
-    global array, and under pmap, where each device sees its slice and gradients are averaged.
-    The forward pass runs on parameters cast to `compute_dtype` (e.g. bfloat16); the float32
-    parameters, their gradients and the optimizer state stay float32.
-    """
-
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        dropout_key = jax.random.fold_in(state.dropout_key, state.step)
-        dropout_key = collectives.device_key(dropout_key)
-        weights_B = jnp.ones(batch["label"].shape[:1], jnp.float32)
-
-        def loss_fn(params):
-            model = nnx.merge(graphdef, cast_floating(params, compute_dtype), state.rest)
-            logits_BC = model(batch, deterministic=False, rngs=nnx.Rngs(dropout=dropout_key))
-            sums = classification_metrics(logits_BC, batch["label"], weights_B)
-            rest = nnx.state(model, nnx.Not(nnx.Param))
-            return sums["loss_sum"] / jnp.maximum(sums["count"], 1.0), (sums, rest)
-
-        (_, (sums, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grads, sums = collectives.mean(grads), collectives.sum(sums)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {
-            "loss": sums["loss_sum"] / sums["count"],
-            "accuracy": sums["correct"] / sums["count"],
-            "grad_norm": optax.tree.norm(grads),
-        }
-        new_state = state.replace(
-            step=state.step + 1, params=params, rest=rest, opt_state=opt_state
-        )
-        return new_state, metrics
-
-    return train_step
-
-
-def make_eval_step(
-    graphdef: nnx.GraphDef,
-    collectives: parallel.Collectives = parallel.JIT,
-    compute_dtype="float32",
-):
-    """(params, rest, batch) -> weighted metric sums over the global batch, dropout off."""
-
-    def eval_step(params, rest, batch: dict) -> dict:
-        model = nnx.merge(graphdef, cast_floating(params, compute_dtype), rest)
-        logits_BC = model(batch, deterministic=True)
-        sums = classification_metrics(logits_BC, batch["label"], batch["weight"])
-        return collectives.sum(sums)
-
-    return eval_step
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -386,6 +198,32 @@ def summarize(history: list[tuple[int, dict]]) -> dict[str, float]:
     return {name: float(np.mean([m[name] for m in values])) for name in values[0]} if values else {}
 
 
+@dataclasses.dataclass
+class Stage:
+    """One stage of a run's training, with its own step counter, optimizer, order of the training
+    data and checkpoints: `train` (the task) or `pretrain` (research/training/pretrain.py, whose
+    batches hold only the inputs). Its training records are logged under its name."""
+
+    name: str
+    train_step: Callable
+    initial_state: Any
+    abstract_state: Any
+    checkpoints: checkpoint.Checkpoints | None  # None: a pretraining read from config.init_from
+    num_steps: int
+    inputs_only: bool = False
+
+
+@dataclasses.dataclass
+class LoopEnd:
+    """How `Run.loop` ended: its last state, the step a signal stopped it at (else None), the last
+    validation scores and the steps per second of this session's timed steps."""
+
+    state: Any
+    preempted_at: int | None = None
+    val: dict | None = None
+    steps_per_second: float | None = None
+
+
 class Run:
     """One training run's wiring: data, compiled steps, checkpoints and outputs in `workdir`."""
 
@@ -394,6 +232,7 @@ class Run:
         resolved = resolve(config)
         self.config = config = resolved.config
         self.task = resolved.task
+        self.pretrain = resolved.pretrain
         self.topology = topology = parallel.Topology.from_config(config)
         self.workdir, self.directory = workdir, workdir_path(workdir)
         self.writer = None
@@ -402,13 +241,15 @@ class Run:
             if topology.is_main_process:
                 self.resources.enter_context(claim_workdir(self.directory))
             checkpoint.check_resumable(workdir, config)
+            if self.pretrain.init_from:
+                pretrain.check_init_from(config)
             self._build(resolved)
         except BaseException:
             self.resources.close()
             raise
 
     def _build(self, resolved: RunConfig) -> None:
-        """Data, optimizer, compiled steps and checkpoint managers; writes nothing yet."""
+        """Data, optimizers, compiled steps and checkpoint managers; writes nothing yet."""
         config, task, topology = self.config, self.task, self.topology
         self.sources = prepare_data(task, config, topology)
         self.data_options = dict(
@@ -423,27 +264,72 @@ class Run:
 
         optimizer = create_optimizer(resolved.optimizer, config.num_train_steps)
         self.say(describe_schedule(resolved.optimizer, config.num_train_steps))
-        self.graphdef, initial = create_train_state(resolved.model, config.seed, optimizer)
+        make_model = functools.partial(build_model, resolved.model)
+        self.graphdef, initial = create_train_state(make_model, config.seed, optimizer)
         collectives = topology.collectives
-        self.train_step = topology.compile_train_step(
-            make_train_step(self.graphdef, optimizer, collectives, config.compute_dtype), initial
-        )
+        train_step = make_train_step(self.graphdef, optimizer, collectives, config.compute_dtype)
         self.eval_step = topology.compile_eval_step(
             make_eval_step(self.graphdef, collectives, config.compute_dtype)
         )
         self.abstract_state = topology.abstract_state(initial)
         self.initial_state = initial
-        self.checkpoints = checkpoint.Checkpoints(
-            self.directory / "checkpoints", keep=config.checkpoints_to_keep
+        self.checkpoints = self.checkpoint_manager(self.directory / "checkpoints")
+        self.stage = Stage(
+            "train",
+            topology.compile_train_step(train_step, initial),
+            initial,
+            self.abstract_state,
+            self.checkpoints,
+            config.num_train_steps,
         )
-        self.resources.callback(self.checkpoints.close)
+        self.pretraining = self.build_pretraining(resolved) if self.pretrain.enabled else None
         self.best = checkpoint.BestParams(self.directory / "best")
         self.resources.callback(self.best.close)
 
+    def checkpoint_manager(self, directory) -> checkpoint.Checkpoints:
+        manager = checkpoint.Checkpoints(directory, keep=self.config.checkpoints_to_keep)
+        self.resources.callback(manager.close)
+        return manager
+
+    def build_pretraining(self, resolved: RunConfig) -> Stage:
+        """The pretraining stage: the token-prediction model (its encoder the task model's), its
+        optimizer and compiled step, and its checkpoints in <workdir>/pretrain/ (none under
+        `config.init_from`, whose last checkpoint is read instead: `pretrained`)."""
+        config, pretraining = self.config, self.pretrain
+        model_config = pretraining.model_config(resolved.model)
+        optimizer = create_optimizer(pretraining.optimizer, pretraining.steps)
+        self.say("pretraining: " + describe_schedule(pretraining.optimizer, pretraining.steps))
+        graphdef, initial = create_train_state(
+            functools.partial(TokenPredictor, model_config),
+            config.seed,
+            optimizer,
+            stream=pretrain.PRETRAIN_STREAM,
+        )
+        step = pretrain.make_pretrain_step(
+            graphdef,
+            optimizer,
+            pretraining,
+            sequence_fields=self.task.sequence_fields,
+            has_cls=encoder_has_cls(model_config),
+            mask_token=self.task.vocab_size,
+            collectives=self.topology.collectives,
+            compute_dtype=config.compute_dtype,
+        )
+        folder = self.directory / pretrain.PRETRAIN_FOLDER / "checkpoints"
+        return Stage(
+            "pretrain",
+            self.topology.compile_train_step(step, initial),
+            initial,
+            self.topology.abstract_state(initial),
+            None if pretraining.init_from else self.checkpoint_manager(folder),
+            pretraining.steps,
+            inputs_only=True,
+        )
+
     def open_outputs(self) -> None:
-        """config.json and the metric writers; only once the checkpoint (if any) was restored, so
-        that a resume refused for any reason leaves the workdir as it was."""
-        if self.topology.is_main_process:
+        """config.json and the metric writers, once; only after a checkpoint (if any) was
+        restored, so that a resume refused for any reason leaves the workdir as it was."""
+        if self.topology.is_main_process and self.writer is None:
             (self.directory / "config.json").write_text(self.config.to_json(indent=2))
             self.writer = MetricWriter(self.workdir)
             self.resources.callback(self.writer.close)
@@ -476,13 +362,26 @@ class Run:
             "examples": float(totals["count"]),
         }
 
-    def restore_or_init(self, train_iter):
-        """The latest checkpoint's state (moving `train_iter` to its position), else a fresh one."""
-        restored = self.checkpoints.restore_latest(self.abstract_state, train_iter, self.say)
+    def training_data(self, stage: Stage):
+        """An iterator over `stage`'s training batches (inputs only for pretraining)."""
+        return iter(
+            train_dataset(
+                self.sources["train"],
+                batch_size=self.config.batch_size,
+                seed=self.config.seed,
+                inputs_only=stage.inputs_only,
+                **self.data_options,
+            )
+        )
+
+    def restore(self, stage: Stage, train_iter) -> tuple[Any, int] | None:
+        """`stage`'s latest checkpoint (moving `train_iter` to its position) and its step, placed
+        for the step; None when it has none."""
+        restored = stage.checkpoints.restore_latest(stage.abstract_state, train_iter, self.say)
         if restored is None:
-            return self.topology.put_state(self.initial_state), 0
+            return None
         host, step = restored
-        self.say(f"resumed from the checkpoint at step {step} in {self.workdir}")
+        self.say(f"{stage.name}: resumed from the checkpoint at step {step} in {self.workdir}")
         return self.topology.put_state(host), step
 
     def check_finite(self, step: int, history, state) -> None:
@@ -493,19 +392,20 @@ class Run:
             raise NonFiniteLossError(f"the parameters became non-finite by step {step}")
 
     @contextlib.contextmanager
-    def kept_on_nan(self):
+    def kept_on_nan(self, stage: Stage):
         """Adds to a NonFiniteLossError what the workdir keeps: nothing newer is ever saved."""
         try:
             yield
         except NonFiniteLossError as error:
-            self.checkpoints.wait()
-            latest = self.checkpoints.latest_step()
+            stage.checkpoints.wait()
+            latest = stage.checkpoints.latest_step()
+            which = "" if stage.name == "train" else f"{stage.name} "
             kept = (
-                f"the checkpoint of step {latest} is kept"
+                f"the {which}checkpoint of step {latest} is kept"
                 if latest is not None
-                else "no checkpoint had been saved"
+                else f"no {which}checkpoint had been saved"
             )
-            raise NonFiniteLossError(f"{error}; {kept}") from None
+            raise NonFiniteLossError(f"{which}{error}; {kept}") from None
 
     def already_stopped_early(self, step: int) -> bool:
         """Whether this workdir's run stopped at `step` because validation reached
@@ -521,26 +421,53 @@ class Run:
             and results["validation_accuracy"] >= threshold
         )
 
-    def save(self, step: int, state, train_iter) -> None:
-        self.checkpoints.save(step, self.topology.host_state(state), train_iter)
-
-    # ------------------------------------------------------------------------- the loop
+    # ------------------------------------------------------------------------- the stages
 
     def train(self) -> dict:
-        config, topology = self.config, self.topology
-        train_iter = iter(
-            train_dataset(
-                self.sources["train"],
-                batch_size=config.batch_size,
-                seed=config.seed,
-                **self.data_options,
-            )
-        )
-        state, start_step = self.restore_or_init(train_iter)
+        """Pretrains (where config.pretrain asks and the task has not started yet), then trains
+        the task from where its checkpoints left off, and scores it (`finish`)."""
+        train_iter = self.training_data(self.stage)
+        restored = self.restore(self.stage, train_iter)
+        if restored is None:
+            initial = self.initial_state
+            if self.pretraining is not None:
+                pretrained = self.pretrained()
+                if isinstance(pretrained, LoopEnd):  # stopped by a signal
+                    return {"preempted": True, "step": pretrained.preempted_at, "stage": "pretrain"}
+                initial = pretrain.with_encoder(initial, pretrained)
+            restored = self.topology.put_state(initial), 0
+        state, start_step = restored
         self.open_outputs()
-        num_steps = config.num_train_steps
+        num_steps = self.config.num_train_steps
         if self.already_stopped_early(start_step):  # re-scored (--reevaluate): nothing to train
             num_steps = start_step
+        end = self.loop(self.stage, state, start_step, train_iter, num_steps=num_steps)
+        if end.preempted_at is not None:
+            return {"preempted": True, "step": end.preempted_at}
+        return self.finish(end.state, end.val, end.steps_per_second)
+
+    def pretrained(self):
+        """The pretrained model's state (params and rest, host layout) the task starts from: this
+        workdir's pretraining, run or resumed here, or `config.init_from`'s finished one; a
+        LoopEnd when a signal stopped the pretraining."""
+        stage = self.pretraining
+        if self.pretrain.init_from:
+            return pretrain.finished_pretraining(self.config, stage.abstract_state)
+        pretrain_iter = self.training_data(stage)
+        restored = self.restore(stage, pretrain_iter)
+        state, start_step = restored or (self.topology.put_state(stage.initial_state), 0)
+        self.open_outputs()
+        end = self.loop(stage, state, start_step, pretrain_iter, num_steps=stage.num_steps)
+        if end.preempted_at is not None:
+            return end
+        state = self.topology.host_state(end.state)
+        return {"params": state.params, "rest": state.rest}
+
+    def loop(self, stage: Stage, state, start_step: int, train_iter, *, num_steps: int) -> LoopEnd:
+        """Trains `stage` from `start_step` to `num_steps`: logs, evaluates (the task's stage only),
+        checkpoints, and stops early or at a signal after saving a checkpoint."""
+        config, topology = self.config, self.topology
+        evaluates = stage.name == "train"
         history: list[tuple[int, dict]] = []
         clock = StepClock()
         val = None
@@ -548,20 +475,19 @@ class Run:
         progress = tqdm(
             total=num_steps,
             initial=start_step,
-            desc="train",
+            desc=stage.name,
             unit="step",
             file=sys.stderr,
             disable=not topology.is_main_process,
         )
-        profiler = profiling.StepProfiler(
-            profiling.parse_steps(config.profile_steps, num_steps),
-            self.directory / "profile",
-            self.say,
-        )
-        with progress, checkpoint.PreemptionHandler() as preemption, profiler, self.kept_on_nan():
+        profiled = profiling.parse_steps(config.profile_steps, num_steps) if evaluates else None
+        profiler = profiling.StepProfiler(profiled, self.directory / "profile", self.say)
+        preemption = checkpoint.PreemptionHandler()
+        with progress, preemption, profiler, self.kept_on_nan(stage):
             for step in range(start_step + 1, num_steps + 1):
                 with profiler.step(step, state):
-                    state, metrics = self.train_step(state, topology.put_batch(next(train_iter)))
+                    batch = topology.put_batch(next(train_iter))
+                    state, metrics = stage.train_step(state, batch)
                 profiler.end_step(step, (state, metrics))
                 history.append((step, topology.unreplicate_metrics(metrics)))
                 progress.update(1)
@@ -569,13 +495,10 @@ class Run:
                 if step == start_step + 1:
                     jax.block_until_ready(metrics)
                     seconds = time.perf_counter() - self.started
-                    self.log(
-                        step,
-                        "startup",
-                        {"time_to_first_step": seconds, "resumed_from_step": start_step},
-                    )
+                    startup = {"time_to_first_step": seconds, "resumed_from_step": start_step}
+                    self.log(step, STARTUP_SPLIT[stage.name], startup)
                     self.say(
-                        f"first step done {seconds:.1f}s after start "
+                        f"{stage.name}: first step done {seconds:.1f}s after start "
                         f"(resumed from step {start_step})"
                     )
                     clock.restart()  # the first step's time is compilation: not counted
@@ -587,7 +510,7 @@ class Run:
                     if rate is not None:
                         summary["steps_per_second"] = rate
                     summary["peak_memory_bytes"] = peak_memory()[0]
-                    self.log(step, "train", summary)
+                    self.log(step, stage.name, summary)
                     progress.set_postfix(
                         loss=f"{summary['loss']:.4f}",
                         acc=f"{summary['accuracy']:.3f}",
@@ -595,7 +518,7 @@ class Run:
                     )
                     history = []
                     clock.restart()
-                if itstime(step, config.eval_every_steps, last):
+                if evaluates and itstime(step, config.eval_every_steps, last):
                     clock.stop(metrics)
                     val = self.evaluate("validation", state)
                     self.log(step, "validation", val)
@@ -611,7 +534,7 @@ class Run:
                 preempted = preemption.should_stop(step)
                 if preempted or stop_early or itstime(step, config.checkpoint_every_steps, last):
                     self.check_finite(step, history, state)
-                    self.save(step, state, train_iter)
+                    stage.checkpoints.save(step, topology.host_state(state), train_iter)
                 if stop_early and not preempted:
                     progress.close()
                     self.say(
@@ -621,15 +544,15 @@ class Run:
                     )
                     break
                 if preempted:
-                    self.checkpoints.wait()
+                    stage.checkpoints.wait()
                     progress.close()
                     self.say(
-                        f"stopped by signal at step {step}; checkpoint saved in "
+                        f"{stage.name}: stopped by signal at step {step}; checkpoint saved in "
                         f"{self.workdir}; run the same command again to resume"
                     )
-                    return {"preempted": True, "step": step}
-        self.checkpoints.wait()
-        return self.finish(state, val, clock.rate())
+                    return LoopEnd(state, preempted_at=step)
+        stage.checkpoints.wait()
+        return LoopEnd(state, val=val, steps_per_second=clock.rate())
 
     def finish(self, state, val, steps_per_second: float | None) -> dict:
         """Scores the chosen parameters on the test split and writes results.json.
@@ -670,6 +593,9 @@ class Run:
         }
         if scores:
             results["test_accuracy_by_split"] = {k: v["accuracy"] for k, v in scores.items()}
+        pretraining = pretrain.pretraining_record(config, self.workdir)
+        if pretraining is not None:
+            results["pretraining"] = pretraining
         if self.topology.is_main_process:
             measured = dict(zip(MEASURED, (steps_per_second, *peak_memory()), strict=True))
             saved = self.directory / "results.json"

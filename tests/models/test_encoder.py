@@ -14,7 +14,7 @@ from research.models import ModelConfig, build_model
 from research.models.config import POSITIONAL
 from research.models.encoder import sinusoidal_positions
 from research.models.heads import pool
-from research.training.train import cast_floating
+from research.training.steps import cast_floating
 
 
 def model_config(**overrides):

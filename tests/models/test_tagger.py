@@ -14,7 +14,8 @@ from research import tasks
 from research.errors import UserError
 from research.models import ModelConfig, build_model
 from research.tasks.pipeline import pad_example
-from research.training.train import classification_metrics, resolve
+from research.training.steps import classification_metrics
+from research.training.train import resolve
 
 
 def tagger(class_token_offset=None, **overrides):

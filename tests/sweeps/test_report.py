@@ -627,3 +627,41 @@ def test_no_segment_table_without_a_mix(recall_sweep):
     assert not any(
         "test_64x4" in name for name in next(csv.reader((recall_sweep / "results.csv").open()))
     )
+
+
+def test_protocols_sit_side_by_side_with_their_difference(tmp_path):
+    """experiments/spt.py's sweep: each variant's rows from scratch and self-pretrained (the
+    configs' `pretrain` argument), then the difference in points, per task."""
+    sweep = tmp_path / "spt"
+    accuracy = {
+        ("listops", "full", "none"): 0.36,
+        ("listops", "full", "masked"): 0.45,
+        ("pathfinder", "full", "none"): 0.70,
+        ("pathfinder", "full", "masked"): 0.765,
+        ("listops", "local", "none"): 0.30,
+        ("listops", "local", "masked"): 0.28,
+    }
+    cells = []
+    for (task, attention, protocol), value in accuracy.items():
+        name = f"task={task},attention={attention},pretrain={protocol}"
+        spec = f"configs/{task}.py:size=tiny,pretrain={protocol}"
+        overrides = {"config.model.attention": attention, "config.seed": 0}
+        cells.append({"name": name, "config": spec, "overrides": overrides})
+        config = {"task": task, "seed": 0, "model": {"attention": attention}}
+        config["task_options"] = {"resolution": 32} if task == "pathfinder" else {}
+        config["pretrain"] = {"steps": 0 if protocol == "none" else 500, "objective": "masked"}
+        write_json(sweep / name / "config.json", config)
+        write_json(sweep / name / "results.json", results(value, memory=MIB))
+    axes = ["config", "config.model.attention", "arg.pretrain", "config.seed"]
+    write_json(sweep / "sweep.json", {"experiment": "spt", "axes": axes, "cells": cells})
+    lines = report.write_report(sweep).splitlines()
+    assert lines[:8] == [
+        "| attention / pretrain | ListOps | Pathfinder |",
+        "|---|---|---|",
+        "| full, pretrain=none | 36.00 (1) | 70.00 (1) |",
+        "| full, pretrain=masked | 45.00 (1) | 76.50 (1) |",
+        "| full: pretrain=masked − none | +9.00 | +6.50 |",
+        "| local, pretrain=none | 30.00 (1) | – |",
+        "| local, pretrain=masked | 28.00 (1) | – |",
+        "| local: pretrain=masked − none | -2.00 | – |",
+    ]

@@ -45,24 +45,14 @@ def assert_trees_equal(a, b) -> None:
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.fixture
-def resumable(tiny_listops):
-    config = tiny_listops
-    config.num_train_steps = 12
-    config.log_every_steps = 3
-    config.eval_every_steps = 6
-    config.checkpoint_every_steps = 4
-    config.model.dropout_rate = 0.1  # resuming must also restore the dropout randomness
-    return config
-
-
-def stop_with_sigterm_at(monkeypatch, stop_step: int) -> None:
-    """Sends this process a real SIGTERM when the run logs `stop_step`."""
+def stop_with_sigterm_at(monkeypatch, stop_step: int, stop_split: str = "train") -> None:
+    """Sends this process a real SIGTERM when the run logs `stop_step` under `stop_split` (the
+    task's training records, or "pretrain" for the pretraining stage's)."""
     original = train.Run.log
 
     def log(self, step, split, metrics):
         original(self, step, split, metrics)
-        if step == stop_step and split == "train":
+        if step == stop_step and split == stop_split:
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(train.Run, "log", log)

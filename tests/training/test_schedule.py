@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import base, listops, retrieval, text
-from research.training.train import SCHEDULES, OptimizerConfig, learning_rate_schedule
+from research.training.optim import SCHEDULES, OptimizerConfig, learning_rate_schedule
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

@@ -14,7 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from configs import base, listops
 from research.errors import UserError
 from research.training.metrics import read_metrics
-from research.training.train import OptimizerConfig, learning_rate_schedule, train_and_evaluate
+from research.training.optim import OptimizerConfig, learning_rate_schedule
+from research.training.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -106,11 +107,19 @@ def test_tiny_listops_learns_well_above_the_majority_class(tiny_listops, tmp_pat
             1.5,
             r"stop_at_validation_accuracy=1.5 must lie in \[0, 1\]",
         ),
+        ("pretrain.objective", "bert", "config.pretrain.objective='bert' is not valid"),
+        ("pretrain.mask_rate", 0.0, r"config.pretrain.mask_rate=0.0 must lie in \(0, 1\)"),
+        ("pretrain.steps", -5, "config.pretrain.steps=-5"),
+        ("pretrain.optimizer.schedule", "linear", "config.pretrain.optimizer.schedule='linear'"),
+        ("init_from", "/some/run", "config.init_from='/some/run' needs config.pretrain"),
     ],
 )
 def test_bad_config_fails_before_writing_anything(tiny_listops, tmp_path, field, value, message):
-    section, _, name = field.rpartition(".")
-    (tiny_listops[section] if section else tiny_listops)[name] = value
+    *sections, name = field.split(".")
+    target = tiny_listops
+    for section in sections:
+        target = target[section]
+    target[name] = value
     workdir = tmp_path / "run"
     with pytest.raises(UserError, match=message) as error:
         train_and_evaluate(tiny_listops, str(workdir))

@@ -24,6 +24,9 @@ OPTION_PREFIX = "config.model.attention_options."
 NOT_APPLICABLE = "–"
 # Axes that describe the model rather than the problem: rows of the main table, not columns.
 ROW_AXIS_NAMES = ("attention", "positional", "position")
+# The training protocol (configs' `pretrain` argument: none, causal, masked): rows too, so a
+# variant's protocols sit side by side under every task, with their difference (tables.py).
+PROTOCOL_AXIS_NAMES = ("pretrain",)
 # Flattened config keys that differ between cells without being an experimental choice.
 IGNORED_KEY_ENDINGS = ("dir", "path", "source")
 

@@ -1,10 +1,11 @@
 """The report's tables: runs grouped by (row, column), the seeds of a group averaged, and the
 markdown of the main table, the details table and the runs left out.
 
-Rows are the attention variant, its own options and the position scheme; columns the other swept
-axes but the seed, which is what a group averages over. A best-over axis (the learning rate) is
-neither: each group keeps the runs of the value whose best validation accuracy, averaged over
-seeds, is highest. For LRA tasks the main table gets Table 1's rows of our variants
+Rows are the attention variant, its own options, the position scheme and the training protocol
+(from scratch or self-pretrained: a difference row follows each variant's protocols); columns the
+other swept axes but the seed, which is what a group averages over. A best-over axis (the learning
+rate) is neither: each group keeps the runs of the value whose best validation accuracy, averaged
+over seeds, is highest. For LRA tasks the main table gets Table 1's rows of our variants
 (published.py) and, when every task but Path-X is a column, its Avg column.
 """
 
@@ -19,6 +20,7 @@ from research.sweeps.report import published
 from research.sweeps.report.runs import (
     NOT_APPLICABLE,
     OPTION_PREFIX,
+    PROTOCOL_AXIS_NAMES,
     ROW_AXIS_NAMES,
     TASK_AXES,
     VARIANT_AXIS,
@@ -45,13 +47,14 @@ AVERAGED_TASKS = LRA_TASKS[:-1]
 
 
 def split_axes(axes: list[str]) -> tuple[list[str], list[str]]:
-    """(row axes, column axes): the variant, its options and the position scheme are rows;
-    seeds are averaged."""
-    rows = [VARIANT_AXIS] + [
+    """(row axes, column axes): the variant, its options, the position scheme and the protocol
+    (last) are rows; seeds are averaged."""
+    model = [
         a
         for a in axes
         if a != VARIANT_AXIS and (field_name(a) in ROW_AXIS_NAMES or a.startswith(OPTION_PREFIX))
     ]
+    rows = [VARIANT_AXIS, *model] + [a for a in axes if field_name(a) in PROTOCOL_AXIS_NAMES]
     columns = [a for a in axes if a not in rows and not is_seed(a)]
     return rows, columns
 
@@ -343,6 +346,7 @@ def main_table(table: Table) -> str:
         if table.has_average:
             entries.append(percent(lra_average(means)))
         body.append(entries)
+        body += protocol_differences(table, row)
     if table.is_lra:
         for name, ours in published_rows(table).items():
             numbers = published.TABLE_1[name]
@@ -353,6 +357,44 @@ def main_table(table: Table) -> str:
                 + average
             )
     return markdown_table(header, body)
+
+
+def protocol_axis(table: Table) -> str | None:
+    """The row axis of the training protocol (configs' `pretrain` argument; split_axes puts it
+    last), if the table has one."""
+    last = table.row_axes[-1]
+    return last if len(table.row_axes) > 1 and field_name(last) in PROTOCOL_AXIS_NAMES else None
+
+
+def protocol_differences(table: Table, row: tuple) -> list[list[str]]:
+    """After a model's last protocol row: one row per protocol but its first (from scratch,
+    "none"), that protocol's mean test accuracy minus the first's per column (and Avg), in
+    points."""
+    axis = protocol_axis(table)
+    same_model = [r for r in table.rows if r[:-1] == row[:-1]] if axis else []
+    if len(same_model) < 2 or row != same_model[-1]:
+        return []
+
+    def means(r: tuple) -> dict:
+        columns = zip(table.columns, table.tasks or table.columns, strict=True)
+        groups = {task: table.group(r, column) for column, task in columns}
+        return {task: g.test_accuracy()[0] if g else None for task, g in groups.items()}
+
+    def points(ours: float | None, first: float | None) -> str:
+        return "–" if ours is None or first is None else f"{100 * (ours - first):+.2f}"
+
+    baseline, *others = same_model
+    first = means(baseline)
+    lines = []
+    for other in others:
+        ours = means(other)
+        model = table.label(table.row_axes[:-1], row[:-1])
+        entries = [f"{model}: {table.label([axis], other[-1:])} − {value_text(baseline[-1])}"]
+        entries += [points(ours[task], first[task]) for task in first]
+        if table.has_average:
+            entries.append(points(lra_average(ours), lra_average(first)))
+        lines.append(entries)
+    return lines
 
 
 def candidates_entry(group: Group) -> str:
