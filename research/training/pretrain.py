@@ -68,11 +68,6 @@ class PretrainConfig:
         """Whether the task starts from a pretrained encoder (pretrained here or in init_from)."""
         return self.steps > 0
 
-    @property
-    def runs_here(self) -> bool:
-        """Whether this run pretrains itself (else it reads `init_from`'s pretraining)."""
-        return self.enabled and not self.init_from
-
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "PretrainConfig":
         """Checks config.pretrain and config.init_from; a bad field is a one-line UserError."""
