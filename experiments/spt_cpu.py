@@ -8,8 +8,12 @@ The tiny configs of the two generated LRA tasks, ListOps (5,000 expressions of u
 width-32 model, 500 steps), for full attention and two cheaper variants (a sliding window and
 elu+1 linear attention), from scratch and after masked self-pretraining (`pretrain=masked`: as
 many pretraining steps as the task trains, the paper's masking rate, 10% and 50%, and pretraining
-learning rate; configs/base.py self_pretraining), 3 seeds each. docs/tasks.md reads its report
-against the paper and gives its time.
+learning rate; configs/base.py self_pretraining), 3 seeds each.
+
+Not yet run end to end. Its time, estimated: a Pathfinder-32 cell pretrained at 0.56 steps/s
+sharing the 2 cores with two other processes (2026-12-06), so about 1.7 steps/s on a core of its
+own, 5 minutes a stage; a ListOps cell takes about 40 s a stage. 36 cells, half of them with two
+stages: about 1.3 hours of two cores with `--parallel 2`, to be measured.
 """
 
 CONFIG = "configs/listops.py"
