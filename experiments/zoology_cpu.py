@@ -20,8 +20,9 @@ them) instead of 64 epochs with early stopping at 99%: enough that full attentio
 here did not learn within about an epoch: a budget statement, not Figure 2's capacity one. Estimated
 from single-core speeds (5.8, 3.5, 2.75 and 1.5 steps/s for (64, 4) and (128, 8) at widths 64 and
 128): about 2 hours with `--parallel 2`; two processes unpinned run slower than those single-core
-figures (a (64, 4) cell at width 128 took 6 min 15 s, not 5), so 2 to 2.5 hours; not yet run
-end to end. docs/tasks.md is to read its report against Zoology.
+figures. Run end to end on 2026-12-06 (experiments/results/zoology/report.md): 5.3 cell-hours,
+about 2.5 hours of wall time with the cores shared with other work, so not yet within 2 hours;
+docs/tasks.md reads the report against Zoology.
 """
 
 from configs.recall import ZOOLOGY_LEARNING_RATES
