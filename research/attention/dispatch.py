@@ -8,10 +8,13 @@ position scheme; `softmax_attention` runs it on the implementation `choose_imple
   kernel  the block-sparse flash kernel (kernel.py): any band, position scheme and dropout, O(N)
           memory, only the tiles the band needs;
   cudnn   cuDNN's fused kernel (GPU; platform.py), where it can serve the call;
+  pallas  the block-sparse kernel in Pallas for GPUs (pallas_gpu.py; Triton): any band, padding,
+          ALiBi and dropout in-kernel, only the tiles the band needs; `interpret` mode elsewhere;
   splash  Pallas splash attention (TPU; platform.py; `interpret` mode elsewhere, for tests).
 
-`auto` (the default) picks, per platform: GPU -> cudnn when eligible, else dense (an XLA loop is
-never chosen on a GPU); TPU -> splash when eligible, else kernel; CPU -> dense up to
+`auto` (the default) picks, per platform: GPU -> cudnn when it serves the call without a T x S
+bias, else pallas when it serves it, else cudnn with a dense bias (T5), else dense (Shaw; an XLA
+loop is never chosen on a GPU); TPU -> splash when eligible, else kernel; CPU -> dense up to
 DENSE_MAX_LENGTH, else kernel. docs/attention.md has the table, tests/attention/test_dispatch.py
 states it case by case.
 """
@@ -24,15 +27,15 @@ import jax
 import numpy as np
 from jax import Array
 
-from research.attention import platform
+from research.attention import pallas_gpu, platform
 from research.attention.dense import positional_attention
 from research.attention.kernel import block_sparse_attention
-from research.attention.relative import Position
+from research.attention.relative import ALiBi, Position, alibi_slopes
 from research.attention.sparsity import Band
 from research.errors import check_choice, check_positive
 from research.intmath import round_up
 
-IMPLEMENTATIONS = ("auto", "kernel", "dense", "cudnn", "splash")
+IMPLEMENTATIONS = ("auto", "kernel", "dense", "cudnn", "pallas", "splash")
 # On CPU, dense beats the kernel's loop up to here (fwd + bwd, B=8, H=4, D=64: 256 -> dense 26 ms,
 # kernel 32 ms; 512 -> dense 112 ms, kernel 91 ms).
 DENSE_MAX_LENGTH = 256
@@ -55,19 +58,26 @@ class KernelOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Call:
-    """The facts about one attention call that decide its implementation; `position_bias` and
-    `position_value` are the position scheme's `adds_bias` and `adds_value`."""
+    """The facts about one attention call that decide its implementation; `position` is the
+    position scheme's class (relative.SCHEMES)."""
 
     backend: str
     dtype: np.dtype
     head_dim: int
     band: Band
-    position_bias: bool
-    position_value: bool
+    position: type[Position]
     dropout: bool
     q_len: int
     kv_len: int
     key_mask: bool = True
+
+    @property
+    def position_bias(self) -> bool:
+        return self.position.adds_bias
+
+    @property
+    def position_value(self) -> bool:
+        return self.position.adds_value
 
 
 class UnusableImplementation(ValueError):
@@ -89,6 +99,15 @@ def _cudnn_check(call: Call) -> tuple[bool, str]:
     )
 
 
+def _pallas_check(call: Call) -> tuple[bool, str]:
+    return pallas_gpu.eligible(
+        dtype=call.dtype,
+        bias=call.position_bias,
+        computed_bias=call.position is ALiBi,
+        value_term=call.position_value,
+    )
+
+
 def _splash_check(call: Call) -> tuple[bool, str]:
     return platform.splash_eligible(
         backend=call.backend,
@@ -105,10 +124,19 @@ def choose_implementation(requested: str, call: Call) -> tuple[str, str]:
     if requested != "auto":
         return requested, "asked for"
     if call.backend == "gpu":
-        ok, why = _cudnn_check(call)
-        if ok:
+        cudnn, cudnn_why = _cudnn_check(call)
+        if cudnn and not call.position_bias:
             return "cudnn", "GPU, and cuDNN can serve the call"
-        return "dense", f"GPU, cuDNN cannot serve it ({why}); XLA's dense path beats any loop"
+        pallas, pallas_why = _pallas_check(call)
+        if pallas:
+            reason = "it needs a T x S bias" if cudnn else cudnn_why
+            return "pallas", f"GPU, cuDNN cannot serve it without a T x S array ({reason})"
+        if cudnn:
+            return "cudnn", f"GPU, cuDNN with a dense bias (the Pallas kernel cannot: {pallas_why})"
+        return "dense", (
+            f"GPU, neither cuDNN ({cudnn_why}) nor the Pallas kernel ({pallas_why}) serves it; "
+            "XLA's dense path beats any XLA loop"
+        )
     if call.backend == "tpu":
         ok, why = _splash_check(call)
         if ok:
@@ -148,7 +176,7 @@ def default_blocks(backend: str, band: Band) -> tuple[int, int]:
 def require(implementation: str, call: Call) -> None:
     """UnusableImplementation when an explicitly requested platform kernel cannot serve the call
     (its message, "implementation='cudnn' is not usable: <why>", names the option)."""
-    checks = {"cudnn": _cudnn_check, "splash": _splash_check}
+    checks = {"cudnn": _cudnn_check, "pallas": _pallas_check, "splash": _splash_check}
     if implementation in checks:
         ok, why = checks[implementation](call)
         if not ok:
@@ -156,11 +184,13 @@ def require(implementation: str, call: Call) -> None:
 
 
 @functools.cache
-def say_interpreted(backend: str) -> None:
-    """Says once per process, on stderr, that splash runs in Pallas interpret mode off a TPU: a
-    path for tests (tiny ListOps on CPU trains at ~1.6 steps/s under it, ~10 under `auto`)."""
+def say_interpreted(implementation: str, backend: str) -> None:
+    """Says once per process, on stderr, that a Pallas kernel runs in interpret mode off its
+    platform: a path for tests (tiny ListOps on CPU trains at ~1.6 steps/s under splash, ~10 under
+    `auto`)."""
     print(
-        f"note: attention implementation='splash' on {backend} runs Pallas in interpret mode, "
+        f"note: attention implementation={implementation!r} on {backend} runs Pallas in "
+        "interpret mode, "
         "a path for tests and several times slower than 'auto'; set "
         "config.model.attention_options.<variant>.implementation=auto for speed",
         file=sys.stderr,
@@ -189,8 +219,7 @@ def softmax_attention(
         dtype=np.dtype(q_BTHD.dtype),
         head_dim=q_BTHD.shape[-1],
         band=band,
-        position_bias=position.adds_bias,
-        position_value=position.adds_value,
+        position=type(position),
         dropout=dropout,
         q_len=q_BTHD.shape[1],
         kv_len=k_BSHD.shape[1],
@@ -217,10 +246,28 @@ def softmax_attention(
     if implementation == "cudnn":
         bias = position.logits_bias(q_BTHD, k_BSHD.shape[1], 0) if position.adds_bias else None
         return platform.cudnn_attention(q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, bias_BHTS=bias)
+    if implementation == "pallas":
+        interpret = call.backend != "gpu"
+        if interpret:
+            say_interpreted(implementation, call.backend)
+        alibi = isinstance(position, ALiBi)
+        return pallas_gpu.pallas_gpu_attention(
+            q_BTHD,
+            k_BSHD,
+            v_BSHD,
+            key_mask_BS,
+            band,
+            alibi_slopes_H=alibi_slopes(position.num_heads) if alibi else None,
+            dropout_rate=dropout_rate,
+            dropout_key=dropout_key if dropout else None,
+            block_q=options.block_q or pallas_gpu.DEFAULT_BLOCK,
+            block_k=options.block_k or pallas_gpu.DEFAULT_BLOCK,
+            interpret=interpret,
+        )
     if implementation == "splash":
         interpret = call.backend != "tpu"
         if interpret:
-            say_interpreted(call.backend)
+            say_interpreted(implementation, call.backend)
         return platform.splash_attention(
             q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, interpret=interpret
         )

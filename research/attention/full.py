@@ -2,7 +2,8 @@
 
 A softmax variant is a `Band` (which query-key pairs may meet) plus a position scheme; `attend`
 runs it on the implementation `dispatch.choose_implementation` picks (dense, the block-sparse
-kernel, cuDNN or splash; `auto` by default) and `weights` draws the dense weights it implies.
+kernel, cuDNN, the Pallas GPU kernel or splash; `auto` by default) and `weights` draws the dense
+weights it implies.
 Full attention's band is everything (or the causal triangle); local.py narrows it.
 
 The position presets (`rope`, `alibi`, `t5`, `shaw`) are full attention with `position` fixed:

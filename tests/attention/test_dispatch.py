@@ -25,8 +25,7 @@ def _call(backend, *, dtype=BF16, band=None, position="none", dropout=False, len
         dtype=dtype,
         head_dim=64,
         band=Band() if band is None else band,
-        position_bias=SCHEMES[position].adds_bias,
-        position_value=SCHEMES[position].adds_value,
+        position=SCHEMES[position],
         dropout=dropout,
         q_len=length,
         kv_len=length,
@@ -35,19 +34,22 @@ def _call(backend, *, dtype=BF16, band=None, position="none", dropout=False, len
 
 # (backend, call options, implementation `auto` picks): the reason is in the comment.
 AUTO = [
-    # GPU: cuDNN wherever it can serve the call ...
+    # GPU: cuDNN wherever it can serve the call without a T x S array ...
     ("gpu", {}, "cudnn"),
     ("gpu", {"band": Band(causal=True)}, "cudnn"),
     ("gpu", {"band": Band(causal=True, window=128)}, "cudnn"),  # local_window_size
-    ("gpu", {"position": "alibi"}, "cudnn"),  # a dense bias
-    ("gpu", {"position": "t5"}, "cudnn"),
     ("gpu", {"position": "rope"}, "cudnn"),  # rotated before the call
-    # ... else XLA's dense path: never a loop on a GPU.
-    ("gpu", {"position": "shaw"}, "dense"),  # a value term, not a bias
-    ("gpu", {"dtype": F32}, "dense"),  # cuDNN needs bf16 / fp16
-    ("gpu", {"dropout": True}, "dense"),  # cuDNN's dropout is not keyed by ours
-    ("gpu", {"band": Band(window=128)}, "dense"),  # a two-sided window only as a T x S mask
-    ("gpu", {"band": Band(block=64)}, "dense"),
+    # ... else the Pallas kernel: bands, ALiBi and dropout in-kernel ...
+    ("gpu", {"position": "alibi"}, "pallas"),  # cuDNN would need a T x S bias
+    ("gpu", {"dtype": F32}, "pallas"),  # cuDNN needs bf16 / fp16
+    ("gpu", {"dropout": True}, "pallas"),  # cuDNN's dropout is not keyed by ours
+    ("gpu", {"dropout": True, "position": "alibi", "band": Band(window=128)}, "pallas"),
+    ("gpu", {"band": Band(window=128)}, "pallas"),  # cuDNN: a two-sided window only as T x S
+    ("gpu", {"band": Band(block=64)}, "pallas"),
+    # ... else cuDNN with T5's bias as a T x S array, else XLA's dense path (never a loop).
+    ("gpu", {"position": "t5"}, "cudnn"),  # a learned table: not in the Pallas kernel yet
+    ("gpu", {"position": "t5", "dropout": True}, "dense"),
+    ("gpu", {"position": "shaw"}, "dense"),  # a value term: neither serves it
     # TPU: splash for any band without a bias or dropout, else the kernel.
     ("tpu", {}, "splash"),
     ("tpu", {"band": Band(window=128)}, "splash"),

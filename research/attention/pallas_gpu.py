@@ -1,0 +1,427 @@
+"""The block-sparse flash kernel as a Pallas kernel for GPUs (Triton backend): kernel.py's
+computation where an XLA loop would be slow.
+
+`pallas_gpu_attention` computes softmax(q k^T / sqrt(D) + bias) v under a `Band` and key padding,
+with the conventions of every other path (q_BTHD, k_BSHD, v_BSHD; key_mask_BS True for real keys;
+out_BTHD in v's dtype; a query with no allowed key gets zeros and zero gradient). Each program is
+one (query block, batch x head) pair in the forward and the dq pass, one (key block, batch x head)
+pair in the dk/dv pass, and loops over only the tiles the band needs (`Band.key_blocks`: the
+needed key blocks of a query block, and the query blocks of a key block, are each one run), so
+non-causal windows and block-local bands cost O(T) like causal ones. The backward pass is
+FlashAttention-2's: the forward pass saves the output and each row's log-sum-exp.
+
+In-kernel, with no T x S array anywhere:
+- the band and key padding, from positions and a (B, S) key mask;
+- ALiBi's bias, -slope_h |j - i|, from positions;
+- attention dropout, each weight's keep bit a hash of (seed, batch x head, query, key): the same
+  bits in the forward and backward pass, regenerated per tile, none stored. `keep_mask` is the
+  same function over a whole (B, H, T, S) grid, for tests and for the dense reference.
+
+T5's and Shaw's learned tables are not served here (a gather of a learned table per tile, and its
+gradient, is still to write): `eligible` says so and the caller falls back.
+
+Pallas runs this on a GPU through Triton; anywhere else with interpret=True (the tests' path, slow).
+"""
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+from research.attention.sparsity import Band
+from research.intmath import round_up
+
+# A large finite stand-in for -inf: Triton's exp of (-inf) - (-inf) would be NaN.
+MASKED = -0.7 * float(np.finfo(np.float32).max)
+GPU_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+DEFAULT_BLOCK = 64
+MIN_BLOCK = 16  # Triton's smallest dot
+
+
+def eligible(*, dtype, bias: bool, computed_bias: bool, value_term: bool) -> tuple[bool, str]:
+    """(whether this kernel serves a call, why not): `bias` whether the position scheme adds a
+    logit bias, `computed_bias` whether that bias is ALiBi's (computed from positions),
+    `value_term` whether it adds a value term (Shaw's)."""
+    if jnp.dtype(dtype) not in [jnp.dtype(d) for d in GPU_DTYPES]:
+        return False, f"dtype {jnp.dtype(dtype).name} is not one of f32, bf16, f16"
+    if value_term:
+        return False, "a position value term (Shaw's) is not in the Pallas GPU kernel yet"
+    if bias and not computed_bias:
+        return False, "a learned bias table (T5's) is not in the Pallas GPU kernel yet"
+    return True, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout bits: a hash of (seed, row of batch x heads, query, key), the same inside and outside.
+
+
+def _mix(x):
+    """murmur3's 32-bit finaliser: every input bit flips about half the output bits."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def _keep_bits(seed, row, q_pos, k_pos, rate: float):
+    """True where a weight is kept: hash(seed, row, q, k) >= rate * 2^32 (broadcast shapes)."""
+    per_row = _mix(seed.astype(jnp.uint32) ^ _mix(row.astype(jnp.uint32) + jnp.uint32(0x9E3779B9)))
+    per_query = _mix(per_row ^ (q_pos.astype(jnp.uint32) * jnp.uint32(0x27D4EB2F)))
+    bits = _mix(per_query + k_pos.astype(jnp.uint32) * jnp.uint32(0x165667B1))
+    return bits >= jnp.uint32(min(int(rate * 2**32), 2**32 - 1))
+
+
+def keep_mask(seed: Array, batch: int, heads: int, q_len: int, kv_len: int, rate: float) -> Array:
+    """keep_BHTS: the kernel's dropout bits over the whole grid (tests, dense reference)."""
+    row = jnp.arange(batch * heads).reshape(batch, heads, 1, 1)
+    q_pos = jnp.arange(q_len)[:, None]
+    k_pos = jnp.arange(kv_len)[None, :]
+    return _keep_bits(seed, row, q_pos, k_pos, rate)
+
+
+def dropout_seed(dropout_key: Array) -> Array:
+    """seed_1 (uint32) drawn from a jax PRNG key."""
+    return jax.random.bits(dropout_key, (1,), jnp.uint32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: tile sizes and the runs of blocks each program visits.
+
+
+def _runs(needed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first_N, count_N) of each row's run of True in needed_NM (count 0 for an empty row)."""
+    count = needed.sum(1).astype(np.int32)
+    first = np.where(count > 0, needed.argmax(1), 0).astype(np.int32)
+    # Band intervals are monotone, so each row's needed blocks are contiguous.
+    cols = np.arange(needed.shape[1])
+    assert (needed == ((cols >= first[:, None]) & (cols < (first + count)[:, None]))).all()
+    return first, count
+
+
+def _block(requested: int, length: int) -> int:
+    """The tile along one axis: the requested size, or the length when shorter, rounded up to a
+    power of two of at least MIN_BLOCK (Triton's shapes)."""
+    return max(MIN_BLOCK, pl.next_power_of_2(min(requested, length)))
+
+
+def _scores(q, k, q_pos, k_pos, keys_valid, band: Band, slope):
+    """The tile's logits (f32; MASKED where the band or padding forbids the pair)."""
+    s = pltriton.dot(q, k, trans_b=True)
+    if slope is not None:
+        s = s - slope * jnp.abs(k_pos - q_pos).astype(jnp.float32)
+    allowed = keys_valid
+    if band != Band():
+        allowed = allowed & band.allows(q_pos, k_pos, jnp)
+    return jnp.where(allowed, s, MASKED)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels. Refs: q/k/v/o/do (rows, length, D); lse/delta (rows, length); keys (B, S) as f32.
+
+
+def _forward_kernel(
+    first_ref, count_ref, seed_ref, slope_ref, q_ref, k_ref, v_ref, keys_ref, o_ref, lse_ref,
+    *, band, block_q, block_k, rate, alibi,
+):  # fmt: skip
+    qi, row = pl.program_id(0), pl.program_id(1)
+    q = q_ref[...]
+    q_pos = qi * block_q + jnp.arange(block_q)[:, None]
+    slope = slope_ref[0] if alibi else None
+    seed = seed_ref[0]
+
+    def body(kb, carry):
+        acc, m_prev, l_prev = carry
+        window = pl.ds(kb * block_k, block_k)
+        k_pos = kb * block_k + jnp.arange(block_k)[None, :]
+        keys_valid = keys_ref[window][None, :] > 0
+        s = _scores(q, k_ref[window, :], q_pos, k_pos, keys_valid, band, slope)
+        m_next = jnp.maximum(m_prev, s.max(axis=1))
+        correction = jnp.exp(m_prev - m_next)
+        p = jnp.exp(s - m_next[:, None])
+        l_next = l_prev * correction + p.sum(axis=1)
+        if rate > 0.0:
+            keep = _keep_bits(seed, row, q_pos, k_pos, rate)
+            p = jnp.where(keep, p / (1.0 - rate), 0.0)
+        v = v_ref[window, :]
+        acc = acc * correction[:, None] + pltriton.dot(p.astype(v.dtype), v)
+        return acc, m_next, l_next
+
+    first = first_ref[0]
+    acc = jnp.zeros((block_q, v_ref.shape[-1]), jnp.float32)
+    top = jnp.full((block_q,), MASKED, jnp.float32)
+    total = jnp.zeros((block_q,), jnp.float32)
+    acc, top, total = jax.lax.fori_loop(first, first + count_ref[0], body, (acc, top, total))
+    seen = top > 0.5 * MASKED  # rows with an allowed key
+    total = jnp.where(seen, total, 1.0)
+    o_ref[...] = jnp.where(seen[:, None], acc / total[:, None], 0.0).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(seen, top + jnp.log(total), jnp.inf)
+
+
+def _dkdv_kernel(
+    first_ref, count_ref, seed_ref, slope_ref, q_ref, k_ref, v_ref, keys_ref, do_ref, lse_ref,
+    delta_ref, dk_ref, dv_ref, *, band, block_q, block_k, rate, alibi,
+):  # fmt: skip
+    kb, row = pl.program_id(0), pl.program_id(1)
+    k, v = k_ref[...], v_ref[...]
+    k_pos = kb * block_k + jnp.arange(block_k)[None, :]
+    keys_valid = keys_ref[...][None, :] > 0
+    slope = slope_ref[0] if alibi else None
+    seed = seed_ref[0]
+
+    def body(qi, carry):
+        dk, dv = carry
+        window = pl.ds(qi * block_q, block_q)
+        q_pos = qi * block_q + jnp.arange(block_q)[:, None]
+        q, do = q_ref[window, :], do_ref[window, :]
+        s = _scores(q, k, q_pos, k_pos, keys_valid, band, slope)
+        p = jnp.exp(s - lse_ref[window][:, None])  # 0 on rows with no key (lse = inf)
+        dp = pltriton.dot(do, v, trans_b=True)
+        if rate > 0.0:
+            keep = _keep_bits(seed, row, q_pos, k_pos, rate)
+            p_dropped = jnp.where(keep, p / (1.0 - rate), 0.0)
+            dp = jnp.where(keep, dp / (1.0 - rate), 0.0)
+        else:
+            p_dropped = p
+        dv = dv + pltriton.dot(p_dropped.astype(do.dtype), do, trans_a=True)
+        ds = p * (dp - delta_ref[window][:, None])
+        dk = dk + pltriton.dot(ds.astype(q.dtype), q, trans_a=True)
+        return dk, dv
+
+    first = first_ref[0]
+    dk = jnp.zeros(k.shape, jnp.float32)
+    dv = jnp.zeros(v.shape, jnp.float32)
+    dk, dv = jax.lax.fori_loop(first, first + count_ref[0], body, (dk, dv))
+    dk_ref[...] = dk.astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def _dq_kernel(
+    first_ref, count_ref, seed_ref, slope_ref, q_ref, k_ref, v_ref, keys_ref, do_ref, lse_ref,
+    delta_ref, dq_ref, *, band, block_q, block_k, rate, alibi,
+):  # fmt: skip
+    qi, row = pl.program_id(0), pl.program_id(1)
+    q, do = q_ref[...], do_ref[...]
+    lse, delta = lse_ref[...][:, None], delta_ref[...][:, None]
+    q_pos = qi * block_q + jnp.arange(block_q)[:, None]
+    slope = slope_ref[0] if alibi else None
+    seed = seed_ref[0]
+
+    def body(kb, dq):
+        window = pl.ds(kb * block_k, block_k)
+        k_pos = kb * block_k + jnp.arange(block_k)[None, :]
+        keys_valid = keys_ref[window][None, :] > 0
+        k, v = k_ref[window, :], v_ref[window, :]
+        s = _scores(q, k, q_pos, k_pos, keys_valid, band, slope)
+        p = jnp.exp(s - lse)
+        dp = pltriton.dot(do, v, trans_b=True)
+        if rate > 0.0:
+            keep = _keep_bits(seed, row, q_pos, k_pos, rate)
+            dp = jnp.where(keep, dp / (1.0 - rate), 0.0)
+        ds = p * (dp - delta)
+        return dq + pltriton.dot(ds.astype(k.dtype), k)
+
+    first = first_ref[0]
+    dq = jax.lax.fori_loop(first, first + count_ref[0], body, jnp.zeros(q.shape, jnp.float32))
+    dq_ref[...] = dq.astype(dq_ref.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The calls.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything static about one call (hashable: part of the compiled program)."""
+
+    band: Band
+    q_len: int
+    kv_len: int
+    block_q: int
+    block_k: int
+    heads: int
+    rows: int  # batch x heads
+    dim: int  # the padded head dim
+    rate: float  # dropout; 0 = none
+    alibi: bool
+    interpret: bool
+
+    @property
+    def t_pad(self) -> int:
+        return round_up(self.q_len, self.block_q)
+
+    @property
+    def s_pad(self) -> int:
+        return round_up(self.kv_len, self.block_k)
+
+    def runs(self, *, by_key: bool) -> tuple[Array, Array]:
+        """(first_N, count_N): the run of blocks each program visits, key blocks per query block
+        or (by_key) query blocks per key block."""
+        needed = self.band.key_blocks(self.q_len, self.kv_len, self.block_q, self.block_k)
+        first, count = _runs(needed.T if by_key else needed)
+        return jnp.asarray(first), jnp.asarray(count)
+
+    def call(self, kernel, *, by_key: bool, outputs: list, name: str):
+        """pallas_call of `kernel` on a grid of (key blocks if by_key else query blocks, rows),
+        its inputs (first, count, seed, slopes, q, k, v, keys[, do, lse, delta]) each the program's
+        own block along the blocked side and whole along the other; `outputs` (shape, dtype,
+        side) blocked along their side."""
+        heads = self.heads
+        blocks = {"q": (self.block_q, self.t_pad), "k": (self.block_k, self.s_pad)}
+        blocked = "k" if by_key else "q"
+
+        def spec(side, *trailing):
+            tile, length = blocks[side]
+            if side == blocked:
+                return pl.BlockSpec(
+                    (None, tile, *trailing), lambda i, r: (r, i, *[0] * len(trailing))
+                )
+            return pl.BlockSpec(
+                (None, length, *trailing), lambda i, r: (r, 0, *[0] * len(trailing))
+            )
+
+        tile_k, length_k = blocks["k"]
+        keys = pl.BlockSpec((None, tile_k if by_key else length_k),
+                            lambda i, r: (r // heads, i if by_key else 0))  # fmt: skip
+        in_specs = [
+            pl.BlockSpec((1,), lambda i, r: (i,)),  # first
+            pl.BlockSpec((1,), lambda i, r: (i,)),  # count
+            pl.BlockSpec((1,), lambda i, r: (0,)),  # seed
+            pl.BlockSpec((1,), lambda i, r: (r,)),  # the row's ALiBi slope
+            spec("q", self.dim),
+            spec("k", self.dim),
+            spec("k", self.dim),
+            keys,
+            spec("q", self.dim),  # do
+            spec("q"),  # lse
+            spec("q"),  # delta
+        ]
+        out_specs = [spec(side, *shape[2:]) for shape, _, side in outputs]
+        out_shape = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype, _ in outputs]
+        settings = dict(band=self.band, block_q=self.block_q, block_k=self.block_k,
+                        rate=self.rate, alibi=self.alibi)  # fmt: skip
+
+        def run(*args):
+            return pl.pallas_call(
+                functools.partial(kernel, **settings),
+                grid=(len(self.runs(by_key=by_key)[0]), self.rows),
+                in_specs=in_specs[: 2 + len(args)],
+                out_specs=out_specs,
+                out_shape=out_shape,
+                compiler_params=pltriton.CompilerParams(
+                    num_warps=4 if self.dim <= 64 else 8, num_stages=2
+                ),
+                interpret=self.interpret,
+                name=name,
+            )(*self.runs(by_key=by_key), *args)
+
+        return run
+
+
+def _forward(plan: _Plan, seed, slopes, q, k, v, keys):
+    """(out, lse) in the padded (rows, length, D) layout."""
+    return plan.call(
+        _forward_kernel,
+        by_key=False,
+        outputs=[
+            ((plan.rows, plan.t_pad, plan.dim), v.dtype, "q"),
+            ((plan.rows, plan.t_pad), jnp.float32, "q"),
+        ],  # fmt: skip
+        name="block_sparse_forward",
+    )(seed, slopes, q, k, v, keys)
+
+
+def _backward(plan: _Plan, seed, slopes, q, k, v, keys, o, lse, do):
+    """(dq, dk, dv): FlashAttention-2's two passes, by key block for dk and dv, by query block
+    for dq."""
+    delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)
+    args = (seed, slopes, q, k, v, keys, do, lse, delta)
+    dk, dv = plan.call(
+        _dkdv_kernel,
+        by_key=True,
+        outputs=[((plan.rows, plan.s_pad, plan.dim), k.dtype, "k")] * 2,
+        name="block_sparse_dkdv",
+    )(*args)
+    (dq,) = plan.call(
+        _dq_kernel,
+        by_key=False,
+        outputs=[((plan.rows, plan.t_pad, plan.dim), q.dtype, "q")],
+        name="block_sparse_dq",
+    )(*args)
+    return dq, dk, dv
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _attention(plan, seed, slopes, q, k, v, keys):
+    return _forward(plan, seed, slopes, q, k, v, keys)[0]
+
+
+def _attention_fwd(plan, seed, slopes, q, k, v, keys):
+    o, lse = _forward(plan, seed, slopes, q, k, v, keys)
+    return o, (seed, slopes, q, k, v, keys, o, lse)
+
+
+def _attention_bwd(plan, residuals, do):
+    seed, slopes, q, k, v, keys, o, lse = residuals
+    dq, dk, dv = _backward(plan, seed, slopes, q, k, v, keys, o, lse, do)
+    return None, None, dq, dk, dv, None
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def pallas_gpu_attention(
+    q_BTHD: Array,
+    k_BSHD: Array,
+    v_BSHD: Array,
+    key_mask_BS: Array | None,
+    band: Band | None = None,
+    *,
+    alibi_slopes_H: np.ndarray | None = None,
+    dropout_rate: float = 0.0,
+    dropout_key: Array | None = None,
+    block_q: int = DEFAULT_BLOCK,
+    block_k: int = DEFAULT_BLOCK,
+    interpret: bool = False,
+) -> Array:
+    """softmax(q k^T / sqrt(D) - slope_h |j - i|) v over the pairs `band` allows and real keys,
+    with attention dropout when `dropout_key` is given; out_BTHD (v's dtype).
+
+    Any lengths and head dims: blocks are powers of two of at least 16 (Triton's dot), lengths
+    are padded to them (padded keys masked, padded queries dropped) and the head dim to a power
+    of two (zeros change no dot product).
+    """
+    band = Band() if band is None else band
+    batch, q_len, heads, dim = q_BTHD.shape
+    kv_len = k_BSHD.shape[1]
+    rate = float(dropout_rate) if dropout_key is not None else 0.0
+    plan = _Plan(
+        band=band, q_len=q_len, kv_len=kv_len, block_q=_block(block_q, q_len),
+        block_k=_block(block_k, kv_len), heads=heads, rows=batch * heads,
+        dim=max(MIN_BLOCK, pl.next_power_of_2(dim)), rate=rate,
+        alibi=alibi_slopes_H is not None, interpret=interpret,
+    )  # fmt: skip
+
+    def rows(x_BLHD, length):
+        pad = ((0, 0), (0, length - x_BLHD.shape[1]), (0, 0), (0, plan.dim - dim))
+        return jnp.pad(x_BLHD, pad).transpose(0, 2, 1, 3).reshape(plan.rows, length, plan.dim)
+
+    q = rows(q_BTHD * jnp.asarray(1.0 / math.sqrt(dim), q_BTHD.dtype), plan.t_pad)
+    k, v = rows(k_BSHD, plan.s_pad), rows(v_BSHD, plan.s_pad)
+    keys = jnp.ones((batch, kv_len), jnp.float32)
+    if key_mask_BS is not None:
+        keys = key_mask_BS.astype(jnp.float32)
+    keys = jnp.pad(keys, ((0, 0), (0, plan.s_pad - kv_len)))
+    seed = dropout_seed(dropout_key) if rate > 0.0 else jnp.zeros((1,), jnp.uint32)
+    slopes = jnp.zeros((plan.rows,), jnp.float32)
+    if alibi_slopes_H is not None:
+        slopes = jnp.tile(jnp.asarray(alibi_slopes_H, jnp.float32), batch)
+    out = _attention(plan, seed, slopes, q, k, v, keys)
+    out = out.reshape(batch, heads, plan.t_pad, plan.dim).transpose(0, 2, 1, 3)
+    return out[:, :q_len, :, :dim]
