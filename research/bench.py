@@ -84,7 +84,10 @@ VARIANTS = {
         name: (name, BENCH_OPTIONS.get(name, {}), name not in LINEAR_FLOPS)
         for name in sorted(ATTENTION, key=lambda name: name in LINEAR_FLOPS)
     },
+    "full_dropout": ("full", {}, True),
 }
+# Labels run with attention dropout (training mode), at this rate: LRA's.
+ATTENTION_DROPOUT = {"full_dropout": 0.1}
 POSITION_VARIANTS = ("rope", "alibi", "t5", "shaw")
 QUADRATIC_MEMORY = ("xla_reference", "dense")
 # Of the machine this bench was written for (the CI runners and the developers' machines).
@@ -176,7 +179,7 @@ def build_layer(label: str, width: int, heads: int) -> SelfAttention:
     base = dict(in_features=width, num_heads=heads, qkv_features=width, rngs=nnx.Rngs(0))
     if name is None:
         return XlaReferenceAttention(**base)
-    return make_attention(name, options, **base)
+    return make_attention(name, options, dropout_rate=ATTENTION_DROPOUT.get(label, 0.0), **base)
 
 
 def layer_row(label: str, length: int, peak_flops: float, budget: float) -> Row:
@@ -188,8 +191,12 @@ def layer_row(label: str, length: int, peak_flops: float, budget: float) -> Row:
     x = jax.random.normal(jax.random.PRNGKey(1), (batch, length, heads * head_dim))
     mask = jnp.ones((batch, length), bool)
 
+    training = label in ATTENTION_DROPOUT
+
     def loss(params, x):
-        return jnp.sum(nnx.merge(graphdef, params)(x, mask))
+        layer = nnx.merge(graphdef, params)
+        rngs = nnx.Rngs(dropout=jax.random.key(2)) if training else None
+        return jnp.sum(layer(x, mask, deterministic=not training, rngs=rngs))
 
     compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
     row.compiled_bytes = compiled_bytes(compiled)
@@ -368,6 +375,9 @@ def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
     utilisation = get("full", 4096, "flop_utilisation")
     out.append(check("exact full attention at 4K, default options: >= 60% of matmul throughput",
                      f"{utilisation:.0%}", utilisation >= 0.6))  # fmt: skip
+    cost = get("full_dropout", 4096, "seconds") / get("full", 4096, "seconds")
+    out.append(check("attention dropout 0.1 on full attention at 4K: <= 1.25x its time without",
+                     f"{cost:.2f}x", cost <= 1.25))  # fmt: skip
     for variant in ("local", "block_local"):
         speed = 1 / get(variant, 4096, "time_vs_dense")
         memory = get(variant, 4096, "memory_vs_dense")

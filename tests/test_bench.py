@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_bench_writes_csv_plot_and_report(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "research.bench", "--lengths=64", "--long_lengths=128",
-         "--variants=dense,full,local", "--train_lengths=64",
+         "--variants=dense,full,full_dropout,local", "--train_lengths=64",
          "--train_variants=local", "--train_batch=2", "--fit_batch=2", "--batch=2",
          "--heads=2", "--head_dim=8", "--repeats=1", "--peak_sizes=256",
          f"--out={tmp_path}"],
@@ -27,6 +27,7 @@ def test_bench_writes_csv_plot_and_report(tmp_path):
         rows = list(csv.DictReader(file))
     layers = {(r["variant"], int(r["length"])) for r in rows if r["kind"] == "layer"}
     assert ("local", 128) in layers and ("full", 128) in layers and ("dense", 128) not in layers
+    assert ("full_dropout", 64) in layers  # full attention trained with attention dropout
     assert all(r["status"] == "ok" and float(r["seconds"]) > 0 for r in rows)
     dense = [r for r in rows if r["variant"] == "dense"]
     assert all(float(r["time_vs_dense"]) == 1.0 for r in dense)

@@ -13,14 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from research.attention.dropout import drop_weights
 from research.attention.relative import Position
-
-
-def _dropout(weights: Array, rate: float, key: jax.Array | None) -> Array:
-    if key is None or rate <= 0.0:
-        return weights
-    keep = jax.random.bernoulli(key, 1.0 - rate, weights.shape)
-    return jnp.where(keep, weights / (1.0 - rate), 0.0)
 
 
 def attention_weights(
@@ -48,7 +42,7 @@ def attention_weights(
     weights = jax.nn.softmax(logits, axis=-1)
     if mask_X1TS is not None:
         weights = jnp.where(mask_X1TS, weights, 0.0)
-    return _dropout(weights, dropout_rate, dropout_key)
+    return drop_weights(weights, dropout_rate, dropout_key)
 
 
 def dot_product_attention(

@@ -13,8 +13,9 @@ Position schemes enter per tile through `TileTerms` (research/attention/relative
 a logit bias from the tile's relative positions (ALiBi, T5, Shaw's key term; never an N x N array)
 and a value term mixed by the tile's weights (Shaw's); their gradients come from `jax.vjp` of the
 per-tile functions, so a scheme is written once, forward only. RoPE acts before the kernel.
-Dropout on the weights regenerates each tile's keep-mask from (key, row group, tile), in the
-forward and the backward pass alike, so no T x S mask is stored.
+Dropout on the weights regenerates each tile's keep-mask from the tile's positions (dropout.py:
+a hash of seed, row, query and key), in the forward and the backward pass alike, so no T x S mask
+is stored and the same weights drop as on the dense path.
 
 Layout: (batch x heads) rows, X = `rows_per_step` of them per step: q_XTD tiles are batched
 matmuls with no transposes in the loops; 1/sqrt(D) is folded into q once. Tiles are visited as one
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from research.attention.dropout import dropout_seed, keep_bits
 from research.attention.sparsity import Band
 from research.intmath import ceil_div, round_up
 
@@ -136,12 +138,14 @@ def _tile_mask(plan: _Plan, qi, k_start, mask_XS):
     return mask
 
 
-def _keep_mask(plan: _Plan, dropout_key, group, qi, k_start, shape):
-    """The tile's dropout keep-mask scaled by 1/(1 - rate), or None without dropout."""
-    if dropout_key is None or plan.dropout_rate <= 0.0:
+def _keep_mask(plan: _Plan, seed, rows_X, qi, k_start):
+    """The tile's dropout keep-mask_XTS scaled by 1/(1 - rate) (dropout.py's bits at the tile's
+    positions, so the same weights drop as on every other path), or None without dropout."""
+    if seed is None or plan.dropout_rate <= 0.0:
         return None
-    key = jax.random.fold_in(jax.random.fold_in(dropout_key, group), qi)
-    keep = jax.random.bernoulli(jax.random.fold_in(key, k_start), 1.0 - plan.dropout_rate, shape)
+    q_pos = qi * plan.block_q + jnp.arange(plan.block_q)[:, None]
+    k_pos = k_start - plan.pad_left + jnp.arange(plan.key_tile)[None, :]
+    keep = keep_bits(seed, rows_X[:, None, None], q_pos, k_pos, plan.dropout_rate)
     return keep.astype(jnp.float32) / (1.0 - plan.dropout_rate)
 
 
@@ -195,7 +199,7 @@ def _scores(plan: _Plan, params, tile: _Tile, rows_X):
     return logits, pullback
 
 
-def _group_forward(plan: _Plan, params, dropout_key, group, q_XTD, k_XSD, v_XSD, mask_XS, rows_X):
+def _group_forward(plan: _Plan, params, seed, q_XTD, k_XSD, v_XSD, mask_XS, rows_X):
     """out_XTD (v's dtype) and lse_XT (+inf for rows that see no key) of one group of rows."""
     terms = plan.terms
     x, dim_v = q_XTD.shape[0], v_XSD.shape[-1]
@@ -218,7 +222,7 @@ def _group_forward(plan: _Plan, params, dropout_key, group, q_XTD, k_XSD, v_XSD,
             p = jnp.exp(logits - safe_max[..., None])
             correction = jnp.exp(max_ - safe_max)
             norm = norm * correction + p.sum(-1)
-            keep = _keep_mask(plan, dropout_key, group, qi, k_start, p.shape)
+            keep = _keep_mask(plan, seed, rows_X, qi, k_start)
             if keep is not None:
                 p = p * keep
             update = jnp.einsum(
@@ -250,7 +254,7 @@ def _group_forward(plan: _Plan, params, dropout_key, group, q_XTD, k_XSD, v_XSD,
     return out, lse
 
 
-def _group_backward(plan: _Plan, params, dropout_key, group, inputs, out_XTD, lse_XT, do_XTD):
+def _group_backward(plan: _Plan, params, seed, inputs, out_XTD, lse_XT, do_XTD):
     """(dq, dk, dv, dparams) of one group of rows. Aligned key blocks are visited by key block, dk
     and dv accumulating per block while dq is added into place; a sliding band's key tiles
     overlap, so its tiles go by query block, dq accumulating and dk, dv added into place."""
@@ -272,7 +276,7 @@ def _group_backward(plan: _Plan, params, dropout_key, group, inputs, out_XTD, ls
         logits, bias_pullback = _scores(plan, params, tile, rows_X)
         # lse is +inf on rows with no allowed key, so their p is 0 and nothing flows back.
         p = jnp.exp(logits - _slice(lse_XT, tile.q_start, bq)[..., None])
-        keep = _keep_mask(plan, dropout_key, group, qi, k_start, p.shape)
+        keep = _keep_mask(plan, seed, rows_X, qi, k_start)
         p_kept = p if keep is None else p * keep
         dv = jnp.einsum("xts,xtd->xsd", p_kept.astype(do.dtype), do, **f32)
         dp = jnp.einsum("xtd,xsd->xts", do, v, **f32)
@@ -341,33 +345,32 @@ def _ungroups(x_GXY: Array) -> Array:
 
 
 def _map_groups(plan: _Plan, fn, *arrays):
-    """lax.map of fn(group index, *group slices) over groups of rows."""
+    """lax.map of fn(*group slices) over groups of rows."""
     grouped = [_groups(a, plan.rows_per_step) for a in arrays]
-    count = arrays[0].shape[0] // plan.rows_per_step
-    return jax.lax.map(lambda xs: fn(*xs), (jnp.arange(count), *grouped))
+    return jax.lax.map(lambda xs: fn(*xs), tuple(grouped))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _kernel(plan, q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, dropout_key):
-    return _kernel_fwd(plan, q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, dropout_key)[0]
+def _kernel(plan, q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, seed):
+    return _kernel_fwd(plan, q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, seed)[0]
 
 
-def _kernel_fwd(plan, q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, dropout_key):
-    def group_forward(group, q, k, v, mask, rows):
-        return _group_forward(plan, params, dropout_key, group, q, k, v, mask, rows)
+def _kernel_fwd(plan, q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, seed):
+    def group_forward(q, k, v, mask, rows):
+        return _group_forward(plan, params, seed, q, k, v, mask, rows)
 
     out_GXTD, lse_GXT = _map_groups(plan, group_forward, q_XTD, k_XSD, v_XSD, mask_XS, rows_X)
     out_XTD, lse_XT = _ungroups(out_GXTD), _ungroups(lse_GXT)
-    residuals = (q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, dropout_key, out_XTD, lse_XT)
+    residuals = (q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, seed, out_XTD, lse_XT)
     return out_XTD, residuals
 
 
 def _kernel_bwd(plan, residuals, do_XTD):
-    q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, dropout_key, out_XTD, lse_XT = residuals
+    q_XTD, k_XSD, v_XSD, mask_XS, rows_X, params, seed, out_XTD, lse_XT = residuals
 
-    def group_backward(group, q, k, v, mask, rows, out, lse, do):
+    def group_backward(q, k, v, mask, rows, out, lse, do):
         inputs = (q, k, v, mask, rows)
-        return _group_backward(plan, params, dropout_key, group, inputs, out, lse, do)
+        return _group_backward(plan, params, seed, inputs, out, lse, do)
 
     arrays = (q_XTD, k_XSD, v_XSD, mask_XS, rows_X, out_XTD, lse_XT, do_XTD)
     dq, dk, dv, dparams = _map_groups(plan, group_backward, *arrays)
@@ -454,7 +457,7 @@ def block_sparse_attention(
         mask_XS,
         jnp.arange(rows, dtype=jnp.int32),
         params,
-        dropout_key if plan.dropout_rate > 0 else None,
+        dropout_seed(dropout_key) if plan.dropout_rate > 0 else None,
     )
     out_XTD = out_XTD.reshape(batch, heads, t_pad, -1)[:, :, :q_len]
     return jnp.swapaxes(out_XTD, 1, 2)

@@ -13,9 +13,9 @@ FlashAttention-2's: the forward pass saves the output and each row's log-sum-exp
 In-kernel, with no T x S array anywhere:
 - the band and key padding, from positions and a (B, S) key mask;
 - ALiBi's bias, -slope_h |j - i|, from positions;
-- attention dropout, each weight's keep bit a hash of (seed, batch x head, query, key): the same
-  bits in the forward and backward pass, regenerated per tile, none stored. `keep_mask` is the
-  same function over a whole (B, H, T, S) grid, for tests and for the dense reference.
+- attention dropout, each weight's keep bit a hash of (seed, batch x head, query, key)
+  (dropout.py): the same bits in the forward and backward pass and in every other path,
+  regenerated per tile, none stored.
 
 T5's and Shaw's learned tables are not served here (a gather of a learned table per tile, and its
 gradient, is still to write): `eligible` says so and the caller falls back.
@@ -34,6 +34,7 @@ from jax import Array
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from research.attention.dropout import dropout_seed, keep_bits
 from research.attention.sparsity import Band
 from research.intmath import round_up
 
@@ -55,40 +56,6 @@ def eligible(*, dtype, bias: bool, computed_bias: bool, value_term: bool) -> tup
     if bias and not computed_bias:
         return False, "a learned bias table (T5's) is not in the Pallas GPU kernel yet"
     return True, ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Dropout bits: a hash of (seed, row of batch x heads, query, key), the same inside and outside.
-
-
-def _mix(x):
-    """murmur3's 32-bit finaliser: every input bit flips about half the output bits."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x85EBCA6B)
-    x = x ^ (x >> 13)
-    x = x * jnp.uint32(0xC2B2AE35)
-    return x ^ (x >> 16)
-
-
-def _keep_bits(seed, row, q_pos, k_pos, rate: float):
-    """True where a weight is kept: hash(seed, row, q, k) >= rate * 2^32 (broadcast shapes)."""
-    per_row = _mix(seed.astype(jnp.uint32) ^ _mix(row.astype(jnp.uint32) + jnp.uint32(0x9E3779B9)))
-    per_query = _mix(per_row ^ (q_pos.astype(jnp.uint32) * jnp.uint32(0x27D4EB2F)))
-    bits = _mix(per_query + k_pos.astype(jnp.uint32) * jnp.uint32(0x165667B1))
-    return bits >= jnp.uint32(min(int(rate * 2**32), 2**32 - 1))
-
-
-def keep_mask(seed: Array, batch: int, heads: int, q_len: int, kv_len: int, rate: float) -> Array:
-    """keep_BHTS: the kernel's dropout bits over the whole grid (tests, dense reference)."""
-    row = jnp.arange(batch * heads).reshape(batch, heads, 1, 1)
-    q_pos = jnp.arange(q_len)[:, None]
-    k_pos = jnp.arange(kv_len)[None, :]
-    return _keep_bits(seed, row, q_pos, k_pos, rate)
-
-
-def dropout_seed(dropout_key: Array) -> Array:
-    """seed_1 (uint32) drawn from a jax PRNG key."""
-    return jax.random.bits(dropout_key, (1,), jnp.uint32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +114,7 @@ def _forward_kernel(
         p = jnp.exp(s - m_next[:, None])
         l_next = l_prev * correction + p.sum(axis=1)
         if rate > 0.0:
-            keep = _keep_bits(seed, row, q_pos, k_pos, rate)
+            keep = keep_bits(seed, row, q_pos, k_pos, rate)
             p = jnp.where(keep, p / (1.0 - rate), 0.0)
         v = v_ref[window, :]
         acc = acc * correction[:, None] + pltriton.dot(p.astype(v.dtype), v)
@@ -184,7 +151,7 @@ def _dkdv_kernel(
         p = jnp.exp(s - lse_ref[window][:, None])  # 0 on rows with no key (lse = inf)
         dp = pltriton.dot(do, v, trans_b=True)
         if rate > 0.0:
-            keep = _keep_bits(seed, row, q_pos, k_pos, rate)
+            keep = keep_bits(seed, row, q_pos, k_pos, rate)
             p_dropped = jnp.where(keep, p / (1.0 - rate), 0.0)
             dp = jnp.where(keep, dp / (1.0 - rate), 0.0)
         else:
@@ -222,7 +189,7 @@ def _dq_kernel(
         p = jnp.exp(s - lse)
         dp = pltriton.dot(do, v, trans_b=True)
         if rate > 0.0:
-            keep = _keep_bits(seed, row, q_pos, k_pos, rate)
+            keep = keep_bits(seed, row, q_pos, k_pos, rate)
             dp = jnp.where(keep, dp / (1.0 - rate), 0.0)
         ds = p * (dp - delta)
         return dq + pltriton.dot(ds.astype(k.dtype), k)

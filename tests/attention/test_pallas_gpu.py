@@ -1,7 +1,8 @@
 """The Pallas GPU kernel (pallas_gpu.py) equals dense attention, run here in interpret mode:
-bands, key padding (a hole, a padded tail, an example with no key), ALiBi, dropout (its keep rate
-and replay), lengths no block divides, T != S, gradients; through the attention module at default
-options; and it lowers to Triton for a GPU (all three kernels), which CI can check with no GPU."""
+bands, key padding (a hole, a padded tail, an example with no key), ALiBi, dropout (against
+dropout.py's bits; test_dropout.py has their statistics and the paths' agreement), lengths no
+block divides, T != S, gradients; through the attention module at default options; and it lowers
+to Triton for a GPU (all three kernels), which CI can check with no GPU."""
 
 import dataclasses
 
@@ -12,7 +13,8 @@ import pytest
 from attention_testing import assert_same_function, build, padding_mask, qkv
 from flax import nnx
 
-from research.attention.pallas_gpu import dropout_seed, keep_mask, pallas_gpu_attention
+from research.attention.dropout import dropout_seed, keep_bits
+from research.attention.pallas_gpu import pallas_gpu_attention
 from research.attention.relative import alibi_slopes
 from research.attention.sparsity import Band
 from research.errors import UserError
@@ -67,8 +69,10 @@ def test_equals_dense_with_gradients(band, alibi, rate, block_q, block_k):
     key_mask = _key_mask()
     dropout_key = jax.random.key(7) if rate else None
     keep = None
-    if rate:
-        keep = keep_mask(dropout_seed(dropout_key), 3, 2, Q_LEN, KV_LEN, rate)
+    if rate:  # dropout.py's bits over the whole grid: rows b * heads + h, absolute positions
+        rows = jnp.arange(3 * 2).reshape(3, 2, 1, 1)
+        positions = (jnp.arange(Q_LEN)[:, None], jnp.arange(KV_LEN)[None, :])
+        keep = keep_bits(dropout_seed(dropout_key), rows, *positions, rate)
 
     def ours(q, k, v):
         return pallas_gpu_attention(
@@ -82,24 +86,6 @@ def test_equals_dense_with_gradients(band, alibi, rate, block_q, block_k):
         return _dense(q, k, v, key_mask, band, alibi, keep, rate)
 
     assert_same_function(ours, theirs, (q, k, v))
-
-
-def test_dropout_keeps_one_minus_rate_and_replays_from_its_key():
-    """The keep bits: a fraction 1 - rate kept over a large grid, uncorrelated across heads and
-    rows; the same key gives the same output, another key another."""
-    keep = np.asarray(keep_mask(dropout_seed(jax.random.key(0)), 4, 4, 256, 256, 0.1))
-    assert abs(keep.mean() - 0.9) < 0.002  # 1M bits: the binomial sd is 0.0003
-    assert abs(np.corrcoef(keep[0, 0].ravel(), keep[0, 1].ravel())[0, 1]) < 0.01
-    assert abs(np.corrcoef(keep[0, 0, :-1].ravel(), keep[0, 0, 1:].ravel())[0, 1]) < 0.01
-    q, k, v = qkv(3, length=16)
-
-    def run(seed):
-        return pallas_gpu_attention(q, k, v, None, dropout_rate=0.5,
-                                    dropout_key=jax.random.key(seed), interpret=True)  # fmt: skip
-
-    first, again, other = run(0), run(0), run(1)
-    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
-    assert not np.allclose(np.asarray(first), np.asarray(other))
 
 
 @pytest.mark.parametrize(("name", "options", "causal"), [
