@@ -40,7 +40,5 @@ def get_hyper(h):
             h.sweep("arg.pairs", PAIRS),
             h.sweep("arg.width", WIDTHS),
             h.sweep("config.optimizer.learning_rate", list(ZOOLOGY_LEARNING_RATES)),
-            # Zoology's TrainConfig stops at 99% validation accuracy.
-            h.fixed("config.stop_at_validation_accuracy", 0.99),
         ]
     )

@@ -269,6 +269,7 @@ def test_recall_base_is_zoology_figure2():
     assert (model.init, model.tie_output) == ("zoology", True)  # GPT-2's init; lm_head = embedding
     assert config.batch_size == 512 and config.num_train_steps == 64 * 100_000 // 512
     assert (config.optimizer.schedule, config.optimizer.weight_decay) == ("cosine", 0.1)
+    assert config.stop_at_validation_accuracy == 0.99  # Zoology's TrainConfig
     assert pytest.approx(np.logspace(-4, -2, 4), rel=1e-4) == recall.ZOOLOGY_LEARNING_RATES
     # Figure 2's (length, pairs) points follow from `pairs=`; batch 256 at length 256.
     assert recall.get_config("pairs=4").task_options.length == 64
