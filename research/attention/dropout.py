@@ -44,6 +44,11 @@ def keep_bits(seed: Array, row: Array, q_pos: Array, k_pos: Array, rate: float) 
     return bits >= jnp.uint32(min(int(rate * 2**32), 2**32 - 1))
 
 
+def scale_kept(x: Array, keep: Array, rate: float) -> Array:
+    """x / (1 - rate) where `keep`, else 0: dropout applied to weights (or to their gradient)."""
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
 def drop_weights(weights_XHTS: Array, rate: float, dropout_key: Array | None) -> Array:
     """Dense weights (any leading shape X, then heads, queries, keys) with dropout applied:
     dropped weights 0, kept ones scaled by 1 / (1 - rate); the rows are X x heads in order."""
@@ -58,4 +63,4 @@ def drop_weights(weights_XHTS: Array, rate: float, dropout_key: Array | None) ->
         jnp.arange(kv_len)[None, :],
         rate,
     )
-    return jnp.where(keep, weights_XHTS / (1.0 - rate), 0.0)
+    return scale_kept(weights_XHTS, keep, rate)

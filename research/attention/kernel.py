@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from research.attention.dropout import dropout_seed, keep_bits
+from research.attention.dropout import dropout_seed, keep_bits, scale_kept
 from research.attention.sparsity import Band
 from research.intmath import ceil_div, round_up
 
@@ -139,14 +139,13 @@ def _tile_mask(plan: _Plan, qi, k_start, mask_XS):
 
 
 def _keep_mask(plan: _Plan, seed, rows_X, qi, k_start):
-    """The tile's dropout keep-mask_XTS scaled by 1/(1 - rate) (dropout.py's bits at the tile's
-    positions, so the same weights drop as on every other path), or None without dropout."""
+    """The tile's dropout keep-mask_XTS (dropout.py's bits at the tile's positions, so the same
+    weights drop as on every other path), or None without dropout."""
     if seed is None or plan.dropout_rate <= 0.0:
         return None
     q_pos = qi * plan.block_q + jnp.arange(plan.block_q)[:, None]
     k_pos = k_start - plan.pad_left + jnp.arange(plan.key_tile)[None, :]
-    keep = keep_bits(seed, rows_X[:, None, None], q_pos, k_pos, plan.dropout_rate)
-    return keep.astype(jnp.float32) / (1.0 - plan.dropout_rate)
+    return keep_bits(seed, rows_X[:, None, None], q_pos, k_pos, plan.dropout_rate)
 
 
 def _slice(x, start, size, axis=1):
@@ -224,7 +223,7 @@ def _group_forward(plan: _Plan, params, seed, q_XTD, k_XSD, v_XSD, mask_XS, rows
             norm = norm * correction + p.sum(-1)
             keep = _keep_mask(plan, seed, rows_X, qi, k_start)
             if keep is not None:
-                p = p * keep
+                p = scale_kept(p, keep, plan.dropout_rate)
             update = jnp.einsum(
                 "xts,xsd->xtd", p.astype(tile.v.dtype), tile.v, preferred_element_type=jnp.float32
             )
@@ -277,7 +276,7 @@ def _group_backward(plan: _Plan, params, seed, inputs, out_XTD, lse_XT, do_XTD):
         # lse is +inf on rows with no allowed key, so their p is 0 and nothing flows back.
         p = jnp.exp(logits - _slice(lse_XT, tile.q_start, bq)[..., None])
         keep = _keep_mask(plan, seed, rows_X, qi, k_start)
-        p_kept = p if keep is None else p * keep
+        p_kept = p if keep is None else scale_kept(p, keep, plan.dropout_rate)
         dv = jnp.einsum("xts,xtd->xsd", p_kept.astype(do.dtype), do, **f32)
         dp = jnp.einsum("xtd,xsd->xts", do, v, **f32)
         if terms is not None and terms.scheme.adds_value:
@@ -287,7 +286,7 @@ def _group_backward(plan: _Plan, params, seed, inputs, out_XTD, lse_XT, do_XTD):
             dp = dp + dp_value
             dparams = jax.tree.map(jnp.add, dparams, dparams_value)
         if keep is not None:
-            dp = dp * keep
+            dp = scale_kept(dp, keep, plan.dropout_rate)
         ds = p * (dp - _slice(delta_XT, tile.q_start, bq)[..., None])
         dk = jnp.einsum("xts,xtd->xsd", ds.astype(q.dtype), q, **f32)
         dq = jnp.einsum("xts,xsd->xtd", ds.astype(k.dtype), k, **f32)

@@ -34,7 +34,7 @@ from jax import Array
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from research.attention.dropout import dropout_seed, keep_bits
+from research.attention.dropout import dropout_seed, keep_bits, scale_kept
 from research.attention.sparsity import Band
 from research.intmath import round_up
 
@@ -114,8 +114,7 @@ def _forward_kernel(
         p = jnp.exp(s - m_next[:, None])
         l_next = l_prev * correction + p.sum(axis=1)
         if rate > 0.0:
-            keep = keep_bits(seed, row, q_pos, k_pos, rate)
-            p = jnp.where(keep, p / (1.0 - rate), 0.0)
+            p = scale_kept(p, keep_bits(seed, row, q_pos, k_pos, rate), rate)
         v = v_ref[window, :]
         acc = acc * correction[:, None] + pltriton.dot(p.astype(v.dtype), v)
         return acc, m_next, l_next
@@ -152,8 +151,7 @@ def _dkdv_kernel(
         dp = pltriton.dot(do, v, trans_b=True)
         if rate > 0.0:
             keep = keep_bits(seed, row, q_pos, k_pos, rate)
-            p_dropped = jnp.where(keep, p / (1.0 - rate), 0.0)
-            dp = jnp.where(keep, dp / (1.0 - rate), 0.0)
+            p_dropped, dp = scale_kept(p, keep, rate), scale_kept(dp, keep, rate)
         else:
             p_dropped = p
         dv = dv + pltriton.dot(p_dropped.astype(do.dtype), do, trans_a=True)
@@ -189,8 +187,7 @@ def _dq_kernel(
         p = jnp.exp(s - lse)
         dp = pltriton.dot(do, v, trans_b=True)
         if rate > 0.0:
-            keep = keep_bits(seed, row, q_pos, k_pos, rate)
-            dp = jnp.where(keep, dp / (1.0 - rate), 0.0)
+            dp = scale_kept(dp, keep_bits(seed, row, q_pos, k_pos, rate), rate)
         ds = p * (dp - delta)
         return dq + pltriton.dot(ds.astype(k.dtype), k)
 
@@ -274,10 +271,12 @@ class _Plan:
         settings = dict(band=self.band, block_q=self.block_q, block_k=self.block_k,
                         rate=self.rate, alibi=self.alibi)  # fmt: skip
 
+        first, count = self.runs(by_key=by_key)
+
         def run(*args):
             return pl.pallas_call(
                 functools.partial(kernel, **settings),
-                grid=(len(self.runs(by_key=by_key)[0]), self.rows),
+                grid=(len(first), self.rows),
                 in_specs=in_specs[: 2 + len(args)],
                 out_specs=out_specs,
                 out_shape=out_shape,
@@ -286,7 +285,7 @@ class _Plan:
                 ),
                 interpret=self.interpret,
                 name=name,
-            )(*self.runs(by_key=by_key), *args)
+            )(first, count, *args)
 
         return run
 
