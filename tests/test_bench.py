@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_bench_writes_csv_plot_and_report(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "research.bench", "--lengths=64", "--long_lengths=128",
-         "--variants=dense,full,full_dropout,local", "--train_lengths=64",
+         "--variants=dense,full,full_dropout,local,linear,performer", "--train_lengths=64",
          "--train_variants=local", "--train_batch=2", "--fit_batch=2", "--batch=2",
          "--heads=2", "--head_dim=8", "--repeats=1", "--peak_sizes=256",
          f"--out={tmp_path}"],
@@ -33,6 +33,7 @@ def test_bench_writes_csv_plot_and_report(tmp_path):
     assert all(float(r["time_vs_dense"]) == 1.0 for r in dense)
     report = (tmp_path / "bench.md").read_text()
     assert "## Targets" in report and "| local |" in report
+    assert "performer (256 features) at 4K: <= 1.5x linear's memory" in report
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 

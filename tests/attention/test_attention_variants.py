@@ -118,6 +118,7 @@ def test_unknown_name_lists_the_valid_ones():
         ("linear", {"chunk_size": 0}, "linear.chunk_size=0"),
         ("performer", {"num_features": 0}, "performer.num_features=0"),
         ("performer", {"redraw": "epoch"}, "performer.redraw='epoch'"),
+        ("performer", {"feature_chunk": 0}, "performer.feature_chunk=0"),
     ],
 )
 def test_bad_option_is_a_one_line_error_naming_the_field(name, options, field):

@@ -38,10 +38,17 @@ def quadratic_form(module, q, k, v, key_mask):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("name", ["linear", "performer"])
-def test_equals_masked_quadratic_form(name, causal):
-    """Both forms, a chunk (4) that does not divide the length, padding; forward and gradients."""
-    options = {"chunk_size": 4} | ({"num_features": 16} if name == "performer" else {})
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("linear", {"chunk_size": 4}),
+        ("performer", {"chunk_size": 4, "num_features": 16, "feature_chunk": 4}),
+        ("performer", {"num_features": 16}),  # one chunk of each kind, as at the default
+    ],
+)
+def test_equals_masked_quadratic_form(name, options, causal):
+    """Both forms, chunks (4: the causal scan's, and the non-causal Performer's feature rows) that
+    do not divide the length, padding; forward and gradients."""
     module = build(name, options, causal=causal)
     q, k, v = qkv(0, length=LENGTH)
     key_mask = padding_mask([LENGTH, 6], LENGTH)
