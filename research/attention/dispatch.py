@@ -9,14 +9,14 @@ position scheme; `softmax_attention` runs it on the implementation `choose_imple
           memory, only the tiles the band needs;
   cudnn   cuDNN's fused kernel (GPU; platform.py), where it can serve the call;
   pallas  the block-sparse kernel in Pallas for GPUs (pallas_gpu.py; Triton): any band, padding,
-          ALiBi and dropout in-kernel, only the tiles the band needs; `interpret` mode elsewhere;
+          ALiBi, T5 and dropout in-kernel, only the tiles the band needs; `interpret` mode
+          elsewhere;
   splash  Pallas splash attention (TPU; platform.py; `interpret` mode elsewhere, for tests).
 
 `auto` (the default) picks, per platform: GPU -> cudnn when it serves the call without a T x S
-bias, else pallas when it serves it, else cudnn with a dense bias (T5), else dense (Shaw; an XLA
-loop is never chosen on a GPU); TPU -> splash when eligible, else kernel; CPU -> dense up to
-DENSE_MAX_LENGTH, else kernel. docs/attention.md has the table, tests/attention/test_dispatch.py
-states it case by case.
+bias, else pallas when it serves it, else dense (Shaw; an XLA loop is never chosen on a GPU);
+TPU -> splash when eligible, else kernel; CPU -> dense up to DENSE_MAX_LENGTH, else kernel.
+docs/attention.md has the table, tests/attention/test_dispatch.py states it case by case.
 """
 
 import dataclasses
@@ -30,7 +30,7 @@ from jax import Array
 from research.attention import pallas_gpu, platform
 from research.attention.dense import positional_attention
 from research.attention.kernel import block_sparse_attention
-from research.attention.relative import ALiBi, Position, alibi_slopes
+from research.attention.relative import ALiBi, Position, T5Bias, alibi_slopes
 from research.attention.sparsity import Band
 from research.errors import check_choice, check_positive
 from research.intmath import round_up
@@ -100,12 +100,7 @@ def _cudnn_check(call: Call) -> tuple[bool, str]:
 
 
 def _pallas_check(call: Call) -> tuple[bool, str]:
-    return pallas_gpu.eligible(
-        dtype=call.dtype,
-        bias=call.position_bias,
-        computed_bias=call.position is ALiBi,
-        value_term=call.position_value,
-    )
+    return pallas_gpu.eligible(dtype=call.dtype, value_term=call.position_value)
 
 
 def _splash_check(call: Call) -> tuple[bool, str]:
@@ -131,8 +126,6 @@ def choose_implementation(requested: str, call: Call) -> tuple[str, str]:
         if pallas:
             reason = "it needs a T x S bias" if cudnn else cudnn_why
             return "pallas", f"GPU, cuDNN cannot serve it without a T x S array ({reason})"
-        if cudnn:
-            return "cudnn", f"GPU, cuDNN with a dense bias (the Pallas kernel cannot: {pallas_why})"
         return "dense", (
             f"GPU, neither cuDNN ({cudnn_why}) nor the Pallas kernel ({pallas_why}) serves it; "
             "XLA's dense path beats any XLA loop"
@@ -250,7 +243,11 @@ def softmax_attention(
         interpret = call.backend != "gpu"
         if interpret:
             say_interpreted(implementation, call.backend)
-        alibi = isinstance(position, ALiBi)
+        alibi, t5_buckets = isinstance(position, ALiBi), None
+        if isinstance(position, T5Bias):
+            t5_buckets = pallas_gpu.T5Buckets(
+                position.num_buckets, position.max_distance, position.bidirectional
+            )
         return pallas_gpu.pallas_gpu_attention(
             q_BTHD,
             k_BSHD,
@@ -258,6 +255,8 @@ def softmax_attention(
             key_mask_BS,
             band,
             alibi_slopes_H=alibi_slopes(position.num_heads) if alibi else None,
+            t5_table_NH=position.embedding_NH[...] if t5_buckets else None,
+            t5_buckets=t5_buckets,
             dropout_rate=dropout_rate,
             dropout_key=dropout_key if dropout else None,
             block_q=options.block_q or pallas_gpu.DEFAULT_BLOCK,

@@ -13,12 +13,15 @@ FlashAttention-2's: the forward pass saves the output and each row's log-sum-exp
 In-kernel, with no T x S array anywhere:
 - the band and key padding, from positions and a (B, S) key mask;
 - ALiBi's bias, -slope_h |j - i|, from positions;
+- T5's bias, a learned per-head table read at each pair's bucket (relative.t5_bucket, from
+  positions): a gather from the row's table per tile; its gradient summed per bucket in the dk/dv
+  pass over the buckets each tile holds (a handful, except near the diagonal);
 - attention dropout, each weight's keep bit a hash of (seed, batch x head, query, key)
   (dropout.py): the same bits in the forward and backward pass and in every other path,
   regenerated per tile, none stored.
 
-T5's and Shaw's learned tables are not served here (a gather of a learned table per tile, and its
-gradient, is still to write): `eligible` says so and the caller falls back.
+Shaw's terms are not served here (a value term sums the weights per relative position, a
+scatter per tile): `eligible` says so and the caller falls back.
 
 Pallas runs this on a GPU through Triton; anywhere else with interpret=True (the tests' path, slow).
 """
@@ -35,6 +38,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from research.attention.dropout import dropout_seed, keep_bits, scale_kept
+from research.attention.relative import t5_bucket
 from research.attention.sparsity import Band
 from research.intmath import round_up
 
@@ -45,16 +49,30 @@ DEFAULT_BLOCK = 64
 MIN_BLOCK = 16  # Triton's smallest dot
 
 
-def eligible(*, dtype, bias: bool, computed_bias: bool, value_term: bool) -> tuple[bool, str]:
-    """(whether this kernel serves a call, why not): `bias` whether the position scheme adds a
-    logit bias, `computed_bias` whether that bias is ALiBi's (computed from positions),
-    `value_term` whether it adds a value term (Shaw's)."""
+@dataclasses.dataclass(frozen=True)
+class T5Buckets:
+    """T5's bucketing of relative positions (relative.t5_bucket's arguments)."""
+
+    num_buckets: int
+    max_distance: int
+    bidirectional: bool
+
+    def of(self, q_pos, k_pos):
+        return t5_bucket(
+            k_pos - q_pos,
+            num_buckets=self.num_buckets,
+            max_distance=self.max_distance,
+            bidirectional=self.bidirectional,
+        )
+
+
+def eligible(*, dtype, value_term: bool) -> tuple[bool, str]:
+    """(whether this kernel serves a call, why not): `value_term` whether the position scheme
+    adds a value term (Shaw's)."""
     if jnp.dtype(dtype) not in [jnp.dtype(d) for d in GPU_DTYPES]:
         return False, f"dtype {jnp.dtype(dtype).name} is not one of f32, bf16, f16"
     if value_term:
         return False, "a position value term (Shaw's) is not in the Pallas GPU kernel yet"
-    if bias and not computed_bias:
-        return False, "a learned bias table (T5's) is not in the Pallas GPU kernel yet"
     return True, ""
 
 
@@ -78,11 +96,22 @@ def _block(requested: int, length: int) -> int:
     return max(MIN_BLOCK, pl.next_power_of_2(min(requested, length)))
 
 
-def _scores(q, k, q_pos, k_pos, keys_valid, band: Band, slope):
+def _bias_fn(position, position_ref):
+    """The tile's position bias as a function of (q_pos, k_pos), or None: ALiBi's from the row's
+    slope, T5's gathered from the row's table."""
+    if position == "alibi":
+        slope = position_ref[0]
+        return lambda q_pos, k_pos: -slope * jnp.abs(k_pos - q_pos).astype(jnp.float32)
+    if isinstance(position, T5Buckets):
+        return lambda q_pos, k_pos: position_ref[position.of(q_pos, k_pos)].astype(jnp.float32)
+    return None
+
+
+def _scores(q, k, q_pos, k_pos, keys_valid, band: Band, bias_fn):
     """The tile's logits (f32; MASKED where the band or padding forbids the pair)."""
     s = pltriton.dot(q, k, trans_b=True)
-    if slope is not None:
-        s = s - slope * jnp.abs(k_pos - q_pos).astype(jnp.float32)
+    if bias_fn is not None:
+        s = s + bias_fn(q_pos, k_pos)
     allowed = keys_valid
     if band != Band():
         allowed = allowed & band.allows(q_pos, k_pos, jnp)
@@ -94,13 +123,13 @@ def _scores(q, k, q_pos, k_pos, keys_valid, band: Band, slope):
 
 
 def _forward_kernel(
-    first_ref, count_ref, seed_ref, slope_ref, q_ref, k_ref, v_ref, keys_ref, o_ref, lse_ref,
-    *, band, block_q, block_k, rate, alibi,
+    first_ref, count_ref, seed_ref, position_ref, q_ref, k_ref, v_ref, keys_ref, o_ref, lse_ref,
+    *, band, block_q, block_k, rate, position,
 ):  # fmt: skip
     qi, row = pl.program_id(0), pl.program_id(1)
     q = q_ref[...]
     q_pos = qi * block_q + jnp.arange(block_q)[:, None]
-    slope = slope_ref[0] if alibi else None
+    bias_fn = _bias_fn(position, position_ref)
     seed = seed_ref[0]
 
     def body(kb, carry):
@@ -108,7 +137,7 @@ def _forward_kernel(
         window = pl.ds(kb * block_k, block_k)
         k_pos = kb * block_k + jnp.arange(block_k)[None, :]
         keys_valid = keys_ref[window][None, :] > 0
-        s = _scores(q, k_ref[window, :], q_pos, k_pos, keys_valid, band, slope)
+        s = _scores(q, k_ref[window, :], q_pos, k_pos, keys_valid, band, bias_fn)
         m_next = jnp.maximum(m_prev, s.max(axis=1))
         correction = jnp.exp(m_prev - m_next)
         p = jnp.exp(s - m_next[:, None])
@@ -131,22 +160,36 @@ def _forward_kernel(
 
 
 def _dkdv_kernel(
-    first_ref, count_ref, seed_ref, slope_ref, q_ref, k_ref, v_ref, keys_ref, do_ref, lse_ref,
-    delta_ref, dk_ref, dv_ref, *, band, block_q, block_k, rate, alibi,
+    first_ref, count_ref, seed_ref, position_ref, q_ref, k_ref, v_ref, keys_ref, do_ref, lse_ref,
+    delta_ref, dk_ref, dv_ref, *dtable_ref, band, block_q, block_k, rate, position,
 ):  # fmt: skip
+    """dk, dv of one key block; with T5, also its table's gradient from this key block,
+    dtable_ref (the row's buckets; summed over key blocks and batch outside)."""
     kb, row = pl.program_id(0), pl.program_id(1)
     k, v = k_ref[...], v_ref[...]
     k_pos = kb * block_k + jnp.arange(block_k)[None, :]
     keys_valid = keys_ref[...][None, :] > 0
-    slope = slope_ref[0] if alibi else None
+    bias_fn = _bias_fn(position, position_ref)
     seed = seed_ref[0]
 
+    t5 = isinstance(position, T5Buckets)
+    buckets = jnp.arange(position_ref.shape[-1])
+
+    def add_bucket_sums(ds, bucket, dtable):
+        """dtable plus the sum of ds over each bucket the tile holds: a loop over the buckets
+        between the tile's least and greatest (masked pairs have ds = 0)."""
+
+        def add(b, dtable):
+            return dtable + jnp.where(buckets == b, jnp.sum(jnp.where(bucket == b, ds, 0.0)), 0.0)
+
+        return jax.lax.fori_loop(bucket.min(), bucket.max() + 1, add, dtable)
+
     def body(qi, carry):
-        dk, dv = carry
+        dk, dv, dtable = carry
         window = pl.ds(qi * block_q, block_q)
         q_pos = qi * block_q + jnp.arange(block_q)[:, None]
         q, do = q_ref[window, :], do_ref[window, :]
-        s = _scores(q, k, q_pos, k_pos, keys_valid, band, slope)
+        s = _scores(q, k, q_pos, k_pos, keys_valid, band, bias_fn)
         p = jnp.exp(s - lse_ref[window][:, None])  # 0 on rows with no key (lse = inf)
         dp = pltriton.dot(do, v, trans_b=True)
         if rate > 0.0:
@@ -157,25 +200,30 @@ def _dkdv_kernel(
         dv = dv + pltriton.dot(p_dropped.astype(do.dtype), do, trans_a=True)
         ds = p * (dp - delta_ref[window][:, None])
         dk = dk + pltriton.dot(ds.astype(q.dtype), q, trans_a=True)
-        return dk, dv
+        if t5:
+            dtable = add_bucket_sums(ds, position.of(q_pos, k_pos), dtable)
+        return dk, dv, dtable
 
     first = first_ref[0]
     dk = jnp.zeros(k.shape, jnp.float32)
     dv = jnp.zeros(v.shape, jnp.float32)
-    dk, dv = jax.lax.fori_loop(first, first + count_ref[0], body, (dk, dv))
+    dtable = jnp.zeros(buckets.shape, jnp.float32)
+    dk, dv, dtable = jax.lax.fori_loop(first, first + count_ref[0], body, (dk, dv, dtable))
     dk_ref[...] = dk.astype(dk_ref.dtype)
     dv_ref[...] = dv.astype(dv_ref.dtype)
+    if t5:
+        dtable_ref[0][...] = dtable
 
 
 def _dq_kernel(
-    first_ref, count_ref, seed_ref, slope_ref, q_ref, k_ref, v_ref, keys_ref, do_ref, lse_ref,
-    delta_ref, dq_ref, *, band, block_q, block_k, rate, alibi,
+    first_ref, count_ref, seed_ref, position_ref, q_ref, k_ref, v_ref, keys_ref, do_ref, lse_ref,
+    delta_ref, dq_ref, *, band, block_q, block_k, rate, position,
 ):  # fmt: skip
     qi, row = pl.program_id(0), pl.program_id(1)
     q, do = q_ref[...], do_ref[...]
     lse, delta = lse_ref[...][:, None], delta_ref[...][:, None]
     q_pos = qi * block_q + jnp.arange(block_q)[:, None]
-    slope = slope_ref[0] if alibi else None
+    bias_fn = _bias_fn(position, position_ref)
     seed = seed_ref[0]
 
     def body(kb, dq):
@@ -183,7 +231,7 @@ def _dq_kernel(
         k_pos = kb * block_k + jnp.arange(block_k)[None, :]
         keys_valid = keys_ref[window][None, :] > 0
         k, v = k_ref[window, :], v_ref[window, :]
-        s = _scores(q, k, q_pos, k_pos, keys_valid, band, slope)
+        s = _scores(q, k, q_pos, k_pos, keys_valid, band, bias_fn)
         p = jnp.exp(s - lse)
         dp = pltriton.dot(do, v, trans_b=True)
         if rate > 0.0:
@@ -213,7 +261,8 @@ class _Plan:
     rows: int  # batch x heads
     dim: int  # the padded head dim
     rate: float  # dropout; 0 = none
-    alibi: bool
+    position: str | T5Buckets | None  # "alibi", T5's buckets, or no position bias
+    position_width: int  # per row: 1 (ALiBi's slope, or unused) or T5's table, padded
     interpret: bool
 
     @property
@@ -233,14 +282,16 @@ class _Plan:
 
     def call(self, kernel, *, by_key: bool, outputs: list, name: str):
         """pallas_call of `kernel` on a grid of (key blocks if by_key else query blocks, rows),
-        its inputs (first, count, seed, slopes, q, k, v, keys[, do, lse, delta]) each the program's
-        own block along the blocked side and whole along the other; `outputs` (shape, dtype,
-        side) blocked along their side."""
+        its inputs (first, count, seed, position, q, k, v, keys[, do, lse, delta]) each the
+        program's own block along the blocked side and whole along the other; `outputs` (shape,
+        dtype, side) blocked along their side, or one per program for side "program"."""
         heads = self.heads
         blocks = {"q": (self.block_q, self.t_pad), "k": (self.block_k, self.s_pad)}
         blocked = "k" if by_key else "q"
 
         def spec(side, *trailing):
+            if side == "program":
+                return pl.BlockSpec((None, None, *trailing), lambda i, r: (r, i, 0))
             tile, length = blocks[side]
             if side == blocked:
                 return pl.BlockSpec(
@@ -257,7 +308,7 @@ class _Plan:
             pl.BlockSpec((1,), lambda i, r: (i,)),  # first
             pl.BlockSpec((1,), lambda i, r: (i,)),  # count
             pl.BlockSpec((1,), lambda i, r: (0,)),  # seed
-            pl.BlockSpec((1,), lambda i, r: (r,)),  # the row's ALiBi slope
+            pl.BlockSpec((None, self.position_width), lambda i, r: (r, 0)),  # slope or table
             spec("q", self.dim),
             spec("k", self.dim),
             spec("k", self.dim),
@@ -269,7 +320,7 @@ class _Plan:
         out_specs = [spec(side, *shape[2:]) for shape, _, side in outputs]
         out_shape = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype, _ in outputs]
         settings = dict(band=self.band, block_q=self.block_q, block_k=self.block_k,
-                        rate=self.rate, alibi=self.alibi)  # fmt: skip
+                        rate=self.rate, position=self.position)  # fmt: skip
 
         first, count = self.runs(by_key=by_key)
 
@@ -290,7 +341,7 @@ class _Plan:
         return run
 
 
-def _forward(plan: _Plan, seed, slopes, q, k, v, keys):
+def _forward(plan: _Plan, seed, position, q, k, v, keys):
     """(out, lse) in the padded (rows, length, D) layout."""
     return plan.call(
         _forward_kernel,
@@ -300,19 +351,21 @@ def _forward(plan: _Plan, seed, slopes, q, k, v, keys):
             ((plan.rows, plan.t_pad), jnp.float32, "q"),
         ],  # fmt: skip
         name="block_sparse_forward",
-    )(seed, slopes, q, k, v, keys)
+    )(seed, position, q, k, v, keys)
 
 
-def _backward(plan: _Plan, seed, slopes, q, k, v, keys, o, lse, do):
-    """(dq, dk, dv): FlashAttention-2's two passes, by key block for dk and dv, by query block
-    for dq."""
+def _backward(plan: _Plan, seed, position, q, k, v, keys, o, lse, do):
+    """(dq, dk, dv, dposition): FlashAttention-2's two passes, by key block for dk and dv (and
+    T5's table), by query block for dq; dposition is None unless the bias is T5's table."""
     delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)
-    args = (seed, slopes, q, k, v, keys, do, lse, delta)
-    dk, dv = plan.call(
-        _dkdv_kernel,
-        by_key=True,
-        outputs=[((plan.rows, plan.s_pad, plan.dim), k.dtype, "k")] * 2,
-        name="block_sparse_dkdv",
+    args = (seed, position, q, k, v, keys, do, lse, delta)
+    t5 = isinstance(plan.position, T5Buckets)
+    key_blocks = plan.s_pad // plan.block_k
+    outputs = [((plan.rows, plan.s_pad, plan.dim), k.dtype, "k")] * 2
+    if t5:  # each program's share of its row's table gradient
+        outputs.append(((plan.rows, key_blocks, plan.position_width), jnp.float32, "program"))
+    dk, dv, *dtable = plan.call(
+        _dkdv_kernel, by_key=True, outputs=outputs, name="block_sparse_dkdv"
     )(*args)
     (dq,) = plan.call(
         _dq_kernel,
@@ -320,23 +373,25 @@ def _backward(plan: _Plan, seed, slopes, q, k, v, keys, o, lse, do):
         outputs=[((plan.rows, plan.t_pad, plan.dim), q.dtype, "q")],
         name="block_sparse_dq",
     )(*args)
-    return dq, dk, dv
+    return dq, dk, dv, dtable[0].sum(1) if t5 else None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _attention(plan, seed, slopes, q, k, v, keys):
-    return _forward(plan, seed, slopes, q, k, v, keys)[0]
+def _attention(plan, seed, position, q, k, v, keys):
+    return _forward(plan, seed, position, q, k, v, keys)[0]
 
 
-def _attention_fwd(plan, seed, slopes, q, k, v, keys):
-    o, lse = _forward(plan, seed, slopes, q, k, v, keys)
-    return o, (seed, slopes, q, k, v, keys, o, lse)
+def _attention_fwd(plan, seed, position, q, k, v, keys):
+    o, lse = _forward(plan, seed, position, q, k, v, keys)
+    return o, (seed, position, q, k, v, keys, o, lse)
 
 
 def _attention_bwd(plan, residuals, do):
-    seed, slopes, q, k, v, keys, o, lse = residuals
-    dq, dk, dv = _backward(plan, seed, slopes, q, k, v, keys, o, lse, do)
-    return None, None, dq, dk, dv, None
+    seed, position, q, k, v, keys, o, lse = residuals
+    dq, dk, dv, dposition = _backward(plan, seed, position, q, k, v, keys, o, lse, do)
+    if dposition is None:
+        dposition = jnp.zeros_like(position)
+    return None, dposition, dq, dk, dv, None
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -350,14 +405,18 @@ def pallas_gpu_attention(
     band: Band | None = None,
     *,
     alibi_slopes_H: np.ndarray | None = None,
+    t5_table_NH: Array | None = None,
+    t5_buckets: T5Buckets | None = None,
     dropout_rate: float = 0.0,
     dropout_key: Array | None = None,
     block_q: int = DEFAULT_BLOCK,
     block_k: int = DEFAULT_BLOCK,
     interpret: bool = False,
 ) -> Array:
-    """softmax(q k^T / sqrt(D) - slope_h |j - i|) v over the pairs `band` allows and real keys,
-    with attention dropout when `dropout_key` is given; out_BTHD (v's dtype).
+    """softmax(q k^T / sqrt(D) + bias) v over the pairs `band` allows and real keys, with
+    attention dropout when `dropout_key` is given; out_BTHD (v's dtype). The bias: none,
+    ALiBi's -slope_h |j - i| (`alibi_slopes_H`), or T5's learned table_NH[bucket(j - i), h]
+    (`t5_table_NH` with `t5_buckets`; differentiable in the table).
 
     Any lengths and head dims: blocks are powers of two of at least 16 (Triton's dot), lengths
     are padded to them (padded keys masked, padded queries dropped) and the head dim to a power
@@ -367,11 +426,20 @@ def pallas_gpu_attention(
     batch, q_len, heads, dim = q_BTHD.shape
     kv_len = k_BSHD.shape[1]
     rate = float(dropout_rate) if dropout_key is not None else 0.0
+    # Each row's (b x heads + h) position parameters: ALiBi's slope or T5's table, padded.
+    position, per_head = None, jnp.zeros((heads, 1), jnp.float32)
+    if alibi_slopes_H is not None:
+        position, per_head = "alibi", jnp.asarray(alibi_slopes_H, jnp.float32)[:, None]
+    if t5_table_NH is not None:
+        position, per_head = t5_buckets, t5_table_NH.astype(jnp.float32).T
+        per_head = jnp.pad(
+            per_head, ((0, 0), (0, pl.next_power_of_2(per_head.shape[1]) - per_head.shape[1]))
+        )
     plan = _Plan(
         band=band, q_len=q_len, kv_len=kv_len, block_q=_block(block_q, q_len),
         block_k=_block(block_k, kv_len), heads=heads, rows=batch * heads,
-        dim=max(MIN_BLOCK, pl.next_power_of_2(dim)), rate=rate,
-        alibi=alibi_slopes_H is not None, interpret=interpret,
+        dim=max(MIN_BLOCK, pl.next_power_of_2(dim)), rate=rate, position=position,
+        position_width=per_head.shape[1], interpret=interpret,
     )  # fmt: skip
 
     def rows(x_BLHD, length):
@@ -385,9 +453,6 @@ def pallas_gpu_attention(
         keys = key_mask_BS.astype(jnp.float32)
     keys = jnp.pad(keys, ((0, 0), (0, plan.s_pad - kv_len)))
     seed = dropout_seed(dropout_key) if rate > 0.0 else jnp.zeros((1,), jnp.uint32)
-    slopes = jnp.zeros((plan.rows,), jnp.float32)
-    if alibi_slopes_H is not None:
-        slopes = jnp.tile(jnp.asarray(alibi_slopes_H, jnp.float32), batch)
-    out = _attention(plan, seed, slopes, q, k, v, keys)
+    out = _attention(plan, seed, jnp.tile(per_head, (batch, 1)), q, k, v, keys)
     out = out.reshape(batch, heads, plan.t_pad, plan.dim).transpose(0, 2, 1, 3)
     return out[:, :q_len, :, :dim]

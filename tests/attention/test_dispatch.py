@@ -39,16 +39,16 @@ AUTO = [
     ("gpu", {"band": Band(causal=True)}, "cudnn"),
     ("gpu", {"band": Band(causal=True, window=128)}, "cudnn"),  # local_window_size
     ("gpu", {"position": "rope"}, "cudnn"),  # rotated before the call
-    # ... else the Pallas kernel: bands, ALiBi and dropout in-kernel ...
+    # ... else the Pallas kernel: bands, ALiBi, T5 and dropout in-kernel ...
     ("gpu", {"position": "alibi"}, "pallas"),  # cuDNN would need a T x S bias
     ("gpu", {"dtype": F32}, "pallas"),  # cuDNN needs bf16 / fp16
     ("gpu", {"dropout": True}, "pallas"),  # cuDNN's dropout is not keyed by ours
     ("gpu", {"dropout": True, "position": "alibi", "band": Band(window=128)}, "pallas"),
     ("gpu", {"band": Band(window=128)}, "pallas"),  # cuDNN: a two-sided window only as T x S
     ("gpu", {"band": Band(block=64)}, "pallas"),
-    # ... else cuDNN with T5's bias as a T x S array, else XLA's dense path (never a loop).
-    ("gpu", {"position": "t5"}, "cudnn"),  # a learned table: not in the Pallas kernel yet
-    ("gpu", {"position": "t5", "dropout": True}, "dense"),
+    ("gpu", {"position": "t5"}, "pallas"),  # cuDNN would need a T x S bias
+    ("gpu", {"position": "t5", "dropout": True}, "pallas"),
+    # ... else XLA's dense path (never a loop).
     ("gpu", {"position": "shaw"}, "dense"),  # a value term: neither serves it
     # TPU: splash for any band without a bias or dropout, else the kernel.
     ("tpu", {}, "splash"),

@@ -1,8 +1,9 @@
 """The Pallas GPU kernel (pallas_gpu.py) equals dense attention, run here in interpret mode:
-bands, key padding (a hole, a padded tail, an example with no key), ALiBi, dropout (against
-dropout.py's bits; test_dropout.py has their statistics and the paths' agreement), lengths no
-block divides, T != S, gradients; through the attention module at default options; and it lowers
-to Triton for a GPU (all three kernels), which CI can check with no GPU."""
+bands, key padding (a hole, a padded tail, an example with no key), ALiBi, T5's learned table
+(and its gradient), dropout (against dropout.py's bits; test_dropout.py has their statistics and
+the paths' agreement), lengths no block divides, T != S, gradients; through the attention module
+at default options; and it lowers to Triton for a GPU (all three kernels), which CI can check with
+no GPU."""
 
 import dataclasses
 
@@ -14,8 +15,8 @@ from attention_testing import assert_same_function, build, padding_mask, qkv
 from flax import nnx
 
 from research.attention.dropout import dropout_seed, keep_bits
-from research.attention.pallas_gpu import pallas_gpu_attention
-from research.attention.relative import alibi_slopes
+from research.attention.pallas_gpu import T5Buckets, pallas_gpu_attention
+from research.attention.relative import alibi_slopes, t5_bucket
 from research.attention.sparsity import Band
 from research.errors import UserError
 
@@ -33,15 +34,17 @@ def _inputs():
     return q, k, v
 
 
-def _dense(q, k, v, key_mask, band, alibi, keep=None, rate=0.0):
-    """Softmax attention written out: the band, padding, ALiBi's -slope |j - i| and the kernel's
-    own keep bits (scaled by 1 / (1 - rate)); rows with no allowed key are zero."""
+def _dense(q, k, v, key_mask, band, alibi, keep=None, rate=0.0, bias_HTS=None):
+    """Softmax attention written out: the band, padding, ALiBi's -slope |j - i| or a bias, and
+    the kernel's own keep bits (scaled by 1 / (1 - rate)); rows with no allowed key are zero."""
     t, s = q.shape[1], k.shape[1]
     mask = jnp.asarray(band.dense(t, s))[None, None] & key_mask[:, None, None, :]
     logits = jnp.einsum("bthd,bshd->bhts", q, k) / np.sqrt(q.shape[-1])
     if alibi:
         distance = np.abs(np.arange(s)[None, :] - np.arange(t)[:, None])
         logits = logits - alibi_slopes(q.shape[2])[:, None, None] * distance
+    if bias_HTS is not None:
+        logits = logits + bias_HTS
     logits = jnp.where(mask, logits, -jnp.inf)
     top = jnp.max(logits, -1, keepdims=True)
     weights = jnp.exp(logits - jnp.where(jnp.isfinite(top), top, 0.0))
@@ -92,6 +95,7 @@ def test_equals_dense_with_gradients(band, alibi, rate, block_q, block_k):
     ("local", {"window": 4}, False),
     ("alibi", {}, True),
     ("block_local", {"block_size": 8}, False),
+    ("t5", {}, False),
 ])  # fmt: skip
 def test_through_the_module_at_default_tiles(name, options, causal):
     """The module on `implementation="pallas"` (default tiles) equals the same module on the dense
@@ -108,22 +112,61 @@ def test_through_the_module_at_default_tiles(name, options, causal):
     assert_same_function(attend(pallas), attend(dense), (q, k, v))
 
 
-def test_learned_position_tables_are_refused_in_one_line():
-    module = build("t5", {"implementation": "pallas"})
+@pytest.mark.parametrize(("band", "bidirectional", "rate"), [
+    (Band(window=9), True, 0.2),  # both halves of the buckets, a tile on either side of them
+    (Band(causal=True), False, 0.0),
+], ids=["window_bidirectional_dropout", "causal"])  # fmt: skip
+def test_t5_table_and_its_gradient_equal_dense(band, bidirectional, rate):
+    """T5's bias gathered in-kernel from a table (8 buckets, distances to 6 exact then log-spaced
+    to 12, so tiles hold several buckets each), and the table's gradient summed per bucket in the
+    dk/dv pass: equal to dense attention with the bias laid out as a T x S array."""
+    q, k, v = _inputs()
+    key_mask = _key_mask()
+    buckets = T5Buckets(num_buckets=8, max_distance=12, bidirectional=bidirectional)
+    table = jax.random.normal(jax.random.key(3), (8, 2))
+    rel = np.arange(KV_LEN)[None, :] - np.arange(Q_LEN)[:, None]
+    bucket_TS = t5_bucket(jnp.asarray(rel), num_buckets=8, max_distance=12,
+                          bidirectional=bidirectional)  # fmt: skip
+    dropout_key = jax.random.key(7) if rate else None
+    keep = None
+    if rate:
+        rows = jnp.arange(3 * 2).reshape(3, 2, 1, 1)
+        positions = (jnp.arange(Q_LEN)[:, None], jnp.arange(KV_LEN)[None, :])
+        keep = keep_bits(dropout_seed(dropout_key), rows, *positions, rate)
+
+    def ours(q, k, v, table):
+        return pallas_gpu_attention(q, k, v, key_mask, band, t5_table_NH=table,
+                                    t5_buckets=buckets, dropout_rate=rate,
+                                    dropout_key=dropout_key, block_q=16, block_k=16,
+                                    interpret=True)  # fmt: skip
+
+    def theirs(q, k, v, table):
+        bias_HTS = jnp.moveaxis(table[bucket_TS], -1, 0)
+        return _dense(q, k, v, key_mask, band, False, keep, rate, bias_HTS=bias_HTS)
+
+    assert_same_function(ours, theirs, (q, k, v, table))
+
+
+def test_position_value_terms_are_refused_in_one_line():
+    module = build("shaw", {"implementation": "pallas"})
     q, k, v = qkv(0)
-    with pytest.raises(UserError, match=r"t5\.implementation='pallas' is not usable: a learned"):
+    with pytest.raises(UserError, match=r"shaw\.implementation='pallas' is not usable: a position"):
         module.attend(q, k, v, None, dropout_key=None)
 
 
-def test_lowers_to_triton_for_a_gpu():
-    """Forward and backward (bf16, a window, ALiBi, dropout, padding) lower to three Triton
-    kernels for CUDA on this CPU-only machine: every op in them has a Triton lowering. (Triton's
-    own compile to PTX happens on a GPU.)"""
+@pytest.mark.parametrize("position", ["alibi", "t5"])
+def test_lowers_to_triton_for_a_gpu(position):
+    """Forward and backward (bf16, a window, ALiBi or T5's table, dropout, padding) lower to three
+    Triton kernels for CUDA on this CPU-only machine: every op in them has a Triton lowering.
+    (Triton's own compile to PTX happens on a GPU.)"""
     shape = jax.ShapeDtypeStruct((2, 256, 4, 64), jnp.bfloat16)
+    if position == "alibi":
+        bias = dict(alibi_slopes_H=alibi_slopes(4))
+    else:
+        bias = dict(t5_table_NH=jnp.ones((32, 4)), t5_buckets=T5Buckets(32, 128, True))
 
     def loss(q, k, v, key_mask, key):
-        out = pallas_gpu_attention(q, k, v, key_mask, Band(window=32),
-                                   alibi_slopes_H=alibi_slopes(4), dropout_rate=0.1,
+        out = pallas_gpu_attention(q, k, v, key_mask, Band(window=32), **bias, dropout_rate=0.1,
                                    dropout_key=key)  # fmt: skip
         return out.astype(jnp.float32).sum()
 
