@@ -9,12 +9,13 @@ position scheme; `softmax_attention` runs it on the implementation `choose_imple
           memory, only the tiles the band needs;
   cudnn   cuDNN's fused kernel (GPU; platform.py), where it can serve the call;
   pallas  the block-sparse kernel in Pallas for GPUs (pallas_gpu.py; Triton): any band, padding,
-          ALiBi, T5 and dropout in-kernel, only the tiles the band needs; `interpret` mode
+          ALiBi, T5, Shaw and dropout in-kernel, only the tiles the band needs; `interpret` mode
           elsewhere;
   splash  Pallas splash attention (TPU; platform.py; `interpret` mode elsewhere, for tests).
 
 `auto` (the default) picks, per platform: GPU -> cudnn when it serves the call without a T x S
-bias, else pallas when it serves it, else dense (Shaw; an XLA loop is never chosen on a GPU);
+bias, else pallas when it serves it (every band, position scheme and dropout), else dense (a
+dtype neither kernel takes; an XLA loop is never chosen on a GPU);
 TPU -> splash when eligible, else kernel; CPU -> dense up to DENSE_MAX_LENGTH, else kernel.
 docs/attention.md has the table, tests/attention/test_dispatch.py states it case by case.
 """
@@ -30,7 +31,7 @@ from jax import Array
 from research.attention import pallas_gpu, platform
 from research.attention.dense import positional_attention
 from research.attention.kernel import block_sparse_attention
-from research.attention.relative import ALiBi, Position, T5Bias, alibi_slopes
+from research.attention.relative import ALiBi, Position, Shaw, T5Bias, alibi_slopes
 from research.attention.sparsity import Band
 from research.errors import check_choice, check_positive
 from research.intmath import round_up
@@ -100,7 +101,7 @@ def _cudnn_check(call: Call) -> tuple[bool, str]:
 
 
 def _pallas_check(call: Call) -> tuple[bool, str]:
-    return pallas_gpu.eligible(dtype=call.dtype, value_term=call.position_value)
+    return pallas_gpu.eligible(dtype=call.dtype)
 
 
 def _splash_check(call: Call) -> tuple[bool, str]:
@@ -243,20 +244,13 @@ def softmax_attention(
         interpret = call.backend != "gpu"
         if interpret:
             say_interpreted(implementation, call.backend)
-        alibi, t5_buckets = isinstance(position, ALiBi), None
-        if isinstance(position, T5Bias):
-            t5_buckets = pallas_gpu.T5Buckets(
-                position.num_buckets, position.max_distance, position.bidirectional
-            )
         return pallas_gpu.pallas_gpu_attention(
             q_BTHD,
             k_BSHD,
             v_BSHD,
             key_mask_BS,
             band,
-            alibi_slopes_H=alibi_slopes(position.num_heads) if alibi else None,
-            t5_table_NH=position.embedding_NH[...] if t5_buckets else None,
-            t5_buckets=t5_buckets,
+            **_pallas_position(position),
             dropout_rate=dropout_rate,
             dropout_key=dropout_key if dropout else None,
             block_q=options.block_q or pallas_gpu.DEFAULT_BLOCK,
@@ -280,6 +274,20 @@ def softmax_attention(
         dropout_rate=dropout_rate,
         dropout_key=dropout_key if dropout else None,
     )
+
+
+def _pallas_position(position: Position) -> dict:
+    """The Pallas GPU kernel's arguments for a position scheme (RoPE rotates q, k before)."""
+    if isinstance(position, ALiBi):
+        return {"alibi_slopes_H": alibi_slopes(position.num_heads)}
+    if isinstance(position, T5Bias):
+        buckets = pallas_gpu.T5Buckets(
+            position.num_buckets, position.max_distance, position.bidirectional
+        )
+        return {"t5_table_NH": position.embedding_NH[...], "t5_buckets": buckets}
+    if isinstance(position, Shaw):
+        return {"shaw_RD": (position.key_RD[...], position.value_RD[...])}
+    return {}
 
 
 def dense_attention(

@@ -15,13 +15,20 @@ In-kernel, with no T x S array anywhere:
 - ALiBi's bias, -slope_h |j - i|, from positions;
 - T5's bias, a learned per-head table read at each pair's bucket (relative.t5_bucket, from
   positions): a gather from the row's table per tile; its gradient summed per bucket in the dk/dv
-  pass over the buckets each tile holds (a handful, except near the diagonal);
+  pass;
+- Shaw's terms (relative.Shaw): the key term q_i.a^K_r, r = clip(j - i) + k, gathered per tile
+  from the (T, 2k + 1) products q a^K computed before the kernel; the value term sum_j w_ij a^V_r,
+  the weights summed per r in the forward pass (online, like the output) and mixed with a^V at
+  the end. Their gradients are (T, 2k + 1) arrays from the dq pass, per-r sums of the logits'
+  gradient and of the weights, turned into a^K's and a^V's gradients outside;
 - attention dropout, each weight's keep bit a hash of (seed, batch x head, query, key)
   (dropout.py): the same bits in the forward and backward pass and in every other path,
   regenerated per tile, none stored.
 
-Shaw's terms are not served here (a value term sums the weights per relative position, a
-scatter per tile): `eligible` says so and the caller falls back.
+Per-bucket sums (T5's table gradient, Shaw's per-r sums) loop over the buckets between a tile's
+least and greatest, a masked row sum each: one to three for a tile far from the diagonal, all of
+them on it. No atomics: Pallas's interpret mode does not add repeated indices as a GPU's atomics
+do, so CI could not test them.
 
 Pallas runs this on a GPU through Triton; anywhere else with interpret=True (the tests' path, slow).
 """
@@ -38,7 +45,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from research.attention.dropout import dropout_seed, keep_bits, scale_kept
-from research.attention.relative import t5_bucket
+from research.attention.relative import shaw_index, t5_bucket
 from research.attention.sparsity import Band
 from research.intmath import round_up
 
@@ -66,13 +73,26 @@ class T5Buckets:
         )
 
 
-def eligible(*, dtype, value_term: bool) -> tuple[bool, str]:
-    """(whether this kernel serves a call, why not): `value_term` whether the position scheme
-    adds a value term (Shaw's)."""
+@dataclasses.dataclass(frozen=True)
+class ShawClip:
+    """Shaw's relative positions, clipped to [-clip, clip]: index r = clip(j - i) + clip."""
+
+    clip: int
+
+    def of(self, q_pos, k_pos):
+        return shaw_index(k_pos - q_pos, self.clip)
+
+    @property
+    def width(self) -> int:
+        """The padded number of indices, 2 clip + 1 rounded up to a power of two (Triton)."""
+        return max(MIN_BLOCK, pl.next_power_of_2(2 * self.clip + 1))
+
+
+def eligible(*, dtype) -> tuple[bool, str]:
+    """(whether this kernel serves a call, why not): every band, position scheme and dropout,
+    in f32, bf16 or f16."""
     if jnp.dtype(dtype) not in [jnp.dtype(d) for d in GPU_DTYPES]:
         return False, f"dtype {jnp.dtype(dtype).name} is not one of f32, bf16, f16"
-    if value_term:
-        return False, "a position value term (Shaw's) is not in the Pallas GPU kernel yet"
     return True, ""
 
 
@@ -96,15 +116,35 @@ def _block(requested: int, length: int) -> int:
     return max(MIN_BLOCK, pl.next_power_of_2(min(requested, length)))
 
 
-def _bias_fn(position, position_ref):
+def _bias_fn(position, position_ref, qa_ref, q_start):
     """The tile's position bias as a function of (q_pos, k_pos), or None: ALiBi's from the row's
-    slope, T5's gathered from the row's table."""
+    slope, T5's gathered from the row's table, Shaw's gathered from the rows' q.a^K (qa_ref's row
+    of query q_pos is q_pos - q_start)."""
     if position == "alibi":
         slope = position_ref[0]
         return lambda q_pos, k_pos: -slope * jnp.abs(k_pos - q_pos).astype(jnp.float32)
     if isinstance(position, T5Buckets):
         return lambda q_pos, k_pos: position_ref[position.of(q_pos, k_pos)].astype(jnp.float32)
+    if isinstance(position, ShawClip):
+
+        def shaw_key_term(q_pos, k_pos):
+            index = position.of(q_pos, k_pos)
+            return qa_ref[jnp.broadcast_to(q_pos - q_start, index.shape), index]
+
+        return shaw_key_term
     return None
+
+
+def _bucket_sums(x, bucket, sums):
+    """sums_XP plus, per row, the sum of x_XY over each bucket (sums[:, b] += x[bucket == b]):
+    a loop over the buckets between the tile's least and greatest (masked pairs have x = 0)."""
+    columns = jnp.arange(sums.shape[1])[None, :]
+
+    def add(b, sums):
+        total = jnp.sum(jnp.where(bucket == b, x, 0.0), axis=1)
+        return sums + jnp.where(columns == b, total[:, None], 0.0)
+
+    return jax.lax.fori_loop(bucket.min(), bucket.max() + 1, add, sums)
 
 
 def _scores(q, k, q_pos, k_pos, keys_valid, band: Band, bias_fn):
@@ -118,22 +158,35 @@ def _scores(q, k, q_pos, k_pos, keys_valid, band: Band, bias_fn):
     return jnp.where(allowed, s, MASKED)
 
 
+def _value_gradient(do, v, doa_ref, q_pos, k_pos, q_start, position):
+    """dp: the gradient of the (dropped) weights, do.v_j, plus do.a^V_r with Shaw (gathered from
+    the rows' do.a^V like the key term)."""
+    dp = pltriton.dot(do, v, trans_b=True)
+    if isinstance(position, ShawClip):
+        index = position.of(q_pos, k_pos)
+        dp = dp + doa_ref[jnp.broadcast_to(q_pos - q_start, index.shape), index]
+    return dp
+
+
 # ---------------------------------------------------------------------------------------------
-# Kernels. Refs: q/k/v/o/do (rows, length, D); lse/delta (rows, length); keys (B, S) as f32.
+# Kernels. Refs: q/k/v/o/do (rows, length, D); lse/delta (rows, length); keys (B, S) as f32;
+# position (rows, P): ALiBi's slope or T5's table; qa/doa (rows, length, R): Shaw's q.a^K and
+# do.a^V; av (R, D): Shaw's a^V (qa, doa and av are placeholders of one element without Shaw).
 
 
 def _forward_kernel(
-    first_ref, count_ref, seed_ref, position_ref, q_ref, k_ref, v_ref, keys_ref, o_ref, lse_ref,
-    *, band, block_q, block_k, rate, position,
+    first_ref, count_ref, seed_ref, position_ref, qa_ref, av_ref, q_ref, k_ref, v_ref, keys_ref,
+    o_ref, lse_ref, *, band, block_q, block_k, rate, position,
 ):  # fmt: skip
     qi, row = pl.program_id(0), pl.program_id(1)
     q = q_ref[...]
     q_pos = qi * block_q + jnp.arange(block_q)[:, None]
-    bias_fn = _bias_fn(position, position_ref)
+    bias_fn = _bias_fn(position, position_ref, qa_ref, qi * block_q)
+    shaw = isinstance(position, ShawClip)
     seed = seed_ref[0]
 
     def body(kb, carry):
-        acc, m_prev, l_prev = carry
+        acc, m_prev, l_prev, value_sums = carry
         window = pl.ds(kb * block_k, block_k)
         k_pos = kb * block_k + jnp.arange(block_k)[None, :]
         keys_valid = keys_ref[window][None, :] > 0
@@ -146,13 +199,22 @@ def _forward_kernel(
             p = scale_kept(p, keep_bits(seed, row, q_pos, k_pos, rate), rate)
         v = v_ref[window, :]
         acc = acc * correction[:, None] + pltriton.dot(p.astype(v.dtype), v)
-        return acc, m_next, l_next
+        if shaw:  # the weights per Shaw index, rescaled online like acc
+            value_sums = _bucket_sums(
+                p, position.of(q_pos, k_pos), value_sums * correction[:, None]
+            )
+        return acc, m_next, l_next, value_sums
 
     first = first_ref[0]
     acc = jnp.zeros((block_q, v_ref.shape[-1]), jnp.float32)
     top = jnp.full((block_q,), MASKED, jnp.float32)
     total = jnp.zeros((block_q,), jnp.float32)
-    acc, top, total = jax.lax.fori_loop(first, first + count_ref[0], body, (acc, top, total))
+    value_sums = jnp.zeros((block_q, qa_ref.shape[-1] if shaw else 1), jnp.float32)
+    acc, top, total, value_sums = jax.lax.fori_loop(
+        first, first + count_ref[0], body, (acc, top, total, value_sums)
+    )
+    if shaw:
+        acc = acc + pltriton.dot(value_sums, av_ref[...])
     seen = top > 0.5 * MASKED  # rows with an allowed key
     total = jnp.where(seen, total, 1.0)
     o_ref[...] = jnp.where(seen[:, None], acc / total[:, None], 0.0).astype(o_ref.dtype)
@@ -160,8 +222,9 @@ def _forward_kernel(
 
 
 def _dkdv_kernel(
-    first_ref, count_ref, seed_ref, position_ref, q_ref, k_ref, v_ref, keys_ref, do_ref, lse_ref,
-    delta_ref, dk_ref, dv_ref, *dtable_ref, band, block_q, block_k, rate, position,
+    first_ref, count_ref, seed_ref, position_ref, qa_ref, av_ref, q_ref, k_ref, v_ref, keys_ref,
+    do_ref, lse_ref, delta_ref, doa_ref, dk_ref, dv_ref, *dtable_ref, band, block_q, block_k,
+    rate, position,
 ):  # fmt: skip
     """dk, dv of one key block; with T5, also its table's gradient from this key block,
     dtable_ref (the row's buckets; summed over key blocks and batch outside)."""
@@ -169,29 +232,18 @@ def _dkdv_kernel(
     k, v = k_ref[...], v_ref[...]
     k_pos = kb * block_k + jnp.arange(block_k)[None, :]
     keys_valid = keys_ref[...][None, :] > 0
-    bias_fn = _bias_fn(position, position_ref)
+    bias_fn = _bias_fn(position, position_ref, qa_ref, 0)
+    t5 = isinstance(position, T5Buckets)
     seed = seed_ref[0]
 
-    t5 = isinstance(position, T5Buckets)
-    buckets = jnp.arange(position_ref.shape[-1])
-
-    def add_bucket_sums(ds, bucket, dtable):
-        """dtable plus the sum of ds over each bucket the tile holds: a loop over the buckets
-        between the tile's least and greatest (masked pairs have ds = 0)."""
-
-        def add(b, dtable):
-            return dtable + jnp.where(buckets == b, jnp.sum(jnp.where(bucket == b, ds, 0.0)), 0.0)
-
-        return jax.lax.fori_loop(bucket.min(), bucket.max() + 1, add, dtable)
-
     def body(qi, carry):
-        dk, dv, dtable = carry
+        dk, dv, table_sums = carry
         window = pl.ds(qi * block_q, block_q)
         q_pos = qi * block_q + jnp.arange(block_q)[:, None]
         q, do = q_ref[window, :], do_ref[window, :]
         s = _scores(q, k, q_pos, k_pos, keys_valid, band, bias_fn)
         p = jnp.exp(s - lse_ref[window][:, None])  # 0 on rows with no key (lse = inf)
-        dp = pltriton.dot(do, v, trans_b=True)
+        dp = _value_gradient(do, v, doa_ref, q_pos, k_pos, 0, position)
         if rate > 0.0:
             keep = keep_bits(seed, row, q_pos, k_pos, rate)
             p_dropped, dp = scale_kept(p, keep, rate), scale_kept(dp, keep, rate)
@@ -201,47 +253,64 @@ def _dkdv_kernel(
         ds = p * (dp - delta_ref[window][:, None])
         dk = dk + pltriton.dot(ds.astype(q.dtype), q, trans_a=True)
         if t5:
-            dtable = add_bucket_sums(ds, position.of(q_pos, k_pos), dtable)
-        return dk, dv, dtable
+            table_sums = _bucket_sums(ds, position.of(q_pos, k_pos), table_sums)
+        return dk, dv, table_sums
 
     first = first_ref[0]
     dk = jnp.zeros(k.shape, jnp.float32)
     dv = jnp.zeros(v.shape, jnp.float32)
-    dtable = jnp.zeros(buckets.shape, jnp.float32)
-    dk, dv, dtable = jax.lax.fori_loop(first, first + count_ref[0], body, (dk, dv, dtable))
+    table_sums = jnp.zeros((block_q, position_ref.shape[-1] if t5 else 1), jnp.float32)
+    dk, dv, table_sums = jax.lax.fori_loop(first, first + count_ref[0], body, (dk, dv, table_sums))
     dk_ref[...] = dk.astype(dk_ref.dtype)
     dv_ref[...] = dv.astype(dv_ref.dtype)
     if t5:
-        dtable_ref[0][...] = dtable
+        dtable_ref[0][...] = table_sums.sum(0)
 
 
 def _dq_kernel(
-    first_ref, count_ref, seed_ref, position_ref, q_ref, k_ref, v_ref, keys_ref, do_ref, lse_ref,
-    delta_ref, dq_ref, *, band, block_q, block_k, rate, position,
+    first_ref, count_ref, seed_ref, position_ref, qa_ref, av_ref, q_ref, k_ref, v_ref, keys_ref,
+    do_ref, lse_ref, delta_ref, doa_ref, dq_ref, *shaw_refs, band, block_q, block_k, rate,
+    position,
 ):  # fmt: skip
+    """dq of one query block; with Shaw, also shaw_refs = (dqa_ref, weights_ref): the logits'
+    gradient and the (dropped) weights summed per Shaw index, for a^K's and a^V's gradients."""
     qi, row = pl.program_id(0), pl.program_id(1)
     q, do = q_ref[...], do_ref[...]
     lse, delta = lse_ref[...][:, None], delta_ref[...][:, None]
     q_pos = qi * block_q + jnp.arange(block_q)[:, None]
-    bias_fn = _bias_fn(position, position_ref)
+    bias_fn = _bias_fn(position, position_ref, qa_ref, qi * block_q)
+    shaw = isinstance(position, ShawClip)
     seed = seed_ref[0]
 
-    def body(kb, dq):
+    def body(kb, carry):
+        dq, dqa, weight_sums = carry
         window = pl.ds(kb * block_k, block_k)
         k_pos = kb * block_k + jnp.arange(block_k)[None, :]
         keys_valid = keys_ref[window][None, :] > 0
         k, v = k_ref[window, :], v_ref[window, :]
         s = _scores(q, k, q_pos, k_pos, keys_valid, band, bias_fn)
         p = jnp.exp(s - lse)
-        dp = pltriton.dot(do, v, trans_b=True)
+        dp = _value_gradient(do, v, doa_ref, q_pos, k_pos, qi * block_q, position)
+        p_dropped = p
         if rate > 0.0:
-            dp = scale_kept(dp, keep_bits(seed, row, q_pos, k_pos, rate), rate)
+            keep = keep_bits(seed, row, q_pos, k_pos, rate)
+            p_dropped, dp = scale_kept(p, keep, rate), scale_kept(dp, keep, rate)
         ds = p * (dp - delta)
-        return dq + pltriton.dot(ds.astype(k.dtype), k)
+        if shaw:
+            index = position.of(q_pos, k_pos)
+            dqa = _bucket_sums(ds, index, dqa)
+            weight_sums = _bucket_sums(p_dropped, index, weight_sums)
+        return dq + pltriton.dot(ds.astype(k.dtype), k), dqa, weight_sums
 
     first = first_ref[0]
-    dq = jax.lax.fori_loop(first, first + count_ref[0], body, jnp.zeros(q.shape, jnp.float32))
+    sums = jnp.zeros((block_q, qa_ref.shape[-1] if shaw else 1), jnp.float32)
+    dq, dqa, weight_sums = jax.lax.fori_loop(
+        first, first + count_ref[0], body, (jnp.zeros(q.shape, jnp.float32), sums, sums)
+    )
     dq_ref[...] = dq.astype(dq_ref.dtype)
+    if shaw:
+        shaw_refs[0][...] = dqa
+        shaw_refs[1][...] = weight_sums
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +330,7 @@ class _Plan:
     rows: int  # batch x heads
     dim: int  # the padded head dim
     rate: float  # dropout; 0 = none
-    position: str | T5Buckets | None  # "alibi", T5's buckets, or no position bias
+    position: str | T5Buckets | ShawClip | None  # "alibi", T5's buckets, Shaw's clip, or none
     position_width: int  # per row: 1 (ALiBi's slope, or unused) or T5's table, padded
     interpret: bool
 
@@ -273,6 +342,10 @@ class _Plan:
     def s_pad(self) -> int:
         return round_up(self.kv_len, self.block_k)
 
+    @property
+    def shaw(self) -> bool:
+        return isinstance(self.position, ShawClip)
+
     def runs(self, *, by_key: bool) -> tuple[Array, Array]:
         """(first_N, count_N): the run of blocks each program visits, key blocks per query block
         or (by_key) query blocks per key block."""
@@ -282,9 +355,10 @@ class _Plan:
 
     def call(self, kernel, *, by_key: bool, outputs: list, name: str):
         """pallas_call of `kernel` on a grid of (key blocks if by_key else query blocks, rows),
-        its inputs (first, count, seed, position, q, k, v, keys[, do, lse, delta]) each the
-        program's own block along the blocked side and whole along the other; `outputs` (shape,
-        dtype, side) blocked along their side, or one per program for side "program"."""
+        its inputs (first, count, seed, position, qa, av, q, k, v, keys[, do, lse, delta, doa])
+        each the program's own block along the blocked side and whole along the other (qa, av
+        and doa whole placeholders without Shaw); `outputs` (shape, dtype, side) blocked along
+        their side, or one per program for side "program"."""
         heads = self.heads
         blocks = {"q": (self.block_q, self.t_pad), "k": (self.block_k, self.s_pad)}
         blocked = "k" if by_key else "q"
@@ -304,11 +378,19 @@ class _Plan:
         tile_k, length_k = blocks["k"]
         keys = pl.BlockSpec((None, tile_k if by_key else length_k),
                             lambda i, r: (r // heads, i if by_key else 0))  # fmt: skip
+        if self.shaw:
+            per_query = spec("q", self.position.width)  # qa, doa
+            value_embeddings = pl.BlockSpec((self.position.width, self.dim), lambda i, r: (0, 0))
+        else:
+            per_query = pl.BlockSpec((None, 1, 1), lambda i, r: (0, 0, 0))
+            value_embeddings = pl.BlockSpec((1, 1), lambda i, r: (0, 0))
         in_specs = [
             pl.BlockSpec((1,), lambda i, r: (i,)),  # first
             pl.BlockSpec((1,), lambda i, r: (i,)),  # count
             pl.BlockSpec((1,), lambda i, r: (0,)),  # seed
             pl.BlockSpec((None, self.position_width), lambda i, r: (r, 0)),  # slope or table
+            per_query,  # qa
+            value_embeddings,  # av
             spec("q", self.dim),
             spec("k", self.dim),
             spec("k", self.dim),
@@ -316,6 +398,7 @@ class _Plan:
             spec("q", self.dim),  # do
             spec("q"),  # lse
             spec("q"),  # delta
+            per_query,  # doa
         ]
         out_specs = [spec(side, *shape[2:]) for shape, _, side in outputs]
         out_shape = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype, _ in outputs]
@@ -341,7 +424,7 @@ class _Plan:
         return run
 
 
-def _forward(plan: _Plan, seed, position, q, k, v, keys):
+def _forward(plan: _Plan, seed, position, qa, av, q, k, v, keys):
     """(out, lse) in the padded (rows, length, D) layout."""
     return plan.call(
         _forward_kernel,
@@ -351,14 +434,18 @@ def _forward(plan: _Plan, seed, position, q, k, v, keys):
             ((plan.rows, plan.t_pad), jnp.float32, "q"),
         ],  # fmt: skip
         name="block_sparse_forward",
-    )(seed, position, q, k, v, keys)
+    )(seed, position, qa, av, q, k, v, keys)
 
 
-def _backward(plan: _Plan, seed, position, q, k, v, keys, o, lse, do):
-    """(dq, dk, dv, dposition): FlashAttention-2's two passes, by key block for dk and dv (and
-    T5's table), by query block for dq; dposition is None unless the bias is T5's table."""
+def _backward(plan: _Plan, seed, position, qa, av, q, k, v, keys, o, lse, do):
+    """(dq, dk, dv, dposition, dqa, dav): FlashAttention-2's two passes, by key block for dk and
+    dv (and T5's table), by query block for dq (and Shaw's per-index sums); the position
+    gradients are zeros where the scheme has none."""
     delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)
-    args = (seed, position, q, k, v, keys, do, lse, delta)
+    doa = qa  # a placeholder without Shaw
+    if plan.shaw:
+        doa = jnp.einsum("xtd,rd->xtr", do.astype(jnp.float32), av)
+    args = (seed, position, qa, av, q, k, v, keys, do, lse, delta, doa)
     t5 = isinstance(plan.position, T5Buckets)
     key_blocks = plan.s_pad // plan.block_k
     outputs = [((plan.rows, plan.s_pad, plan.dim), k.dtype, "k")] * 2
@@ -367,31 +454,33 @@ def _backward(plan: _Plan, seed, position, q, k, v, keys, o, lse, do):
     dk, dv, *dtable = plan.call(
         _dkdv_kernel, by_key=True, outputs=outputs, name="block_sparse_dkdv"
     )(*args)
-    (dq,) = plan.call(
-        _dq_kernel,
-        by_key=False,
-        outputs=[((plan.rows, plan.t_pad, plan.dim), q.dtype, "q")],
-        name="block_sparse_dq",
-    )(*args)
-    return dq, dk, dv, dtable[0].sum(1) if t5 else None
+    outputs = [((plan.rows, plan.t_pad, plan.dim), q.dtype, "q")]
+    if plan.shaw:  # the logits' gradient and the weights, summed per Shaw index
+        outputs += [((plan.rows, plan.t_pad, plan.position.width), jnp.float32, "q")] * 2
+    dq, *shaw_sums = plan.call(_dq_kernel, by_key=False, outputs=outputs, name="block_sparse_dq")(
+        *args
+    )
+    dposition = dtable[0].sum(1) if t5 else jnp.zeros_like(position)
+    dqa, dav = jnp.zeros_like(qa), jnp.zeros_like(av)
+    if plan.shaw:
+        dqa, weight_sums = shaw_sums
+        dav = jnp.einsum("xtr,xtd->rd", weight_sums, do.astype(jnp.float32))
+    return dq, dk, dv, dposition, dqa, dav
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _attention(plan, seed, position, q, k, v, keys):
-    return _forward(plan, seed, position, q, k, v, keys)[0]
+def _attention(plan, seed, position, qa, av, q, k, v, keys):
+    return _forward(plan, seed, position, qa, av, q, k, v, keys)[0]
 
 
-def _attention_fwd(plan, seed, position, q, k, v, keys):
-    o, lse = _forward(plan, seed, position, q, k, v, keys)
-    return o, (seed, position, q, k, v, keys, o, lse)
+def _attention_fwd(plan, seed, position, qa, av, q, k, v, keys):
+    o, lse = _forward(plan, seed, position, qa, av, q, k, v, keys)
+    return o, (seed, position, qa, av, q, k, v, keys, o, lse)
 
 
 def _attention_bwd(plan, residuals, do):
-    seed, position, q, k, v, keys, o, lse = residuals
-    dq, dk, dv, dposition = _backward(plan, seed, position, q, k, v, keys, o, lse, do)
-    if dposition is None:
-        dposition = jnp.zeros_like(position)
-    return None, dposition, dq, dk, dv, None
+    dq, dk, dv, dposition, dqa, dav = _backward(plan, *residuals, do)
+    return None, dposition, dqa, dav, dq, dk, dv, None
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -407,6 +496,7 @@ def pallas_gpu_attention(
     alibi_slopes_H: np.ndarray | None = None,
     t5_table_NH: Array | None = None,
     t5_buckets: T5Buckets | None = None,
+    shaw_RD: tuple[Array, Array] | None = None,
     dropout_rate: float = 0.0,
     dropout_key: Array | None = None,
     block_q: int = DEFAULT_BLOCK,
@@ -414,9 +504,11 @@ def pallas_gpu_attention(
     interpret: bool = False,
 ) -> Array:
     """softmax(q k^T / sqrt(D) + bias) v over the pairs `band` allows and real keys, with
-    attention dropout when `dropout_key` is given; out_BTHD (v's dtype). The bias: none,
-    ALiBi's -slope_h |j - i| (`alibi_slopes_H`), or T5's learned table_NH[bucket(j - i), h]
-    (`t5_table_NH` with `t5_buckets`; differentiable in the table).
+    attention dropout when `dropout_key` is given; out_BTHD (v's dtype). The position terms:
+    none, ALiBi's -slope_h |j - i| (`alibi_slopes_H`), T5's learned table_NH[bucket(j - i), h]
+    (`t5_table_NH` with `t5_buckets`), or Shaw's (`shaw_RD` = (a^K, a^V), each (2 clip + 1, D),
+    shared by heads: q_i.a^K_r / sqrt(D) added to the logits, sum_j w_ij a^V_r to the output,
+    r = clip(j - i) + clip); differentiable in the learned tables.
 
     Any lengths and head dims: blocks are powers of two of at least 16 (Triton's dot), lengths
     are padded to them (padded keys masked, padded queries dropped) and the head dim to a power
@@ -426,20 +518,21 @@ def pallas_gpu_attention(
     batch, q_len, heads, dim = q_BTHD.shape
     kv_len = k_BSHD.shape[1]
     rate = float(dropout_rate) if dropout_key is not None else 0.0
+    padded_dim = max(MIN_BLOCK, pl.next_power_of_2(dim))
     # Each row's (b x heads + h) position parameters: ALiBi's slope or T5's table, padded.
     position, per_head = None, jnp.zeros((heads, 1), jnp.float32)
     if alibi_slopes_H is not None:
         position, per_head = "alibi", jnp.asarray(alibi_slopes_H, jnp.float32)[:, None]
     if t5_table_NH is not None:
         position, per_head = t5_buckets, t5_table_NH.astype(jnp.float32).T
-        per_head = jnp.pad(
-            per_head, ((0, 0), (0, pl.next_power_of_2(per_head.shape[1]) - per_head.shape[1]))
-        )
+        width = pl.next_power_of_2(per_head.shape[1])
+        per_head = jnp.pad(per_head, ((0, 0), (0, width - per_head.shape[1])))
+    if shaw_RD is not None:
+        position = ShawClip(shaw_RD[0].shape[0] // 2)
     plan = _Plan(
         band=band, q_len=q_len, kv_len=kv_len, block_q=_block(block_q, q_len),
-        block_k=_block(block_k, kv_len), heads=heads, rows=batch * heads,
-        dim=max(MIN_BLOCK, pl.next_power_of_2(dim)), rate=rate, position=position,
-        position_width=per_head.shape[1], interpret=interpret,
+        block_k=_block(block_k, kv_len), heads=heads, rows=batch * heads, dim=padded_dim,
+        rate=rate, position=position, position_width=per_head.shape[1], interpret=interpret,
     )  # fmt: skip
 
     def rows(x_BLHD, length):
@@ -453,6 +546,15 @@ def pallas_gpu_attention(
         keys = key_mask_BS.astype(jnp.float32)
     keys = jnp.pad(keys, ((0, 0), (0, plan.s_pad - kv_len)))
     seed = dropout_seed(dropout_key) if rate > 0.0 else jnp.zeros((1,), jnp.uint32)
-    out = _attention(plan, seed, jnp.tile(per_head, (batch, 1)), q, k, v, keys)
+    qa, av = jnp.zeros((1, 1, 1), jnp.float32), jnp.zeros((1, 1), jnp.float32)
+    if shaw_RD is not None:  # q.a^K per row and index; a^V padded to (R, D)
+        width, count = position.width, shaw_RD[0].shape[0]
+
+        def padded(table_RD):
+            return jnp.pad(table_RD.astype(jnp.float32), ((0, width - count), (0, plan.dim - dim)))
+
+        qa = jnp.einsum("xtd,rd->xtr", q.astype(jnp.float32), padded(shaw_RD[0]))
+        av = padded(shaw_RD[1])
+    out = _attention(plan, seed, jnp.tile(per_head, (batch, 1)), qa, av, q, k, v, keys)
     out = out.reshape(batch, heads, plan.t_pad, plan.dim).transpose(0, 2, 1, 3)
     return out[:, :q_len, :, :dim]

@@ -39,7 +39,7 @@ AUTO = [
     ("gpu", {"band": Band(causal=True)}, "cudnn"),
     ("gpu", {"band": Band(causal=True, window=128)}, "cudnn"),  # local_window_size
     ("gpu", {"position": "rope"}, "cudnn"),  # rotated before the call
-    # ... else the Pallas kernel: bands, ALiBi, T5 and dropout in-kernel ...
+    # ... else the Pallas kernel: bands, every position scheme and dropout in-kernel ...
     ("gpu", {"position": "alibi"}, "pallas"),  # cuDNN would need a T x S bias
     ("gpu", {"dtype": F32}, "pallas"),  # cuDNN needs bf16 / fp16
     ("gpu", {"dropout": True}, "pallas"),  # cuDNN's dropout is not keyed by ours
@@ -48,8 +48,9 @@ AUTO = [
     ("gpu", {"band": Band(block=64)}, "pallas"),
     ("gpu", {"position": "t5"}, "pallas"),  # cuDNN would need a T x S bias
     ("gpu", {"position": "t5", "dropout": True}, "pallas"),
+    ("gpu", {"position": "shaw", "dropout": True}, "pallas"),  # cuDNN has no value term
     # ... else XLA's dense path (never a loop).
-    ("gpu", {"position": "shaw"}, "dense"),  # a value term: neither serves it
+    ("gpu", {"dtype": np.dtype("float64")}, "dense"),  # neither kernel takes float64
     # TPU: splash for any band without a bias or dropout, else the kernel.
     ("tpu", {}, "splash"),
     ("tpu", {"band": Band(window=128)}, "splash"),

@@ -1,9 +1,9 @@
 """The Pallas GPU kernel (pallas_gpu.py) equals dense attention, run here in interpret mode:
-bands, key padding (a hole, a padded tail, an example with no key), ALiBi, T5's learned table
-(and its gradient), dropout (against dropout.py's bits; test_dropout.py has their statistics and
-the paths' agreement), lengths no block divides, T != S, gradients; through the attention module
-at default options; and it lowers to Triton for a GPU (all three kernels), which CI can check with
-no GPU."""
+bands, key padding (a hole, a padded tail, an example with no key), ALiBi, T5's learned table and
+Shaw's terms (and their gradients), dropout (against dropout.py's bits; test_dropout.py has their
+statistics and the paths' agreement), lengths no block divides, T != S, gradients; through the
+attention module at default options; and it lowers to Triton for a GPU (all three kernels), which
+CI can check with no GPU."""
 
 import dataclasses
 
@@ -14,11 +14,11 @@ import pytest
 from attention_testing import assert_same_function, build, padding_mask, qkv
 from flax import nnx
 
+from research.attention.dispatch import Call, UnusableImplementation, require
 from research.attention.dropout import dropout_seed, keep_bits
 from research.attention.pallas_gpu import T5Buckets, pallas_gpu_attention
-from research.attention.relative import alibi_slopes, t5_bucket
+from research.attention.relative import Shaw, alibi_slopes, t5_bucket
 from research.attention.sparsity import Band
-from research.errors import UserError
 
 Q_LEN, KV_LEN = 21, 37  # no block below divides either
 
@@ -34,12 +34,28 @@ def _inputs():
     return q, k, v
 
 
-def _dense(q, k, v, key_mask, band, alibi, keep=None, rate=0.0, bias_HTS=None):
-    """Softmax attention written out: the band, padding, ALiBi's -slope |j - i| or a bias, and
-    the kernel's own keep bits (scaled by 1 / (1 - rate)); rows with no allowed key are zero."""
+def _keep(rate, dropout_key):
+    """dropout.py's keep bits over the whole grid (rows b * heads + h, absolute positions), or
+    None without dropout."""
+    if not rate:
+        return None
+    rows = jnp.arange(3 * 2).reshape(3, 2, 1, 1)
+    positions = (jnp.arange(Q_LEN)[:, None], jnp.arange(KV_LEN)[None, :])
+    return keep_bits(dropout_seed(dropout_key), rows, *positions, rate)
+
+
+def _dense(q, k, v, key_mask, band, alibi, keep=None, rate=0.0, bias_HTS=None, shaw_RD=None):
+    """Softmax attention written out: the band, padding, ALiBi's -slope |j - i|, a bias or Shaw's
+    terms (a^K_r, a^V_r of r = clip(j - i) + clip as T x S x D arrays), and the kernel's own keep
+    bits (scaled by 1 / (1 - rate)); rows with no allowed key are zero."""
     t, s = q.shape[1], k.shape[1]
     mask = jnp.asarray(band.dense(t, s))[None, None] & key_mask[:, None, None, :]
-    logits = jnp.einsum("bthd,bshd->bhts", q, k) / np.sqrt(q.shape[-1])
+    scaled = q / np.sqrt(q.shape[-1])
+    logits = jnp.einsum("bthd,bshd->bhts", scaled, k)
+    if shaw_RD is not None:
+        clip = shaw_RD[0].shape[0] // 2
+        index_TS = np.clip(np.arange(s)[None, :] - np.arange(t)[:, None], -clip, clip) + clip
+        logits = logits + jnp.einsum("bthd,tsd->bhts", scaled, shaw_RD[0][index_TS])
     if alibi:
         distance = np.abs(np.arange(s)[None, :] - np.arange(t)[:, None])
         logits = logits - alibi_slopes(q.shape[2])[:, None, None] * distance
@@ -52,7 +68,10 @@ def _dense(q, k, v, key_mask, band, alibi, keep=None, rate=0.0, bias_HTS=None):
     weights = jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), 0.0)
     if keep is not None:
         weights = jnp.where(keep, weights / (1.0 - rate), 0.0)
-    return jnp.einsum("bhts,bshd->bthd", weights, v)
+    out = jnp.einsum("bhts,bshd->bthd", weights, v)
+    if shaw_RD is not None:
+        out = out + jnp.einsum("bhts,tsd->bthd", weights, shaw_RD[1][index_TS])
+    return out
 
 
 # (band, ALiBi, dropout rate, block_q, block_k): every band kind, each with something more.
@@ -71,11 +90,7 @@ def test_equals_dense_with_gradients(band, alibi, rate, block_q, block_k):
     q, k, v = _inputs()
     key_mask = _key_mask()
     dropout_key = jax.random.key(7) if rate else None
-    keep = None
-    if rate:  # dropout.py's bits over the whole grid: rows b * heads + h, absolute positions
-        rows = jnp.arange(3 * 2).reshape(3, 2, 1, 1)
-        positions = (jnp.arange(Q_LEN)[:, None], jnp.arange(KV_LEN)[None, :])
-        keep = keep_bits(dropout_seed(dropout_key), rows, *positions, rate)
+    keep = _keep(rate, dropout_key)
 
     def ours(q, k, v):
         return pallas_gpu_attention(
@@ -96,6 +111,7 @@ def test_equals_dense_with_gradients(band, alibi, rate, block_q, block_k):
     ("alibi", {}, True),
     ("block_local", {"block_size": 8}, False),
     ("t5", {}, False),
+    ("shaw", {}, True),
 ])  # fmt: skip
 def test_through_the_module_at_default_tiles(name, options, causal):
     """The module on `implementation="pallas"` (default tiles) equals the same module on the dense
@@ -128,11 +144,7 @@ def test_t5_table_and_its_gradient_equal_dense(band, bidirectional, rate):
     bucket_TS = t5_bucket(jnp.asarray(rel), num_buckets=8, max_distance=12,
                           bidirectional=bidirectional)  # fmt: skip
     dropout_key = jax.random.key(7) if rate else None
-    keep = None
-    if rate:
-        rows = jnp.arange(3 * 2).reshape(3, 2, 1, 1)
-        positions = (jnp.arange(Q_LEN)[:, None], jnp.arange(KV_LEN)[None, :])
-        keep = keep_bits(dropout_seed(dropout_key), rows, *positions, rate)
+    keep = _keep(rate, dropout_key)
 
     def ours(q, k, v, table):
         return pallas_gpu_attention(q, k, v, key_mask, band, t5_table_NH=table,
@@ -147,23 +159,49 @@ def test_t5_table_and_its_gradient_equal_dense(band, bidirectional, rate):
     assert_same_function(ours, theirs, (q, k, v, table))
 
 
-def test_position_value_terms_are_refused_in_one_line():
-    module = build("shaw", {"implementation": "pallas"})
-    q, k, v = qkv(0)
-    with pytest.raises(UserError, match=r"shaw\.implementation='pallas' is not usable: a position"):
-        module.attend(q, k, v, None, dropout_key=None)
+@pytest.mark.parametrize(("band", "rate"), [(Band(window=9), 0.2), (Band(causal=True), 0.0)],
+                         ids=["window_dropout", "causal"])  # fmt: skip
+def test_shaw_terms_and_their_gradients_equal_dense(band, rate):
+    """Shaw's key term q.a^K_r / sqrt(D) gathered per tile and value term sum_j w_ij a^V_r summed
+    per index in-kernel (clip 3, so most tiles hold both clipped ends and the inner indices), with
+    dropout on the weights of both v and a^V: equal to the terms written out as T x S arrays, and
+    so are the gradients of q, k, v, a^K and a^V."""
+    q, k, v = _inputs()
+    key_mask = _key_mask()
+    key_RD, value_RD = jax.random.normal(jax.random.key(5), (2, 2 * 3 + 1, 12))  # clip 3
+    dropout_key = jax.random.key(7) if rate else None
+    keep = _keep(rate, dropout_key)
+
+    def ours(q, k, v, key_RD, value_RD):
+        return pallas_gpu_attention(q, k, v, key_mask, band, shaw_RD=(key_RD, value_RD),
+                                    dropout_rate=rate, dropout_key=dropout_key, block_q=16,
+                                    block_k=16, interpret=True)  # fmt: skip
+
+    def theirs(q, k, v, key_RD, value_RD):
+        return _dense(q, k, v, key_mask, band, False, keep, rate, shaw_RD=(key_RD, value_RD))
+
+    assert_same_function(ours, theirs, (q, k, v, key_RD, value_RD))
 
 
-@pytest.mark.parametrize("position", ["alibi", "t5"])
+def test_an_unsupported_dtype_is_refused_in_one_line():
+    call = Call(backend="gpu", dtype=np.dtype("float64"), head_dim=64, band=Band(),
+                position=Shaw, dropout=True, q_len=128, kv_len=128)  # fmt: skip
+    with pytest.raises(UnusableImplementation, match=r"^implementation='pallas' is not usable: "
+                       r"dtype float64 is not one of f32, bf16, f16$"):  # fmt: skip
+        require("pallas", call)
+
+
+@pytest.mark.parametrize("position", ["alibi", "t5", "shaw"])
 def test_lowers_to_triton_for_a_gpu(position):
-    """Forward and backward (bf16, a window, ALiBi or T5's table, dropout, padding) lower to three
-    Triton kernels for CUDA on this CPU-only machine: every op in them has a Triton lowering.
-    (Triton's own compile to PTX happens on a GPU.)"""
+    """Forward and backward (bf16, a window, ALiBi, T5's table or Shaw's terms, dropout, padding)
+    lower to three Triton kernels for CUDA on this CPU-only machine: every op in them has a
+    Triton lowering. (Triton's own compile to PTX happens on a GPU.)"""
     shape = jax.ShapeDtypeStruct((2, 256, 4, 64), jnp.bfloat16)
-    if position == "alibi":
-        bias = dict(alibi_slopes_H=alibi_slopes(4))
-    else:
-        bias = dict(t5_table_NH=jnp.ones((32, 4)), t5_buckets=T5Buckets(32, 128, True))
+    bias = {
+        "alibi": dict(alibi_slopes_H=alibi_slopes(4)),
+        "t5": dict(t5_table_NH=jnp.ones((32, 4)), t5_buckets=T5Buckets(32, 128, True)),
+        "shaw": dict(shaw_RD=(jnp.ones((33, 64)), jnp.ones((33, 64)))),
+    }[position]
 
     def loss(q, k, v, key_mask, key):
         out = pallas_gpu_attention(q, k, v, key_mask, Band(window=32), **bias, dropout_rate=0.1,
