@@ -126,13 +126,15 @@ def _bias_fn(position, position_ref, qa_ref, q_start):
     if isinstance(position, T5Buckets):
         return lambda q_pos, k_pos: position_ref[position.of(q_pos, k_pos)].astype(jnp.float32)
     if isinstance(position, ShawClip):
-
-        def shaw_key_term(q_pos, k_pos):
-            index = position.of(q_pos, k_pos)
-            return qa_ref[jnp.broadcast_to(q_pos - q_start, index.shape), index]
-
-        return shaw_key_term
+        return lambda q_pos, k_pos: _at_shaw_index(qa_ref, position, q_pos, k_pos, q_start)
     return None
+
+
+def _at_shaw_index(ref, position: ShawClip, q_pos, k_pos, q_start):
+    """A (rows, R) array laid out on the tile: each pair's value at its query's row (q_pos -
+    q_start) and its Shaw index (a gather)."""
+    index = position.of(q_pos, k_pos)
+    return ref[jnp.broadcast_to(q_pos - q_start, index.shape), index]
 
 
 def _bucket_sums(x, bucket, sums):
@@ -163,8 +165,7 @@ def _value_gradient(do, v, doa_ref, q_pos, k_pos, q_start, position):
     the rows' do.a^V like the key term)."""
     dp = pltriton.dot(do, v, trans_b=True)
     if isinstance(position, ShawClip):
-        index = position.of(q_pos, k_pos)
-        dp = dp + doa_ref[jnp.broadcast_to(q_pos - q_start, index.shape), index]
+        dp = dp + _at_shaw_index(doa_ref, position, q_pos, k_pos, q_start)
     return dp
 
 
