@@ -224,3 +224,27 @@ def test_performer_redraw_policy():
     np.testing.assert_allclose(evaluation(redrawn, x), evaluation(fixed, x), atol=1e-6)
     assert "projection" not in nnx.state(redrawn, nnx.Param)
     assert "projection" in nnx.state(redrawn, nnx.Not(nnx.Param))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "name, options",
+    [("linear", {"chunk_size": 4}), ("performer", {"num_features": 8, "feature_chunk": 4})],
+)
+def test_an_example_with_no_real_key_gets_zeros(name, options, causal):
+    """Example 1 is all padding: its output and the gradients through it are zero (not NaN), and
+    example 0 is unaffected."""
+    module = build(name, options, causal=causal)
+    q, k, v = qkv(2, length=LENGTH)
+    key_mask = padding_mask([LENGTH, 0], LENGTH)
+
+    def attend(q, k, v):
+        return module.attend(q, k, v, key_mask, dropout_key=None)
+
+    out = attend(q, k, v)
+    grads = jax.grad(lambda *args: attend(*args).sum(), argnums=(0, 1, 2))(q, k, v)
+    assert float(jnp.abs(out[1]).max()) == 0.0
+    for grad in grads:
+        assert np.isfinite(np.asarray(grad)).all() and float(jnp.abs(grad[1]).max()) == 0.0
+    alone = module.attend(q[:1], k[:1], v[:1], key_mask[:1], dropout_key=None)
+    assert_close(out[:1], alone)
