@@ -55,6 +55,11 @@ flags.DEFINE_integer(
     4096,
     "Above this length, variants quadratic in N are compiled for their memory but not timed.",
 )
+flags.DEFINE_list(
+    "causal_variants", ["full", "linear", "performer"], "Variants timed causal at short lengths."
+)
+flags.DEFINE_list("causal_lengths", ["64"], "Lengths of the causal rows (MQAR's: 64).")
+flags.DEFINE_integer("causal_batch", 64, "Batch of the causal rows.")
 flags.DEFINE_string("out", "docs/benchmarks", "Output folder.")
 
 
@@ -174,19 +179,28 @@ def matmul_flops_per_second(sizes: tuple[int, ...], repeats: int = 5) -> float:
     return best
 
 
-def build_layer(label: str, width: int, heads: int) -> SelfAttention:
+def build_layer(label: str, width: int, heads: int, causal: bool = False) -> SelfAttention:
     name, options, _ = VARIANTS[label]
-    base = dict(in_features=width, num_heads=heads, qkv_features=width, rngs=nnx.Rngs(0))
+    base = dict(
+        in_features=width, num_heads=heads, qkv_features=width, causal=causal, rngs=nnx.Rngs(0)
+    )
     if name is None:
         return XlaReferenceAttention(**base)
     return make_attention(name, options, dropout_rate=ATTENTION_DROPOUT.get(label, 0.0), **base)
 
 
-def layer_row(label: str, length: int, peak_flops: float, budget: float) -> Row:
-    """Forward + backward of one attention layer on (batch, length, heads * head_dim) inputs."""
-    batch, heads, head_dim = FLAGS.batch, FLAGS.heads, FLAGS.head_dim
-    row = Row("layer", label, length, batch)
-    layer = build_layer(label, heads * head_dim, heads)
+def layer_row(
+    label: str, length: int, peak_flops: float, budget: float, causal: bool = False
+) -> Row:
+    """Forward + backward of one attention layer on (batch, length, heads * head_dim) inputs; a
+    causal row ("causal_layer") at --causal_batch."""
+    batch, heads, head_dim = (
+        FLAGS.causal_batch if causal else FLAGS.batch,
+        FLAGS.heads,
+        FLAGS.head_dim,
+    )
+    row = Row("causal_layer" if causal else "layer", label, length, batch)
+    layer = build_layer(label, heads * head_dim, heads, causal)
     # Gradients for the trained parameters only, as in training (not Performer's random features).
     graphdef, params, state = nnx.split(layer, nnx.Param, ...)
     x = jax.random.normal(jax.random.PRNGKey(1), (batch, length, heads * head_dim))
@@ -209,7 +223,7 @@ def layer_row(label: str, length: int, peak_flops: float, budget: float) -> Row:
         return row
     row.seconds, row.rss_bytes = time_compiled(compiled, (params, x), FLAGS.repeats)
     row.tokens_per_second = batch * length / row.seconds
-    if VARIANTS[label][2]:  # exact attention: 4BHN^2d forward, twice that backward
+    if VARIANTS[label][2] and not causal:  # exact attention: 4BHN^2d forward, twice that backward
         row.flops = (
             12 * batch * heads * length**2 * head_dim
         )  # (the kernel's recompute not counted)
@@ -405,6 +419,10 @@ def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
     memory = get("performer", 4096, "compiled_bytes") / get("linear", 4096, "compiled_bytes")
     out.append(check("performer (256 features) at 4K: <= 1.5x linear's memory",
                      f"{memory:.2f}x", memory <= 1.5))  # fmt: skip
+    causal = {(r.variant, r.length): r.seconds for r in rows if r.kind == "causal_layer"}
+    ratio = causal.get(("performer", 64), float("nan")) / causal.get(("linear", 64), float("nan"))
+    out.append(check("causal performer at 64 tokens: <= 1.5x causal linear's time",
+                     f"{ratio:.2f}x", ratio <= 1.5))  # fmt: skip
     steps = [r for r in rows if r.kind == "train_step"]
     for r in steps:
         fits = r.fit_bytes <= MACHINE_MEMORY_GIB * 2**30
@@ -477,6 +495,12 @@ def write_markdown(rows: list[Row], path: str, peak_flops: float, seconds: float
                 f"{r.tokens_per_second:.0f} | {r.flop_utilisation:.0%} | "
                 f"{r.compiled_bytes / 2**30:.2f} | {fit} |"
             )
+    causal = [r for r in rows if r.kind == "causal_layer"]
+    if causal:
+        lines += ["", f"## Causal, short sequences (batch {FLAGS.causal_batch})", "",
+                  "| variant | length | milliseconds | status |", "|---|---|---|---|"]  # fmt: skip
+        for r in causal:
+            lines.append(f"| {r.variant} | {r.length} | {r.seconds * 1e3:.1f} | {r.status} |")
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for description, measured, met in targets(rows):
         verdict = {True: "yes", False: "**no**", None: "not measured"}[met]
@@ -497,6 +521,9 @@ def main(argv) -> None:
     unknown = sorted(set(labels) - set(VARIANTS))
     if unknown:
         fail(f"unknown --variants {unknown}; valid: {', '.join(VARIANTS)}")
+    unknown = sorted(set(FLAGS.causal_variants) - set(VARIANTS))
+    if unknown:
+        fail(f"unknown --causal_variants {unknown}; valid: {', '.join(VARIANTS)}")
     budget = FLAGS.memory_fraction * psutil.virtual_memory().total
     peak_sizes = tuple(int(n) for n in FLAGS.peak_sizes)
     peak_flops = matmul_flops_per_second(peak_sizes)
@@ -515,6 +542,11 @@ def main(argv) -> None:
             rows.append(row)
             print(f"layer {label:14s} N={length:6d} {row.seconds:9.4f}s "
                   f"{row.compiled_bytes / 2**20:10.1f} MiB {row.status}", flush=True)  # fmt: skip
+    for label in FLAGS.causal_variants:
+        for length in (int(n) for n in FLAGS.causal_lengths):
+            row = layer_row(label, length, peak_flops, budget, causal=True)
+            rows.append(row)
+            print(f"causal {label:13s} N={length:6d} {row.seconds:9.4f}s {row.status}", flush=True)
     for label in FLAGS.train_variants:
         for length in (int(n) for n in FLAGS.train_lengths):
             row = train_step_row(label, length, peak_flops, budget)

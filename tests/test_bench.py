@@ -18,6 +18,7 @@ def test_bench_writes_csv_plot_and_report(tmp_path):
          "--variants=dense,full,full_dropout,local,linear,performer", "--train_lengths=64",
          "--train_variants=local", "--train_batch=2", "--fit_batch=2", "--batch=2",
          "--heads=2", "--head_dim=8", "--repeats=1", "--peak_sizes=256",
+         "--causal_variants=linear,performer", "--causal_lengths=16", "--causal_batch=2",
          f"--out={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -34,6 +35,9 @@ def test_bench_writes_csv_plot_and_report(tmp_path):
     report = (tmp_path / "bench.md").read_text()
     assert "## Targets" in report and "| local |" in report
     assert "performer (256 features) at 4K: <= 1.5x linear's memory" in report
+    assert "## Causal, short sequences (batch 2)" in report and "| performer | 16 |" in report
+    causal = {r["variant"] for r in rows if r["kind"] == "causal_layer"}
+    assert causal == {"linear", "performer"}
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 
