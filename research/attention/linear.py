@@ -43,6 +43,14 @@ def _divide(num: Array, den: Array) -> Array:
     return jnp.where(ok, num / jnp.where(ok, jnp.maximum(den, DEN_FLOOR), 1.0), 0.0)
 
 
+def _chunks(x_BL: Array, chunk: int) -> Array:
+    """x_BL... cut along axis 1 into chunks of `chunk` rows, the last padded with zeros:
+    x_NBC... with N = ceil(L / chunk) leading."""
+    batch, length = x_BL.shape[:2]
+    n = ceil_div(length, chunk)
+    return jnp.moveaxis(pad_to(x_BL, n * chunk).reshape(batch, n, chunk, *x_BL.shape[2:]), 1, 0)
+
+
 def linear_attention(
     phi_q_BTHM: Array,
     phi_k_BSHM: Array,
@@ -84,7 +92,7 @@ def linear_attention(
     log_scale = jnp.pad(log_scale, ((0, 0), (0, n * c - length), (0, 0)), constant_values=-jnp.inf)
     # Each row's shift: the running maximum of the log scales, -inf before the first valid key.
     top_BSH = jax.lax.cummax(jax.lax.stop_gradient(log_scale), axis=1)
-    chunks = lambda x: jnp.moveaxis(pad_to(x, n * c).reshape(batch, n, c, *x.shape[2:]), 1, 0)
+    chunks = lambda x: _chunks(x, c)
     tril_TS = jnp.tril(jnp.ones((c, c), bool))
 
     def step(state, xs):
@@ -250,14 +258,19 @@ def random_features(key: jax.Array, num_features: int, dim: int, *, orthogonal: 
     return rows * norms[:, None]
 
 
+def favor_exponent(x_BTHD: Array, w_MD: Array) -> Array:
+    """exponent_BTHM = w.x - |x|^2/2 with x = in / D^(1/4) (float32): FAVOR+'s features are its
+    exponential over sqrt(M)."""
+    x = x_BTHD.astype(jnp.float32) * x_BTHD.shape[-1] ** -0.25
+    return jnp.einsum("bthd,md->bthm", x, w_MD) - 0.5 * jnp.sum(x * x, -1, keepdims=True)
+
+
 def favor_features(x_BTHD: Array, w_MD: Array) -> tuple[Array, Array]:
     """FAVOR+ positive features exp(w.x - |x|^2/2) / sqrt(M) with x = in / D^(1/4), for which
     E[phi(q).phi(k)] = exp(q.k / sqrt(D)) exactly, returned as (phi_BTHM, log_scale_BTH), float32:
     the features are phi * exp(log_scale), log_scale being each row's largest exponent (held out
     so nothing overflows, and without gradient: per-row constants cancel in attention)."""
-    dim = x_BTHD.shape[-1]
-    x = x_BTHD.astype(jnp.float32) * dim**-0.25
-    exponent = jnp.einsum("bthd,md->bthm", x, w_MD) - 0.5 * jnp.sum(x * x, -1, keepdims=True)
+    exponent = favor_exponent(x_BTHD, w_MD)
     log_scale = jax.lax.stop_gradient(exponent.max(-1))
     return jnp.exp(exponent - log_scale[..., None]) / math.sqrt(w_MD.shape[0]), log_scale
 
@@ -283,29 +296,20 @@ def favor_attention(
     batch, q_len, heads, _ = q_BTHD.shape
     kv_len, num_features = k_BSHD.shape[1], w_MD.shape[0]
 
-    def chunks(x, length):
-        c = min(chunk_size, length)
-        n = ceil_div(length, c)
-        return jnp.moveaxis(pad_to(x, n * c).reshape(batch, n, c, *x.shape[2:]), 1, 0)
-
     # Key chunks with their first row's index, so each masks the rows past the end itself.
     key_chunk = min(chunk_size, kv_len)
-    num_key_chunks = ceil_div(kv_len, key_chunk)
     key_chunks = {
-        "start": jnp.arange(num_key_chunks) * key_chunk,
-        "k": chunks(k_BSHD, kv_len),
-        "v": chunks(v_BSHD, kv_len),
-        "mask": None if key_mask_BS is None else chunks(key_mask_BS, kv_len),
+        "start": jnp.arange(ceil_div(kv_len, key_chunk)) * key_chunk,
+        "k": _chunks(k_BSHD, key_chunk),
+        "mask": None if key_mask_BS is None else _chunks(key_mask_BS, key_chunk),
     }
 
     def key_exponent(chunk):
         """exponent_BCHM of a key chunk, -inf at padding and past the last key."""
-        x = chunk["k"].astype(jnp.float32) * chunk["k"].shape[-1] ** -0.25
-        exponent = jnp.einsum("bchd,md->bchm", x, w_MD) - 0.5 * jnp.sum(x * x, -1, keepdims=True)
         valid_BC = (chunk["start"] + jnp.arange(key_chunk) < kv_len)[None, :]
         if chunk["mask"] is not None:
             valid_BC = valid_BC & chunk["mask"]
-        return jnp.where(valid_BC[:, :, None, None], exponent, -jnp.inf)
+        return jnp.where(valid_BC[:, :, None, None], favor_exponent(chunk["k"], w_MD), -jnp.inf)
 
     top_BH = jax.lax.map(lambda chunk: key_exponent(chunk).max((1, 3)), key_chunks).max(0)
     top_BH = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top_BH), top_BH, 0.0))
@@ -317,6 +321,7 @@ def favor_attention(
         kv_BHMD = jnp.einsum("bchm,bchd->bhmd", phi_BCHM, chunk["v"].astype(jnp.float32))
         return kv_BHMD, phi_BCHM.sum(1)
 
+    key_chunks["v"] = _chunks(v_BSHD, key_chunk)  # only the sums read the values
     kv_NBHMD, z_NBHM = jax.lax.map(key_sums, key_chunks)
     kv_BHMD, z_BHM = kv_NBHMD.sum(0), z_NBHM.sum(0)
 
@@ -327,7 +332,7 @@ def favor_attention(
         den_BCH = jnp.einsum("bchm,bhm->bch", phi_BCHM, z_BHM)
         return _divide(num_BCHD, den_BCH[..., None])
 
-    out_NBCHD = jax.lax.map(query_rows, chunks(q_BTHD, q_len))
+    out_NBCHD = jax.lax.map(query_rows, _chunks(q_BTHD, min(chunk_size, q_len)))
     out_BTHD = jnp.moveaxis(out_NBCHD, 0, 1).reshape(batch, -1, heads, v_BSHD.shape[-1])
     return out_BTHD[:, :q_len].astype(v_BSHD.dtype)
 

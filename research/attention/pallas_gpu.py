@@ -169,6 +169,15 @@ def _value_gradient(do, v, doa_ref, q_pos, k_pos, q_start, position):
     return dp
 
 
+def _dropped(p, dp, seed, row, q_pos, k_pos, rate):
+    """(p, dp) with dropout's keep bits applied to both (the weights and their gradient), as the
+    backward passes need them; unchanged without dropout."""
+    if rate == 0.0:
+        return p, dp
+    keep = keep_bits(seed, row, q_pos, k_pos, rate)
+    return scale_kept(p, keep, rate), scale_kept(dp, keep, rate)
+
+
 # ---------------------------------------------------------------------------------------------
 # Kernels. Refs: q/k/v/o/do (rows, length, D); lse/delta (rows, length); keys (B, S) as f32;
 # position (rows, P): ALiBi's slope or T5's table; qa/doa (rows, length, R): Shaw's q.a^K and
@@ -245,11 +254,7 @@ def _dkdv_kernel(
         s = _scores(q, k, q_pos, k_pos, keys_valid, band, bias_fn)
         p = jnp.exp(s - lse_ref[window][:, None])  # 0 on rows with no key (lse = inf)
         dp = _value_gradient(do, v, doa_ref, q_pos, k_pos, 0, position)
-        if rate > 0.0:
-            keep = keep_bits(seed, row, q_pos, k_pos, rate)
-            p_dropped, dp = scale_kept(p, keep, rate), scale_kept(dp, keep, rate)
-        else:
-            p_dropped = p
+        p_dropped, dp = _dropped(p, dp, seed, row, q_pos, k_pos, rate)
         dv = dv + pltriton.dot(p_dropped.astype(do.dtype), do, trans_a=True)
         ds = p * (dp - delta_ref[window][:, None])
         dk = dk + pltriton.dot(ds.astype(q.dtype), q, trans_a=True)
@@ -292,10 +297,7 @@ def _dq_kernel(
         s = _scores(q, k, q_pos, k_pos, keys_valid, band, bias_fn)
         p = jnp.exp(s - lse)
         dp = _value_gradient(do, v, doa_ref, q_pos, k_pos, qi * block_q, position)
-        p_dropped = p
-        if rate > 0.0:
-            keep = keep_bits(seed, row, q_pos, k_pos, rate)
-            p_dropped, dp = scale_kept(p, keep, rate), scale_kept(dp, keep, rate)
+        p_dropped, dp = _dropped(p, dp, seed, row, q_pos, k_pos, rate)
         ds = p * (dp - delta)
         if shaw:
             index = position.of(q_pos, k_pos)
