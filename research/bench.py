@@ -518,12 +518,10 @@ def main(argv) -> None:
     started = time.perf_counter()
     os.makedirs(FLAGS.out, exist_ok=True)
     labels = FLAGS.variants or list(VARIANTS)
-    unknown = sorted(set(labels) - set(VARIANTS))
-    if unknown:
-        fail(f"unknown --variants {unknown}; valid: {', '.join(VARIANTS)}")
-    unknown = sorted(set(FLAGS.causal_variants) - set(VARIANTS))
-    if unknown:
-        fail(f"unknown --causal_variants {unknown}; valid: {', '.join(VARIANTS)}")
+    for flag, chosen in (("variants", labels), ("causal_variants", FLAGS.causal_variants)):
+        unknown = sorted(set(chosen) - set(VARIANTS))
+        if unknown:
+            fail(f"unknown --{flag} {unknown}; valid: {', '.join(VARIANTS)}")
     budget = FLAGS.memory_fraction * psutil.virtual_memory().total
     peak_sizes = tuple(int(n) for n in FLAGS.peak_sizes)
     peak_flops = matmul_flops_per_second(peak_sizes)

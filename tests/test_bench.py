@@ -41,9 +41,10 @@ def test_bench_writes_csv_plot_and_report(tmp_path):
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_unknown_variant_is_refused():
+@pytest.mark.parametrize("flag", ["variants", "causal_variants"])
+def test_unknown_variant_is_refused(flag):
     result = subprocess.run(
-        [sys.executable, "-m", "research.bench", "--variants=fastest"],
+        [sys.executable, "-m", "research.bench", f"--{flag}=fastest"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode != 0 and "unknown --variants ['fastest']" in result.stderr
+    assert result.returncode != 0 and f"unknown --{flag} ['fastest']" in result.stderr
