@@ -8,15 +8,16 @@ position scheme; `softmax_attention` runs it on the implementation `choose_imple
   kernel  the block-sparse flash kernel (kernel.py): any band, position scheme and dropout, O(N)
           memory, only the tiles the band needs;
   cudnn   cuDNN's fused kernel (GPU; platform.py), where it can serve the call;
-  pallas  the block-sparse kernel in Pallas for GPUs (pallas_gpu.py; Triton): any band, padding,
-          ALiBi, T5, Shaw and dropout in-kernel, only the tiles the band needs; `interpret` mode
-          elsewhere;
+  pallas  the block-sparse kernel in Pallas: any band, padding, ALiBi, T5, Shaw and dropout
+          in-kernel, only the tiles the band needs; for GPUs (pallas_gpu.py; Triton), for TPUs
+          (pallas_tpu.py; Mosaic), and the GPU's in `interpret` mode elsewhere (for tests);
   splash  Pallas splash attention (TPU; platform.py; `interpret` mode elsewhere, for tests).
 
 `auto` (the default) picks, per platform: GPU -> cudnn when it serves the call without a T x S
 bias, else pallas when it serves it (every band, position scheme and dropout), else dense (a
 dtype neither kernel takes; an XLA loop is never chosen on a GPU);
-TPU -> splash when eligible, else kernel; CPU -> dense up to DENSE_MAX_LENGTH, else kernel.
+TPU -> splash when eligible (no position bias, no dropout), else pallas (a dtype it takes), else
+kernel; CPU -> dense up to DENSE_MAX_LENGTH, else kernel.
 docs/attention.md has the table, tests/attention/test_dispatch.py states it case by case.
 """
 
@@ -28,7 +29,7 @@ import jax
 import numpy as np
 from jax import Array
 
-from research.attention import pallas_gpu, platform
+from research.attention import pallas_gpu, pallas_tpu, platform
 from research.attention.dense import positional_attention
 from research.attention.kernel import block_sparse_attention
 from research.attention.relative import ALiBi, Position, Shaw, T5Bias, alibi_slopes
@@ -101,7 +102,8 @@ def _cudnn_check(call: Call) -> tuple[bool, str]:
 
 
 def _pallas_check(call: Call) -> tuple[bool, str]:
-    return pallas_gpu.eligible(dtype=call.dtype)
+    kernel = pallas_tpu if call.backend == "tpu" else pallas_gpu
+    return kernel.eligible(dtype=call.dtype)
 
 
 def _splash_check(call: Call) -> tuple[bool, str]:
@@ -135,7 +137,13 @@ def choose_implementation(requested: str, call: Call) -> tuple[str, str]:
         ok, why = _splash_check(call)
         if ok:
             return "splash", "TPU, and splash attention can serve the call"
-        return "kernel", f"TPU, splash cannot serve it ({why})"
+        pallas, pallas_why = _pallas_check(call)
+        if pallas:
+            return "pallas", f"TPU, splash cannot serve it ({why})"
+        return (
+            "kernel",
+            f"TPU, neither splash ({why}) nor the Pallas kernel ({pallas_why}) serves it",
+        )
     if max(call.q_len, call.kv_len) <= DENSE_MAX_LENGTH:
         return "dense", f"CPU, length <= {DENSE_MAX_LENGTH}: one matrix beats the kernel's loop"
     return "kernel", f"CPU, length > {DENSE_MAX_LENGTH}"
@@ -241,10 +249,14 @@ def softmax_attention(
         bias = position.logits_bias(q_BTHD, k_BSHD.shape[1], 0) if position.adds_bias else None
         return platform.cudnn_attention(q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, bias_BHTS=bias)
     if implementation == "pallas":
-        interpret = call.backend != "gpu"
+        if call.backend == "tpu":
+            attention, blocks = pallas_tpu.pallas_tpu_attention, default_blocks("tpu", band)
+        else:
+            attention, blocks = pallas_gpu.pallas_gpu_attention, (0, 0)  # its DEFAULT_BLOCK
+        interpret = call.backend not in ("gpu", "tpu")
         if interpret:
             say_interpreted(implementation, call.backend)
-        return pallas_gpu.pallas_gpu_attention(
+        return attention(
             q_BTHD,
             k_BSHD,
             v_BSHD,
@@ -253,8 +265,8 @@ def softmax_attention(
             **_pallas_position(position),
             dropout_rate=dropout_rate,
             dropout_key=dropout_key if dropout else None,
-            block_q=options.block_q or pallas_gpu.DEFAULT_BLOCK,
-            block_k=options.block_k or pallas_gpu.DEFAULT_BLOCK,
+            block_q=options.block_q or blocks[0],
+            block_k=options.block_k or blocks[1],
             interpret=interpret,
         )
     if implementation == "splash":
@@ -277,7 +289,7 @@ def softmax_attention(
 
 
 def _pallas_position(position: Position) -> dict:
-    """The Pallas GPU kernel's arguments for a position scheme (RoPE rotates q, k before)."""
+    """The Pallas kernels' arguments for a position scheme (RoPE rotates q, k before)."""
     if isinstance(position, ALiBi):
         return {"alibi_slopes_H": alibi_slopes(position.num_heads)}
     if isinstance(position, T5Bias):

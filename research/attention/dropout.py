@@ -2,10 +2,11 @@
 
 Whether the weight of (query i, key j) in row r (= batch x heads + head) is kept is a hash of
 (seed, r, i, j), with the seed drawn once from the layer's dropout key. The dense path draws it
-over the whole (T, S) grid, the block-sparse kernel (kernel.py) and the Pallas GPU kernel
-(pallas_gpu.py) per tile, from the tile's positions, in the forward and the backward pass alike:
-so no path stores a T x S mask, and every path drops the same weights for the same key, whatever
-its tiles (tested: dense, kernel and Pallas outputs under dropout are equal).
+over the whole (T, S) grid, the block-sparse kernel (kernel.py) and the Pallas kernels
+(pallas_gpu.py, pallas_tpu.py) per tile, from the tile's positions, in the forward and the
+backward pass alike: so no path stores a T x S mask, and every path drops the same weights for
+the same key, whatever its tiles (tested: dense, kernel and Pallas outputs under dropout are
+equal).
 
 The hash is murmur3's 32-bit finaliser chained over the row, query and key: a handful of integer
 operations per weight (threefry, which `jax.random.bernoulli` runs, is several times that), that
@@ -37,7 +38,9 @@ def _mix(x: Array) -> Array:
 def keep_bits(seed: Array, row: Array, q_pos: Array, k_pos: Array, rate: float) -> Array:
     """True where a weight is kept (shapes broadcast): hash(seed, row, q, k) >= rate * 2^32.
     `seed` a uint32 scalar or size-1 array; row, q_pos and k_pos integer arrays."""
-    seed = jnp.reshape(seed, ()).astype(jnp.uint32)
+    if jnp.ndim(seed):  # a size-1 array (reshaping a scalar would not lower for a TPU)
+        seed = jnp.reshape(seed, ())
+    seed = seed.astype(jnp.uint32)
     per_row = _mix(seed ^ _mix(row.astype(jnp.uint32) + jnp.uint32(0x9E3779B9)))
     per_query = _mix(per_row ^ (q_pos.astype(jnp.uint32) * jnp.uint32(0x27D4EB2F)))
     bits = _mix(per_query + k_pos.astype(jnp.uint32) * jnp.uint32(0x165667B1))

@@ -36,6 +36,7 @@ Pallas runs this on a GPU through Triton; anywhere else with interpret=True (the
 import dataclasses
 import functools
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -270,7 +271,7 @@ def _dkdv_kernel(
     dk_ref[...] = dk.astype(dk_ref.dtype)
     dv_ref[...] = dv.astype(dv_ref.dtype)
     if t5:
-        dtable_ref[0][...] = table_sums.sum(0)
+        dtable_ref[0][...] = table_sums.sum(0, keepdims=True)
 
 
 def _dq_kernel(
@@ -320,9 +321,22 @@ def _dq_kernel(
 # The calls.
 
 
+def whole_block(shape: tuple) -> pl.BlockSpec:
+    """A block that is the whole array (None for a squeezed size-1 dim), on any grid."""
+    return pl.BlockSpec(shape, lambda *_: (0,) * len(shape))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """Everything static about one call (hashable: part of the compiled program)."""
+    """Everything static about one call (hashable: part of the compiled program), and the
+    platform's kernels and layout: this class is the GPU's (Triton); pallas_tpu.py's subclass is
+    the TPU's, with the same custom VJP around it (`_attention`)."""
+
+    # The (forward, dk/dv, dq) kernels and the trailing dims of each row's statistics (lse,
+    # delta): none on a GPU, TPU lanes on a TPU.
+    KERNELS: ClassVar[tuple] = (_forward_kernel, _dkdv_kernel, _dq_kernel)
+    STAT_LANES: ClassVar[tuple[int, ...]] = ()
+    DEFAULT_BLOCK: ClassVar[int] = DEFAULT_BLOCK
 
     band: Band
     q_len: int
@@ -349,12 +363,50 @@ class _Plan:
     def shaw(self) -> bool:
         return isinstance(self.position, ShawClip)
 
-    def runs(self, *, by_key: bool) -> tuple[Array, Array]:
+    @staticmethod
+    def blocks(block_q: int, q_len: int, block_k: int, kv_len: int) -> tuple[int, int]:
+        """The (block_q, block_k) tile the kernels run for the requested one."""
+        return _block(block_q, q_len), _block(block_k, kv_len)
+
+    @staticmethod
+    def padded_dim(dim: int) -> int:
+        """The head dim the kernels see: a power of two of at least MIN_BLOCK (Triton's dot)."""
+        return max(MIN_BLOCK, pl.next_power_of_2(dim))
+
+    def stat(self, x_XT: Array) -> Array:
+        """A per-row statistic (rows, length) in the kernels' layout."""
+        if not self.STAT_LANES:
+            return x_XT
+        return jnp.broadcast_to(x_XT[..., None], (*x_XT.shape, *self.STAT_LANES))
+
+    def runs(self, *, by_key: bool) -> tuple[np.ndarray, np.ndarray]:
         """(first_N, count_N): the run of blocks each program visits, key blocks per query block
         or (by_key) query blocks per key block."""
         needed = self.band.key_blocks(self.q_len, self.kv_len, self.block_q, self.block_k)
-        first, count = _runs(needed.T if by_key else needed)
-        return jnp.asarray(first), jnp.asarray(count)
+        return _runs(needed.T if by_key else needed)
+
+    def operand_specs(self, spec, position, keys) -> list:
+        """The specs of (position, qa, av, q, k, v, keys, do, lse, delta, doa), from the
+        platform's `spec(side, *trailing)` and its specs of the position parameters and the key
+        mask; Shaw's qa, doa and av are one-element placeholders without Shaw."""
+        if self.shaw:
+            per_query = spec("q", self.position.width)
+            value_embeddings = whole_block((self.position.width, self.dim))
+        else:
+            per_query, value_embeddings = whole_block((None, 1, 1)), whole_block((1, 1))
+        return [
+            position,
+            per_query,  # qa
+            value_embeddings,  # av
+            spec("q", self.dim),
+            spec("k", self.dim),
+            spec("k", self.dim),
+            keys,
+            spec("q", self.dim),  # do
+            spec("q", *self.STAT_LANES),  # lse
+            spec("q", *self.STAT_LANES),  # delta
+            per_query,  # doa
+        ]
 
     def call(self, kernel, *, by_key: bool, outputs: list, name: str):
         """pallas_call of `kernel` on a grid of (key blocks if by_key else query blocks, rows),
@@ -368,7 +420,9 @@ class _Plan:
 
         def spec(side, *trailing):
             if side == "program":
-                return pl.BlockSpec((None, None, *trailing), lambda i, r: (r, i, 0))
+                return pl.BlockSpec(
+                    (None, None, *trailing), lambda i, r: (r, i, *[0] * len(trailing))
+                )
             tile, length = blocks[side]
             if side == blocked:
                 return pl.BlockSpec(
@@ -381,27 +435,13 @@ class _Plan:
         tile_k, length_k = blocks["k"]
         keys = pl.BlockSpec((None, tile_k if by_key else length_k),
                             lambda i, r: (r // heads, i if by_key else 0))  # fmt: skip
-        if self.shaw:
-            per_query = spec("q", self.position.width)  # qa, doa
-            value_embeddings = pl.BlockSpec((self.position.width, self.dim), lambda i, r: (0, 0))
-        else:
-            per_query = pl.BlockSpec((None, 1, 1), lambda i, r: (0, 0, 0))
-            value_embeddings = pl.BlockSpec((1, 1), lambda i, r: (0, 0))
         in_specs = [
             pl.BlockSpec((1,), lambda i, r: (i,)),  # first
             pl.BlockSpec((1,), lambda i, r: (i,)),  # count
             pl.BlockSpec((1,), lambda i, r: (0,)),  # seed
-            pl.BlockSpec((None, self.position_width), lambda i, r: (r, 0)),  # slope or table
-            per_query,  # qa
-            value_embeddings,  # av
-            spec("q", self.dim),
-            spec("k", self.dim),
-            spec("k", self.dim),
-            keys,
-            spec("q", self.dim),  # do
-            spec("q"),  # lse
-            spec("q"),  # delta
-            per_query,  # doa
+            *self.operand_specs(
+                spec, pl.BlockSpec((None, self.position_width), lambda i, r: (r, 0)), keys
+            ),
         ]
         out_specs = [spec(side, *shape[2:]) for shape, _, side in outputs]
         out_shape = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype, _ in outputs]
@@ -430,11 +470,11 @@ class _Plan:
 def _forward(plan: _Plan, seed, position, qa, av, q, k, v, keys):
     """(out, lse) in the padded (rows, length, D) layout."""
     return plan.call(
-        _forward_kernel,
+        plan.KERNELS[0],
         by_key=False,
         outputs=[
             ((plan.rows, plan.t_pad, plan.dim), v.dtype, "q"),
-            ((plan.rows, plan.t_pad), jnp.float32, "q"),
+            ((plan.rows, plan.t_pad, *plan.STAT_LANES), jnp.float32, "q"),
         ],  # fmt: skip
         name="block_sparse_forward",
     )(seed, position, qa, av, q, k, v, keys)
@@ -444,7 +484,7 @@ def _backward(plan: _Plan, seed, position, qa, av, q, k, v, keys, o, lse, do):
     """(dq, dk, dv, dposition, dqa, dav): FlashAttention-2's two passes, by key block for dk and
     dv (and T5's table), by query block for dq (and Shaw's per-index sums); the position
     gradients are zeros where the scheme has none."""
-    delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)
+    delta = plan.stat(jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1))
     doa = qa  # a placeholder without Shaw
     if plan.shaw:
         doa = jnp.einsum("xtd,rd->xtr", do.astype(jnp.float32), av)
@@ -453,17 +493,17 @@ def _backward(plan: _Plan, seed, position, qa, av, q, k, v, keys, o, lse, do):
     key_blocks = plan.s_pad // plan.block_k
     outputs = [((plan.rows, plan.s_pad, plan.dim), k.dtype, "k")] * 2
     if t5:  # each program's share of its row's table gradient
-        outputs.append(((plan.rows, key_blocks, plan.position_width), jnp.float32, "program"))
+        outputs.append(((plan.rows, key_blocks, 1, plan.position_width), jnp.float32, "program"))
     dk, dv, *dtable = plan.call(
-        _dkdv_kernel, by_key=True, outputs=outputs, name="block_sparse_dkdv"
+        plan.KERNELS[1], by_key=True, outputs=outputs, name="block_sparse_dkdv"
     )(*args)
     outputs = [((plan.rows, plan.t_pad, plan.dim), q.dtype, "q")]
     if plan.shaw:  # the logits' gradient and the weights, summed per Shaw index
         outputs += [((plan.rows, plan.t_pad, plan.position.width), jnp.float32, "q")] * 2
-    dq, *shaw_sums = plan.call(_dq_kernel, by_key=False, outputs=outputs, name="block_sparse_dq")(
-        *args
-    )
-    dposition = dtable[0].sum(1) if t5 else jnp.zeros_like(position)
+    dq, *shaw_sums = plan.call(
+        plan.KERNELS[2], by_key=False, outputs=outputs, name="block_sparse_dq"
+    )(*args)
+    dposition = dtable[0].sum(1).reshape(position.shape) if t5 else jnp.zeros_like(position)
     dqa, dav = jnp.zeros_like(qa), jnp.zeros_like(av)
     if plan.shaw:
         dqa, weight_sums = shaw_sums
@@ -489,7 +529,15 @@ def _attention_bwd(plan, residuals, do):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def pallas_gpu_attention(
+def pallas_gpu_attention(q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band=None, **options) -> Array:
+    """The kernels on a GPU (Triton): `run_kernels` with this module's plan. Blocks are powers
+    of two of at least 16 (Triton's dot), and the head dim is padded to one (zeros change no dot
+    product)."""
+    return run_kernels(_Plan, q_BTHD, k_BSHD, v_BSHD, key_mask_BS, band, **options)
+
+
+def run_kernels(
+    plan_type: type[_Plan],
     q_BTHD: Array,
     k_BSHD: Array,
     v_BSHD: Array,
@@ -502,8 +550,8 @@ def pallas_gpu_attention(
     shaw_RD: tuple[Array, Array] | None = None,
     dropout_rate: float = 0.0,
     dropout_key: Array | None = None,
-    block_q: int = DEFAULT_BLOCK,
-    block_k: int = DEFAULT_BLOCK,
+    block_q: int = 0,
+    block_k: int = 0,
     interpret: bool = False,
 ) -> Array:
     """softmax(q k^T / sqrt(D) + bias) v over the pairs `band` allows and real keys, with
@@ -513,15 +561,18 @@ def pallas_gpu_attention(
     shared by heads: q_i.a^K_r / sqrt(D) added to the logits, sum_j w_ij a^V_r to the output,
     r = clip(j - i) + clip); differentiable in the learned tables.
 
-    Any lengths and head dims: blocks are powers of two of at least 16 (Triton's dot), lengths
-    are padded to them (padded keys masked, padded queries dropped) and the head dim to a power
-    of two (zeros change no dot product).
+    Runs the kernels of `plan_type` (the GPU's `_Plan` or a platform's subclass), at its tiles
+    (block_q x block_k, 0 for its DEFAULT_BLOCK, rounded as it needs); `interpret` runs them on
+    any platform (slow; for tests). Any lengths and head dims: the inputs are laid out as
+    (batch x heads) rows and padded to whole blocks (padded keys masked, padded queries dropped).
     """
     band = Band() if band is None else band
     batch, q_len, heads, dim = q_BTHD.shape
     kv_len = k_BSHD.shape[1]
     rate = float(dropout_rate) if dropout_key is not None else 0.0
-    padded_dim = max(MIN_BLOCK, pl.next_power_of_2(dim))
+    block_q, block_k = plan_type.blocks(
+        block_q or plan_type.DEFAULT_BLOCK, q_len, block_k or plan_type.DEFAULT_BLOCK, kv_len
+    )
     # Each row's (b x heads + h) position parameters: ALiBi's slope or T5's table, padded.
     position, per_head = None, jnp.zeros((heads, 1), jnp.float32)
     if alibi_slopes_H is not None:
@@ -532,9 +583,9 @@ def pallas_gpu_attention(
         per_head = jnp.pad(per_head, ((0, 0), (0, width - per_head.shape[1])))
     if shaw_RD is not None:
         position = ShawClip(shaw_RD[0].shape[0] // 2)
-    plan = _Plan(
-        band=band, q_len=q_len, kv_len=kv_len, block_q=_block(block_q, q_len),
-        block_k=_block(block_k, kv_len), heads=heads, rows=batch * heads, dim=padded_dim,
+    plan = plan_type(
+        band=band, q_len=q_len, kv_len=kv_len, block_q=block_q, block_k=block_k, heads=heads,
+        rows=batch * heads, dim=plan_type.padded_dim(dim),
         rate=rate, position=position, position_width=per_head.shape[1], interpret=interpret,
     )  # fmt: skip
 

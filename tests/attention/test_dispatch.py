@@ -51,15 +51,19 @@ AUTO = [
     ("gpu", {"position": "shaw", "dropout": True}, "pallas"),  # cuDNN has no value term
     # ... else XLA's dense path (never a loop).
     ("gpu", {"dtype": np.dtype("float64")}, "dense"),  # neither kernel takes float64
-    # TPU: splash for any band without a bias or dropout, else the kernel.
+    # TPU: splash for any band without a bias or dropout ...
     ("tpu", {}, "splash"),
     ("tpu", {"band": Band(window=128)}, "splash"),
     ("tpu", {"band": Band(block=64, neighbours=True, causal=True)}, "splash"),
     ("tpu", {"dtype": F32, "position": "rope"}, "splash"),
-    ("tpu", {"position": "alibi"}, "kernel"),
-    ("tpu", {"position": "t5"}, "kernel"),
-    ("tpu", {"position": "shaw"}, "kernel"),
-    ("tpu", {"dropout": True}, "kernel"),
+    # ... else the Pallas kernel: position terms and dropout in-kernel ...
+    ("tpu", {"position": "alibi"}, "pallas"),
+    ("tpu", {"position": "t5"}, "pallas"),
+    ("tpu", {"position": "shaw", "band": Band(window=128)}, "pallas"),
+    ("tpu", {"dropout": True}, "pallas"),
+    ("tpu", {"dropout": True, "dtype": F32, "band": Band(block=64)}, "pallas"),
+    # ... else the XLA loop.
+    ("tpu", {"dropout": True, "dtype": np.dtype("float16")}, "kernel"),  # neither takes fp16
     # CPU: dense up to 256 tokens, the kernel beyond.
     ("cpu", {"length": 256}, "dense"),
     ("cpu", {"length": 257}, "kernel"),

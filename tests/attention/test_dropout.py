@@ -1,6 +1,6 @@
 """Attention dropout's keep bits (dropout.py): their rate and independence, replay from the key,
 and the same weights dropped on every softmax path (dense, the block-sparse kernel, the Pallas
-GPU kernel in interpret mode), outputs and gradients alike."""
+GPU and TPU kernels in interpret mode), outputs and gradients alike."""
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +12,7 @@ from research.attention.dispatch import dense_attention
 from research.attention.dropout import drop_weights, dropout_seed, keep_bits
 from research.attention.kernel import block_sparse_attention
 from research.attention.pallas_gpu import pallas_gpu_attention
+from research.attention.pallas_tpu import pallas_tpu_attention
 from research.attention.relative import Position
 from research.attention.sparsity import Band
 
@@ -39,7 +40,7 @@ def test_the_same_key_drops_the_same_weights_another_key_others():
 
 @pytest.mark.parametrize("band", [Band(), Band(window=3, causal=True)], ids=["full", "window"])
 def test_every_path_drops_the_same_weights(band):
-    """Dense, the kernel (tiles no length divides) and the Pallas kernel, with the same dropout
+    """Dense, the kernel (tiles no length divides) and the Pallas kernels, with the same dropout
     key: equal outputs and gradients, so switching implementations never changes a run's
     dropout."""
     q, k, v = qkv(5, batch=2, length=19)
@@ -54,9 +55,10 @@ def test_every_path_drops_the_same_weights(band):
         return block_sparse_attention(q, k, v, key_mask, band, block_q=8, block_k=4,
                                       dropout_rate=rate, dropout_key=key)  # fmt: skip
 
-    def pallas(q, k, v):
-        return pallas_gpu_attention(q, k, v, key_mask, band, dropout_rate=rate,
-                                    dropout_key=key, interpret=True)  # fmt: skip
+    def pallas(attention):
+        return lambda q, k, v: attention(q, k, v, key_mask, band, dropout_rate=rate,
+                                         dropout_key=key, interpret=True)  # fmt: skip
 
     assert_same_function(kernel, dense, (q, k, v))
-    assert_same_function(pallas, dense, (q, k, v))
+    assert_same_function(pallas(pallas_gpu_attention), dense, (q, k, v))
+    assert_same_function(pallas(pallas_tpu_attention), dense, (q, k, v))
