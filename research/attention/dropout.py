@@ -52,6 +52,16 @@ def scale_kept(x: Array, keep: Array, rate: float) -> Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
+def drop_with_gradient(p, dp, seed, row, q_pos, k_pos, rate: float):
+    """(p, dp) of a tile, its weights and their gradient, with the keep bits of (seed, row,
+    q_pos, k_pos) applied to both, as a flash kernel's backward passes need them; unchanged
+    without dropout (rate 0)."""
+    if rate == 0.0:
+        return p, dp
+    keep = keep_bits(seed, row, q_pos, k_pos, rate)
+    return scale_kept(p, keep, rate), scale_kept(dp, keep, rate)
+
+
 def drop_weights(weights_XHTS: Array, rate: float, dropout_key: Array | None) -> Array:
     """Dense weights (any leading shape X, then heads, queries, keys) with dropout applied:
     dropped weights 0, kept ones scaled by 1 / (1 - rate); the rows are X x heads in order."""

@@ -31,6 +31,9 @@ them on it. No atomics: Pallas's interpret mode does not add repeated indices as
 do, so CI could not test them.
 
 Pallas runs this on a GPU through Triton; anywhere else with interpret=True (the tests' path, slow).
+The custom VJP around the kernels (`run_kernels`: the rows layout, padding, the position
+gradients) is shared with pallas_tpu.py, whose `_Plan` subclass brings the TPU's kernels, tiles
+and layout.
 """
 
 import dataclasses
@@ -45,7 +48,7 @@ from jax import Array
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from research.attention.dropout import dropout_seed, keep_bits, scale_kept
+from research.attention.dropout import drop_with_gradient, dropout_seed, keep_bits, scale_kept
 from research.attention.relative import shaw_index, t5_bucket
 from research.attention.sparsity import Band
 from research.intmath import round_up
@@ -170,15 +173,6 @@ def _value_gradient(do, v, doa_ref, q_pos, k_pos, q_start, position):
     return dp
 
 
-def _dropped(p, dp, seed, row, q_pos, k_pos, rate):
-    """(p, dp) with dropout's keep bits applied to both (the weights and their gradient), as the
-    backward passes need them; unchanged without dropout."""
-    if rate == 0.0:
-        return p, dp
-    keep = keep_bits(seed, row, q_pos, k_pos, rate)
-    return scale_kept(p, keep, rate), scale_kept(dp, keep, rate)
-
-
 # ---------------------------------------------------------------------------------------------
 # Kernels. Refs: q/k/v/o/do (rows, length, D); lse/delta (rows, length); keys (B, S) as f32;
 # position (rows, P): ALiBi's slope or T5's table; qa/doa (rows, length, R): Shaw's q.a^K and
@@ -255,7 +249,7 @@ def _dkdv_kernel(
         s = _scores(q, k, q_pos, k_pos, keys_valid, band, bias_fn)
         p = jnp.exp(s - lse_ref[window][:, None])  # 0 on rows with no key (lse = inf)
         dp = _value_gradient(do, v, doa_ref, q_pos, k_pos, 0, position)
-        p_dropped, dp = _dropped(p, dp, seed, row, q_pos, k_pos, rate)
+        p_dropped, dp = drop_with_gradient(p, dp, seed, row, q_pos, k_pos, rate)
         dv = dv + pltriton.dot(p_dropped.astype(do.dtype), do, trans_a=True)
         ds = p * (dp - delta_ref[window][:, None])
         dk = dk + pltriton.dot(ds.astype(q.dtype), q, trans_a=True)
@@ -298,7 +292,7 @@ def _dq_kernel(
         s = _scores(q, k, q_pos, k_pos, keys_valid, band, bias_fn)
         p = jnp.exp(s - lse)
         dp = _value_gradient(do, v, doa_ref, q_pos, k_pos, qi * block_q, position)
-        p_dropped, dp = _dropped(p, dp, seed, row, q_pos, k_pos, rate)
+        p_dropped, dp = drop_with_gradient(p, dp, seed, row, q_pos, k_pos, rate)
         ds = p * (dp - delta)
         if shaw:
             index = position.of(q_pos, k_pos)

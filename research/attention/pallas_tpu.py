@@ -41,7 +41,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from research.attention import pallas_gpu
-from research.attention.dropout import keep_bits, scale_kept
+from research.attention.dropout import drop_with_gradient, keep_bits, scale_kept
 from research.attention.pallas_gpu import MASKED, ShawClip, T5Buckets
 from research.attention.sparsity import Band
 from research.intmath import round_up
@@ -135,14 +135,6 @@ def _weight_gradient(do, v, doa_ref, q_pos, k_pos, position):
     return dp
 
 
-def _dropped(p, dp, seed, row, q_pos, k_pos, rate):
-    """(p, dp) with dropout's keep bits applied to both; unchanged without dropout."""
-    if rate == 0.0:
-        return p, dp
-    keep = keep_bits(seed, row, q_pos, k_pos, rate)
-    return scale_kept(p, keep, rate), scale_kept(dp, keep, rate)
-
-
 def _lane_replicated(column):
     """A (rows, 1) column as a (rows, LANES) block."""
     return jnp.broadcast_to(column, (column.shape[0], LANES))
@@ -226,7 +218,7 @@ def _dkdv_kernel(
         s = _logits(q, k_ref[...], q_pos, k_pos, keys_ref, band, position, position_ref, qa_ref)
         p = jnp.exp(s - lse_ref[:, 0:1])  # 0 on rows with no key (lse = inf)
         dp = _weight_gradient(do, v_ref[...], doa_ref, q_pos, k_pos, position)
-        p_dropped, dp = _dropped(p, dp, seed_ref[0], row, q_pos, k_pos, rate)
+        p_dropped, dp = drop_with_gradient(p, dp, seed_ref[0], row, q_pos, k_pos, rate)
         dv_acc[...] += _dot(p_dropped.astype(do.dtype), do, (0, 0))
         ds = p * (dp - delta_ref[:, 0:1])
         dk_acc[...] += _dot(ds.astype(q.dtype), q, (0, 0))
@@ -268,7 +260,7 @@ def _dq_kernel(
         s = _logits(q_ref[...], k, q_pos, k_pos, keys_ref, band, position, position_ref, qa_ref)
         p = jnp.exp(s - lse_ref[:, 0:1])
         dp = _weight_gradient(do_ref[...], v_ref[...], doa_ref, q_pos, k_pos, position)
-        p_dropped, dp = _dropped(p, dp, seed_ref[0], row, q_pos, k_pos, rate)
+        p_dropped, dp = drop_with_gradient(p, dp, seed_ref[0], row, q_pos, k_pos, rate)
         ds = p * (dp - delta_ref[:, 0:1])
         dq_acc[...] += _dot(ds.astype(k.dtype), k, (1, 0))
         if shaw:
