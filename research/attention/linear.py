@@ -4,7 +4,10 @@
 
 over valid keys j (and j <= i when causal). Non-causal: two sums over the sequence, O(N M D).
 Causal: a scan over chunks of `chunk_size` carries the (M, D) state, each chunk adding its own
-masked (chunk x chunk) quadratic term, so no N x M x D prefix tensor is built. Non-causal
+masked (chunk x chunk) quadratic term, so no N x M x D prefix tensor is built; a sequence short
+enough that the masked quadratic form costs fewer FLOPs (`one_chunk_or`: at most chunk_size + D
+tokens when M = D, such as MQAR's 64 and 128) is one chunk, with no state (at N = 128, D = 128 on
+one CPU core, forward and backward took half the time of two chunks of 64). Non-causal
 Performer (`favor_attention`) also never stores its N x M features: M is several times D, and
 storing them for the backward pass made its memory several times linear attention's.
 
@@ -51,6 +54,16 @@ def _chunks(x_BL: Array, chunk: int) -> Array:
     return jnp.moveaxis(pad_to(x_BL, n * chunk).reshape(batch, n, chunk, *x_BL.shape[2:]), 1, 0)
 
 
+def one_chunk_or(chunk_size: int, length: int, features: int, value_dim: int) -> int:
+    """The causal form's chunk: the whole sequence when one chunk costs no more FLOPs than the
+    scan, else `chunk_size`. Per query, one chunk scores `length` keys (length (M + D)); the scan
+    scores its chunk's keys and reads and writes the (M, D) state (chunk_size (M + D) + 2 M D),
+    so one chunk wins while length <= chunk_size + 2 M D / (M + D) (chunk_size + D when M = D).
+    Its memory, length^2 per head, stays below (chunk_size + D)^2."""
+    reach = 2 * features * value_dim // (features + value_dim)
+    return length if length <= chunk_size + reach else chunk_size
+
+
 def linear_attention(
     phi_q_BTHM: Array,
     phi_k_BSHM: Array,
@@ -86,31 +99,40 @@ def linear_attention(
         den_BTH = jnp.einsum("bthm,bhm->bth", phi_q, phi_k.sum(1))
         return _divide(num_BTHD, den_BTH[..., None]).astype(v_BSHD.dtype)
 
-    batch, length, heads, _ = phi_q.shape
-    c = chunk_size
+    batch, length, heads, features = phi_q.shape
+    c = one_chunk_or(chunk_size, length, features, v.shape[-1])
     n = ceil_div(length, c)
     log_scale = jnp.pad(log_scale, ((0, 0), (0, n * c - length), (0, 0)), constant_values=-jnp.inf)
     # Each row's shift: the running maximum of the log scales, -inf before the first valid key.
     top_BSH = jax.lax.cummax(jax.lax.stop_gradient(log_scale), axis=1)
-    chunks = lambda x: _chunks(x, c)
     tril_TS = jnp.tril(jnp.ones((c, c), bool))
 
-    def step(state, xs):
-        # kv and z sum the earlier chunks' keys times exp(log scale - top_BH), top_BH their maximum.
-        kv_BHMD, z_BHM, top_BH = state
-        q_BCHM, k_BCHM, v_BCHD, scale_BCH, top_BCH = xs
-        finite_top_BCH = jnp.where(jnp.isfinite(top_BCH), top_BCH, 0.0)
-        # Key s for query t of this chunk, s <= t: exp(scale_s - top_t) <= 1, 0 if s is invalid.
+    def own_keys(q_BCHM, k_BCHM, v_BCHD, scale_BCH, finite_top_BCH):
+        """A chunk's numerator and denominator from its own keys (s <= t): the masked quadratic
+        form, each key weighted by exp(scale_s - top_t) <= 1 (0 if s is invalid)."""
         shift_BHTS = (
             jnp.moveaxis(scale_BCH, 1, 2)[:, :, None, :]
             - jnp.moveaxis(finite_top_BCH, 1, 2)[:, :, :, None]
         )
         scores_BHTS = jnp.exp(jnp.where(tril_TS, shift_BHTS, -jnp.inf))
         scores_BHTS = scores_BHTS * jnp.einsum("bthm,bshm->bhts", q_BCHM, k_BCHM)
-        carry_BCH1 = jnp.exp(top_BH[:, None] - finite_top_BCH)[..., None]  # <= 1, 0 if no key yet
         num = jnp.einsum("bhts,bshd->bthd", scores_BHTS, v_BCHD)
-        num = num + carry_BCH1 * jnp.einsum("bthm,bhmd->bthd", q_BCHM, kv_BHMD)
         den = jnp.moveaxis(scores_BHTS.sum(-1), 1, 2)[..., None]
+        return num, den
+
+    finite = lambda top: jnp.where(jnp.isfinite(top), top, 0.0)
+    if n == 1:  # no earlier chunk, and no later one to carry a state to
+        out_BTHD = _divide(*own_keys(phi_q, phi_k, v, log_scale, finite(top_BSH)))
+        return out_BTHD.astype(v_BSHD.dtype)
+
+    def step(state, xs):
+        # kv and z sum the earlier chunks' keys times exp(log scale - top_BH), top_BH their maximum.
+        kv_BHMD, z_BHM, top_BH = state
+        q_BCHM, k_BCHM, v_BCHD, scale_BCH, top_BCH = xs
+        finite_top_BCH = finite(top_BCH)
+        num, den = own_keys(q_BCHM, k_BCHM, v_BCHD, scale_BCH, finite_top_BCH)
+        carry_BCH1 = jnp.exp(top_BH[:, None] - finite_top_BCH)[..., None]  # <= 1, 0 if no key yet
+        num = num + carry_BCH1 * jnp.einsum("bthm,bhmd->bthd", q_BCHM, kv_BHMD)
         den = den + carry_BCH1 * jnp.einsum("bthm,bhm->bth", q_BCHM, z_BHM)[..., None]
         out = _divide(num, den)
         decay_BH = jnp.exp(top_BH - finite_top_BCH[:, -1])
@@ -120,6 +142,7 @@ def linear_attention(
         z_BHM = z_BHM * decay_BH[..., None] + k_BCHM.sum(1)
         return (kv_BHMD, z_BHM, top_BCH[:, -1]), out
 
+    chunks = lambda x: _chunks(x, c)
     init = (
         jnp.zeros((batch, heads, phi_q.shape[-1], v.shape[-1]), jnp.float32),
         jnp.zeros((batch, heads, phi_q.shape[-1]), jnp.float32),
@@ -171,7 +194,8 @@ def elu_features(x: Array) -> Array:
 @dataclasses.dataclass(frozen=True)
 class LinearOptions:
     """Options of `linear`: chunk_size, the scan chunk of the causal form (memory
-    O(N chunk + N/chunk D^2))."""
+    O(N chunk + N/chunk D^2)); a sequence of at most chunk_size + 2MD/(M + D) tokens is one chunk
+    (linear_attention.one_chunk_or)."""
 
     chunk_size: int = 64
 

@@ -43,6 +43,36 @@ def die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def cpu_slots(cpus: list[int], parallel: int) -> list[frozenset[int]] | None:
+    """`parallel` disjoint groups of consecutive `cpus`, as even as they split (the first ones one
+    larger), one per local worker; None when there are fewer CPUs than workers (nothing to split).
+
+    XLA sizes its thread pool by the CPUs a process may run on. Unpinned, K cells each start as
+    many threads as there are cores, and their threads preempt one another: with 2 cells on 2
+    cores, a Zoology cell's step took 13% longer (linear attention) and 4% (full) than with each
+    cell pinned to its own core, measured in one run.
+    """
+    if parallel < 2 or len(cpus) < parallel:
+        return None
+    cpus = sorted(cpus)
+    share, extra = divmod(len(cpus), parallel)
+    starts = [i * share + min(i, extra) for i in range(parallel + 1)]
+    return [frozenset(cpus[a:b]) for a, b in zip(starts, starts[1:], strict=False)]
+
+
+def cpu_list(cpus: frozenset[int]) -> str:
+    """CPUs as taskset writes them: 0-3 for a range, else 0,2."""
+    low, high = min(cpus), max(cpus)
+    return f"{low}-{high}" if len(cpus) == high - low + 1 > 1 else ",".join(map(str, sorted(cpus)))
+
+
+def host_cpu_slots(parallel: int) -> list[frozenset[int]] | None:
+    """cpu_slots of the CPUs this process may use, where the platform can pin (Linux)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    return cpu_slots(list(os.sched_getaffinity(0)), parallel)
+
+
 def last_error(log: Path, offset: int) -> str:
     """The one-line error of an attempt: the last `error:` line of its log, else its last line."""
     with open(log, "rb") as file:
@@ -57,12 +87,23 @@ def last_error(log: Path, offset: int) -> str:
     return lines[-1] if lines else "no output"
 
 
-def run_cell(cell: Cell, on_start: Callable[[subprocess.Popen], None] | None = None) -> dict:
-    """Runs one cell's training process to its end, output appended to <workdir>/log.txt.
+def run_cell(
+    cell: Cell,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+    cpus: frozenset[int] | None = None,
+) -> dict:
+    """Runs one cell's training process to its end, output appended to <workdir>/log.txt; pinned
+    to `cpus` when given (a local worker's cpu_slots share).
 
     Module-level so that submitit can pickle it. Returns returncode, status (finished | failed |
     interrupted), error (one line, or None), seconds and the process's pid.
     """
+
+    def prepare_child() -> None:
+        die_with_parent()
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
     started = time.monotonic()
     folder = start_folder(cell)
     log = folder / "log.txt"
@@ -80,7 +121,7 @@ def run_cell(cell: Cell, on_start: Callable[[subprocess.Popen], None] | None = N
             # its own session: a Ctrl-C in the terminal reaches the sweep only, which forwards it
             # once (a second SIGINT would make the cell abort without a checkpoint)
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=prepare_child,
         )
         if on_start:
             on_start(process)
@@ -202,7 +243,8 @@ class StopSignals:
 
 
 def run_local(cells: list[Cell], parallel: int, progress: Progress) -> tuple[dict, bool]:
-    """Runs the cells as child processes, `parallel` at once (a thread waits on each).
+    """Runs the cells as child processes, `parallel` at once (a thread waits on each), each
+    worker's cells pinned to its own share of the CPUs (host_cpu_slots) where there are enough.
 
     Returns ({name: result} of the cells that ran, whether a signal stopped the sweep).
     """
@@ -224,7 +266,12 @@ def run_local(cells: list[Cell], parallel: int, progress: Progress) -> tuple[dic
             if stop.received is not None:  # the signal came while it was being started
                 process.send_signal(stop.received)
 
-    def worker() -> None:
+    slots = host_cpu_slots(parallel)
+    if slots and len(cells) > 1:
+        say("each worker's cells run on their own CPUs: " + " | ".join(map(cpu_list, slots)))
+    slots = slots or [None] * parallel
+
+    def worker(cpus: frozenset[int] | None) -> None:
         while True:
             with lock:
                 if stop.received is not None or not pending:
@@ -232,7 +279,7 @@ def run_local(cells: list[Cell], parallel: int, progress: Progress) -> tuple[dic
                 cell = pending.pop(0)
                 progress.start(cell)
             try:
-                result = run_cell(cell, on_start=register)
+                result = run_cell(cell, on_start=register, cpus=cpus)
             except Exception as error:  # e.g. a full disk: fail the cell, keep the sweep going
                 result = {"returncode": None, "status": FAILED, "error": str(error)}
             with lock:
@@ -241,7 +288,7 @@ def run_local(cells: list[Cell], parallel: int, progress: Progress) -> tuple[dic
 
     results = {}
     with stop:
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(parallel)]
+        threads = [threading.Thread(target=worker, args=(cpus,), daemon=True) for cpus in slots]
         for thread in threads[: len(cells)]:
             thread.start()
         while any(t.is_alive() for t in threads) or not done.empty():

@@ -13,7 +13,9 @@ report takes, per group, the value of that axis with the best validation accurac
 
 Every cell's config is resolved and every dataset built here, once, before any cell starts, so a bad
 cell fails alone with a one-line error and parallel cells never generate the same data at once.
-Each cell then trains in its own process (`research.cli.main`) in `<workdir>/<cell name>`.
+Each cell then trains in its own process (`research.cli.main`) in `<workdir>/<cell name>`; with
+`--parallel K` on a machine with at least K CPUs, each of the K at once runs on its own 1/K of
+them (executors.cpu_slots), so that their thread pools do not preempt one another.
 Running the same command again skips finished cells and resumes interrupted ones from their
 checkpoints.
 
@@ -296,7 +298,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="run only the cells with this value; repeatable",
     )
-    add("--parallel", type=int, default=1, metavar="K", help="cells run at once (local executor)")
+    add(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="K",
+        help="cells run at once (local executor), each on its own share of the CPUs",
+    )
     add("--dry-run", action="store_true", help="print each cell's command; run and write nothing")
     add(
         "--executor",

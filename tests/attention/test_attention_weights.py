@@ -16,8 +16,9 @@ from flax import nnx
 from research.attention import ATTENTION
 
 # At the defaults (local window 32, block_local blocks of 64) this length spans several windows and
-# two ragged blocks, so the band and the block boundaries show.
-DEFAULT_LENGTH = 70
+# two ragged blocks, so the band and the block boundaries show; it is past one causal chunk (64 +
+# 2MD/(M + D), linear.one_chunk_or), so the causal linear and Performer scans run two chunks.
+DEFAULT_LENGTH = 90
 # Options that send `attend` down its other paths (the defaults already run the causal linear and
 # Performer scans over two chunks): the kernel in several tiles for full, with a value term for
 # Shaw, with a bias for local windows and with RoPE for neighbouring blocks.

@@ -16,7 +16,7 @@ from attention_testing import (
 )
 from flax import nnx
 
-from research.attention.linear import favor_features, random_features
+from research.attention.linear import favor_features, one_chunk_or, random_features
 
 LENGTH = 13
 
@@ -42,19 +42,33 @@ def quadratic_form(module, q, k, v, key_mask):
     "name, options",
     [
         ("linear", {"chunk_size": 4}),
-        ("performer", {"chunk_size": 4, "num_features": 16, "feature_chunk": 4}),
-        ("performer", {"num_features": 16}),  # one chunk of each kind, as at the default
+        ("performer", {"chunk_size": 2, "num_features": 16, "feature_chunk": 4}),
+        ("linear", {}),  # one chunk of each kind, as at the defaults
+        ("performer", {"num_features": 16}),
     ],
 )
 def test_equals_masked_quadratic_form(name, options, causal):
-    """Both forms, chunks (4: the causal scan's, and the non-causal Performer's feature rows) that
-    do not divide the length, padding; forward and gradients."""
+    """Both forms, chunks that do not divide the length (the causal scan's 4 and 2, each short
+    enough that the scan runs, one_chunk_or; the non-causal Performer's 4 feature rows), padding;
+    forward and gradients."""
     module = build(name, options, causal=causal)
     q, k, v = qkv(0, length=LENGTH)
     key_mask = padding_mask([LENGTH, 6], LENGTH)
     ours = jax.jit(lambda q, k, v: module.attend(q, k, v, key_mask, dropout_key=None))
     oracle = jax.jit(lambda q, k, v: quadratic_form(module, q, k, v, key_mask))
     assert_same_function(ours, oracle, (q, k, v), atol=1e-4)
+
+
+def test_one_chunk_while_it_costs_no_more_flops_than_the_scan():
+    """One chunk up to chunk_size + 2MD/(M + D) tokens: Zoology's (128, 8) panel at widths 64 and
+    128 runs one chunk at the default 64; the test lengths above run the scan."""
+    assert one_chunk_or(64, 128, 128, 128) == 128
+    assert one_chunk_or(64, 128, 64, 64) == 128
+    assert one_chunk_or(64, 129, 64, 64) == 64
+    assert one_chunk_or(64, 4096, 256, 64) == 64
+    assert one_chunk_or(4, LENGTH, 8, 8) == 4  # 4 + 8 < 13
+    assert one_chunk_or(2, LENGTH, 16, 8) == 2  # 2 + 10 < 13
+    assert one_chunk_or(64, LENGTH, 8, 8) == LENGTH
 
 
 def raw_favor(x, w_MD):
@@ -95,7 +109,7 @@ def test_favor_error_falls_as_features_grow():
 def test_performer_shifts_cancel(causal):
     """At the default options the module computes exactly the attention of the unshifted features
     exp(w.x - |x|^2/2) / sqrt(M): its stabilising shifts change nothing but rounding."""
-    module = build("performer", {"num_features": 16, "chunk_size": 4}, causal=causal)
+    module = build("performer", {"num_features": 16, "chunk_size": 2}, causal=causal)
     q, k, v = qkv(1, length=LENGTH)
     key_mask = padding_mask([LENGTH, 6], LENGTH)
     w_MD = module.projection[...]

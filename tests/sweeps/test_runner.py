@@ -428,3 +428,29 @@ def test_submitit_local_runs_the_cells_as_a_job_array(data_dir, tmp_path):
     assert "submitted 1 cells as job array" in done.stdout
     assert (workdir / "base" / "results.json").is_file()
     assert (workdir / "submitit").is_dir()
+
+
+# ----------------------------------------------------------------------------- CPU pinning
+
+
+def test_cpu_slots_split_the_cpus_evenly_and_disjointly():
+    assert sweep_executors.cpu_slots([1, 0], 2) == [frozenset({0}), frozenset({1})]
+    assert sweep_executors.cpu_slots(list(range(7)), 3) == [
+        frozenset({0, 1, 2}),
+        frozenset({3, 4}),
+        frozenset({5, 6}),
+    ]
+    assert sweep_executors.cpu_slots([0, 1], 3) is None  # more workers than CPUs: no pinning
+    assert sweep_executors.cpu_slots([0, 1], 1) is None  # one worker: all of them
+    assert [sweep_executors.cpu_list(s) for s in ({0, 1, 2}, {4}, {1, 3})] == ["0-2", "4", "1,3"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU pinning is Linux's")
+def test_a_pinned_cell_runs_on_its_cpus_only(tmp_path, monkeypatch):
+    """run_cell's child starts on the worker's CPUs, so XLA sizes its thread pool to them."""
+    cpus = frozenset({min(os.sched_getaffinity(0))})
+    [cell] = make_cells(Experiment("x.py", "configs/recall.py", [{}], None), str(tmp_path))
+    show = "import os; print('cpus', sorted(os.sched_getaffinity(0)))"
+    monkeypatch.setattr(type(cell), "train_command", lambda self: [sys.executable, "-c", show])
+    sweep_executors.run_cell(cell, cpus=cpus)
+    assert f"cpus {sorted(cpus)}" in Path(cell.workdir, "log.txt").read_text()
