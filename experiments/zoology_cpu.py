@@ -1,4 +1,4 @@
-"""Zoology's Figure 2 (Arora et al. 2023), a subset for a 2-core CPU (2 h 3 min, measured):
+"""Zoology's Figure 2 (Arora et al. 2023), a subset for a 2-core CPU (1 h 49 min, measured):
 
   ./launch.sh sweep experiments/zoology_cpu.py --parallel 2
   ./launch.sh report runs/zoology_cpu --plots
@@ -14,16 +14,15 @@ variants, 3 panels, 4 widths) for an accelerator.
 What differs from Figure 2, for the budget: batch 128 instead of 512 (more updates per sequence
 seen), and 900 steps at (64, 4), 1,000 at (128, 8) (1.15 and 1.3 epochs, the cosine schedule over
 them) instead of 64 epochs with early stopping at 99%: enough that full attention converges at width
-64 and the best learning rate (2.15e-3: 96.9% test at (64, 4), 98.25% at (128, 8) in the committed
+64 and the best learning rate (2.15e-3: 96.9% test at (64, 4), 98.3% at (128, 8) in the committed
 run; a 600-step schedule at (64, 4) ends at 30%), not enough to say what a slower learner would
 reach. A variant that stays low here did not learn within about an epoch: a budget statement, not
 Figure 2's capacity one.
 
-Time, measured on a 2-core machine (2026-12-06, AMD EPYC with AVX-512) with `--parallel 2`: 2 h 3
-min from the command to the last run's end (4.1 cell-hours; a run takes 3 to 7 minutes at (64, 4),
-6 to 17 at (128, 8), linear attention at width 128 the slowest at 1 step/s), the machine idle but
-for niced test runs in the first 12 minutes. That is 3 minutes over the 2 hours the subset is
-meant to fit. docs/tasks.md reads the report
+Time, measured on a 2-core machine (2026-12-07, AMD EPYC with AVX-512) with `--parallel 2`, the
+machine idle: 1 h 49 min from the command to the report (3.5 cell-hours of training; a run takes 3
+to 6 minutes at (64, 4), 6 to 12 at (128, 8), linear attention at width 128 the slowest at 1.5
+steps/s). docs/tasks.md reads the report
 (experiments/results/zoology/report.md) against Zoology.
 """
 
