@@ -46,6 +46,11 @@ def _divide(num: Array, den: Array) -> Array:
     return jnp.where(ok, num / jnp.where(ok, jnp.maximum(den, DEN_FLOOR), 1.0), 0.0)
 
 
+def _finite_or_zero(x: Array) -> Array:
+    """x with its infinities (a running maximum before the first valid key: -inf) set to 0."""
+    return jnp.where(jnp.isfinite(x), x, 0.0)
+
+
 def _chunks(x_BL: Array, chunk: int) -> Array:
     """x_BL... cut along axis 1 into chunks of `chunk` rows, the last padded with zeros:
     x_NBC... with N = ceil(L / chunk) leading."""
@@ -91,9 +96,7 @@ def linear_attention(
         log_scale = jnp.where(key_mask_BS[:, :, None], log_scale, -jnp.inf)  # weight exp(-inf) = 0
     if not causal:
         top_B1H = jax.lax.stop_gradient(log_scale.max(1, keepdims=True))
-        phi_k = (
-            phi_k * jnp.exp(log_scale - jnp.where(jnp.isfinite(top_B1H), top_B1H, 0.0))[..., None]
-        )
+        phi_k = phi_k * jnp.exp(log_scale - _finite_or_zero(top_B1H))[..., None]
         kv_BHMD = jnp.einsum("bshm,bshd->bhmd", phi_k, v)
         num_BTHD = jnp.einsum("bthm,bhmd->bthd", phi_q, kv_BHMD)
         den_BTH = jnp.einsum("bthm,bhm->bth", phi_q, phi_k.sum(1))
@@ -120,16 +123,15 @@ def linear_attention(
         den = jnp.moveaxis(scores_BHTS.sum(-1), 1, 2)[..., None]
         return num, den
 
-    finite = lambda top: jnp.where(jnp.isfinite(top), top, 0.0)
     if n == 1:  # no earlier chunk, and no later one to carry a state to
-        out_BTHD = _divide(*own_keys(phi_q, phi_k, v, log_scale, finite(top_BSH)))
+        out_BTHD = _divide(*own_keys(phi_q, phi_k, v, log_scale, _finite_or_zero(top_BSH)))
         return out_BTHD.astype(v_BSHD.dtype)
 
     def step(state, xs):
         # kv and z sum the earlier chunks' keys times exp(log scale - top_BH), top_BH their maximum.
         kv_BHMD, z_BHM, top_BH = state
         q_BCHM, k_BCHM, v_BCHD, scale_BCH, top_BCH = xs
-        finite_top_BCH = finite(top_BCH)
+        finite_top_BCH = _finite_or_zero(top_BCH)
         num, den = own_keys(q_BCHM, k_BCHM, v_BCHD, scale_BCH, finite_top_BCH)
         carry_BCH1 = jnp.exp(top_BH[:, None] - finite_top_BCH)[..., None]  # <= 1, 0 if no key yet
         num = num + carry_BCH1 * jnp.einsum("bthm,bhmd->bthd", q_BCHM, kv_BHMD)
@@ -144,8 +146,8 @@ def linear_attention(
 
     chunks = lambda x: _chunks(x, c)
     init = (
-        jnp.zeros((batch, heads, phi_q.shape[-1], v.shape[-1]), jnp.float32),
-        jnp.zeros((batch, heads, phi_q.shape[-1]), jnp.float32),
+        jnp.zeros((batch, heads, features, v.shape[-1]), jnp.float32),
+        jnp.zeros((batch, heads, features), jnp.float32),
         jnp.full((batch, heads), -jnp.inf, jnp.float32),
     )
     xs = (chunks(phi_q), chunks(phi_k), chunks(v), chunks(log_scale), chunks(top_BSH))
@@ -181,7 +183,7 @@ def linear_weights(
     if allowed is not None:
         log_scale_BHTS = jnp.where(allowed, log_scale_BHTS, -jnp.inf)  # weight exp(-inf) = 0
     top_BHT1 = jax.lax.stop_gradient(log_scale_BHTS.max(-1, keepdims=True))
-    top_BHT1 = jnp.where(jnp.isfinite(top_BHT1), top_BHT1, 0.0)
+    top_BHT1 = _finite_or_zero(top_BHT1)
     scores_BHTS = scores_BHTS * jnp.exp(log_scale_BHTS - top_BHT1)
     return _divide(scores_BHTS, scores_BHTS.sum(-1, keepdims=True))
 
@@ -195,7 +197,7 @@ def elu_features(x: Array) -> Array:
 class LinearOptions:
     """Options of `linear`: chunk_size, the scan chunk of the causal form (memory
     O(N chunk + N/chunk D^2)); a sequence of at most chunk_size + 2MD/(M + D) tokens is one chunk
-    (linear_attention.one_chunk_or)."""
+    (`one_chunk_or`)."""
 
     chunk_size: int = 64
 
@@ -336,7 +338,7 @@ def favor_attention(
         return jnp.where(valid_BC[:, :, None, None], favor_exponent(chunk["k"], w_MD), -jnp.inf)
 
     top_BH = jax.lax.map(lambda chunk: key_exponent(chunk).max((1, 3)), key_chunks).max(0)
-    top_BH = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top_BH), top_BH, 0.0))
+    top_BH = jax.lax.stop_gradient(_finite_or_zero(top_BH))
 
     @jax.checkpoint
     def key_sums(chunk):
