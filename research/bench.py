@@ -17,6 +17,7 @@ import os
 import statistics
 import threading
 import time
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -28,14 +29,18 @@ from flax import nnx
 from research.attention import ATTENTION, make_attention
 from research.attention.base import SelfAttention
 from research.attention.sparsity import Band
-from research.errors import fail
+from research.errors import EXIT_FAILED, fail
+from research.training.steps import cast_floating, create_train_state, make_train_step
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("lengths", ["1024", "2048", "4096", "8192", "16384"], "N.")
 flags.DEFINE_list(
     "long_lengths", ["32768"], "Extra lengths for every variant of linear memory (not dense)."
 )
-flags.DEFINE_list("variants", [], "Variants to run (default: all in VARIANTS).")
+flags.DEFINE_list("variants", [], "Variants to run (default: the platform's, PLATFORM_DEFAULTS).")
+flags.DEFINE_enum(
+    "dtype", "float32", ["float32", "bfloat16"], "Compute dtype (bfloat16 by default on GPU, TPU)."
+)
 flags.DEFINE_list(
     "peak_sizes", ["1024", "2048", "4096"], "Square matmul sizes whose best run is the peak."
 )
@@ -46,10 +51,13 @@ flags.DEFINE_integer("repeats", 3, "Timed repeats (the median is reported).")
 flags.DEFINE_list("train_lengths", ["2000"], "Lengths of the train-step benchmark (ListOps: 2000).")
 flags.DEFINE_list("train_variants", list(ATTENTION), "Train-step variants (default: all).")
 flags.DEFINE_integer("train_batch", 4, "Batch of the timed train step.")
+flags.DEFINE_integer("train_repeats", 1, "Timed repeats of the train step (the median).")
 flags.DEFINE_integer(
     "fit_batch", 32, "Batch whose compiled train-step memory must fit the machine (ListOps: 32)."
 )
-flags.DEFINE_float("memory_fraction", 0.6, "Skip programs needing more than this much of RAM.")
+flags.DEFINE_float(
+    "memory_fraction", 0.6, "Skip programs needing more than this much of the device's memory."
+)
 flags.DEFINE_integer(
     "max_timed_quadratic_length",
     4096,
@@ -79,24 +87,75 @@ BENCH_OPTIONS = {
     "block_local": {"block_size": 128, "neighbours": True},
     "performer": {"num_features": 256},
 }
+# The variants with attention weights, which attention dropout acts on.
+SOFTMAX = tuple(name for name in ATTENTION if name not in ("linear", "performer"))
+# LRA's attention dropout rate, on the labels NAME_dropout (trained, in training mode).
+DROPOUT_RATE = 0.1
 # label -> (registry name, options, FLOPs are N^2 (quadratic) or linear in N): the XLA reference,
-# dense full attention (the denominator of the ratios), then every variant of the registry, the
-# quadratic ones first, each at its default implementation (`auto`) and tiles.
+# dense full attention (the denominator of the CPU ratios), cuDNN full attention (the GPU's
+# denominator), then every variant of the registry, the quadratic ones first, each at its default
+# implementation (`auto`) and tiles, then each softmax variant with attention dropout.
 VARIANTS = {
     "xla_reference": (None, {}, True),
     "dense": ("full", {"implementation": "dense"}, True),
+    "cudnn": ("full", {"implementation": "cudnn"}, True),
     **{
         name: (name, BENCH_OPTIONS.get(name, {}), name not in LINEAR_FLOPS)
         for name in sorted(ATTENTION, key=lambda name: name in LINEAR_FLOPS)
     },
-    "full_dropout": ("full", {}, True),
+    **{
+        f"{name}_dropout": (name, BENCH_OPTIONS.get(name, {}), name not in LINEAR_FLOPS)
+        for name in SOFTMAX
+    },
 }
-# Labels run with attention dropout (training mode), at this rate: LRA's.
-ATTENTION_DROPOUT = {"full_dropout": 0.1}
+GPU_ONLY = ("cudnn",)
 POSITION_VARIANTS = ("rope", "alibi", "t5", "shaw")
-QUADRATIC_MEMORY = ("xla_reference", "dense")
-# Of the machine this bench was written for (the CI runners and the developers' machines).
+QUADRATIC_MEMORY = ("xla_reference", "dense", "cudnn")
+# Of the machine the CPU bench was written for (the CI runners and the developers' machines).
 MACHINE_MEMORY_GIB = 24
+
+# What the bench measures by default on each platform: a flag's value there wherever the command
+# line leaves it out (the flags' own defaults are the CPU's). CPU: the project's 2-core machine,
+# float32, every variant once with dense full attention as the denominator (issue 11's targets).
+# GPU and TPU, issue 21's protocol: bfloat16, B=8, H=8, D=64 at 4K and 16K, quadratic variants
+# timed there too, every softmax variant with and without attention dropout against the
+# platform's own full attention (cuDNN; on a TPU `full` is splash), and the ListOps step at its
+# published batch against the bfloat16 matmul peak.
+CPU_LABELS = [label for label in VARIANTS if label not in GPU_ONLY and (
+    not label.endswith("_dropout") or label == "full_dropout")]  # fmt: skip
+ACCELERATOR = {
+    "dtype": "bfloat16",
+    "heads": 8,
+    "lengths": ["4096", "16384"],
+    "long_lengths": [],
+    "max_timed_quadratic_length": 16384,
+    "peak_sizes": ["4096", "8192", "16384"],
+    "repeats": 5,
+    "train_batch": 32,
+    "train_repeats": 5,
+}
+PLATFORM_DEFAULTS = {
+    "cpu": {},
+    "gpu": {
+        **ACCELERATOR,
+        "variants": [label for label in VARIANTS if label != "xla_reference"],
+        "out": "docs/benchmarks/gpu",
+    },
+    "tpu": {
+        **ACCELERATOR,
+        "variants": [label for label in VARIANTS if label not in ("xla_reference", *GPU_ONLY)],
+        "out": "docs/benchmarks/tpu",
+    },
+}
+# The full attention each platform's accelerator targets are measured against.
+REFERENCE = {"gpu": "cudnn", "tpu": "full"}
+
+
+def apply_platform_defaults(platform: str) -> None:
+    """Sets every flag the command line left out to PLATFORM_DEFAULTS[platform]'s value."""
+    for name, value in PLATFORM_DEFAULTS.get(platform, {}).items():
+        if not FLAGS[name].present:
+            FLAGS[name].value = value
 
 
 @dataclasses.dataclass
@@ -163,13 +222,13 @@ def time_compiled(compiled, args, repeats: int) -> tuple[float, int]:
     return statistics.median(times), rss.growth
 
 
-def matmul_flops_per_second(sizes: tuple[int, ...], repeats: int = 5) -> float:
-    """The machine's float32 matmul peak, the ceiling for utilisation figures: the fastest single
-    run over several large square matmuls (a median at one size understates the peak, and with it
-    inflates every utilisation figure)."""
+def matmul_flops_per_second(sizes: tuple[int, ...], dtype: str, repeats: int = 5) -> float:
+    """The machine's matmul peak in `dtype`, the ceiling for utilisation figures: the fastest
+    single run over several large square matmuls (a median at one size understates the peak, and
+    with it inflates every utilisation figure)."""
     best = 0.0
     for size in sizes:
-        a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+        a = jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype)
         compiled = jax.jit(lambda x, y: x @ y).lower(a, a).compile()
         jax.block_until_ready(compiled(a, a))
         for _ in range(repeats):
@@ -186,14 +245,16 @@ def build_layer(label: str, width: int, heads: int, causal: bool = False) -> Sel
     )
     if name is None:
         return XlaReferenceAttention(**base)
-    return make_attention(name, options, dropout_rate=ATTENTION_DROPOUT.get(label, 0.0), **base)
+    dropout_rate = DROPOUT_RATE if label.endswith("_dropout") else 0.0
+    return make_attention(name, options, dropout_rate=dropout_rate, **base)
 
 
 def layer_row(
     label: str, length: int, peak_flops: float, budget: float, causal: bool = False
 ) -> Row:
     """Forward + backward of one attention layer on (batch, length, heads * head_dim) inputs; a
-    causal row ("causal_layer") at --causal_batch."""
+    causal row ("causal_layer") at --causal_batch. It computes in --dtype as training does: the
+    float32 parameters cast to it, their gradients float32."""
     batch, heads, head_dim = (
         FLAGS.causal_batch if causal else FLAGS.batch,
         FLAGS.heads,
@@ -203,15 +264,16 @@ def layer_row(
     layer = build_layer(label, heads * head_dim, heads, causal)
     # Gradients for the trained parameters only, as in training (not Performer's random features).
     graphdef, params, state = nnx.split(layer, nnx.Param, ...)
-    x = jax.random.normal(jax.random.PRNGKey(1), (batch, length, heads * head_dim))
+    x = jax.random.normal(jax.random.PRNGKey(1), (batch, length, heads * head_dim), FLAGS.dtype)
     mask = jnp.ones((batch, length), bool)
 
-    training = label in ATTENTION_DROPOUT
+    training = label.endswith("_dropout")
 
     def loss(params, x):
-        layer = nnx.merge(graphdef, params, state)
+        layer = nnx.merge(graphdef, cast_floating(params, FLAGS.dtype), state)
         rngs = nnx.Rngs(dropout=jax.random.key(2)) if training else None
-        return jnp.sum(layer(x, mask, deterministic=not training, rngs=rngs))
+        y = layer(x, mask, deterministic=not training, rngs=rngs)
+        return jnp.sum(y.astype(jnp.float32))
 
     compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
     row.compiled_bytes = compiled_bytes(compiled)
@@ -236,7 +298,6 @@ def _listops_step(label: str, length: int, batch_size: int):
     from configs import listops
     from research.models import ModelConfig, build_model
     from research.training.optim import OptimizerConfig, create_optimizer
-    from research.training.steps import create_train_state, make_train_step
 
     config = listops.get_config()
     name, options, _ = VARIANTS[label]
@@ -255,7 +316,8 @@ def _listops_step(label: str, length: int, batch_size: int):
         "mask": jnp.ones((batch_size, length), bool),
         "label": jnp.asarray(rng.integers(0, 10, batch_size), jnp.int32),
     }
-    compiled = jax.jit(make_train_step(graphdef, optimizer)).lower(state, batch).compile()
+    step = make_train_step(graphdef, optimizer, compute_dtype=FLAGS.dtype)
+    compiled = jax.jit(step).lower(state, batch).compile()
     return compiled, (state, batch), config
 
 
@@ -308,11 +370,19 @@ def train_step_row(label: str, length: int, peak_flops: float, budget: float) ->
     if row.compiled_bytes > budget:
         row.status = f"skipped: needs {row.compiled_bytes / 2**30:.1f} GiB"
         return row
-    row.seconds, row.rss_bytes = time_compiled(compiled, args, 1)
+    row.seconds, row.rss_bytes = time_compiled(compiled, args, FLAGS.train_repeats)
     row.tokens_per_second = row.batch * length / row.seconds
     row.flops = train_step_flops(label, args[0], config, row.batch, length)
     row.flop_utilisation = row.flops / row.seconds / peak_flops
     return row
+
+
+def memory_budget() -> float:
+    """Bytes a program may need and still be run: --memory_fraction of the device's memory (an
+    accelerator's own, else the host's RAM)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    total = stats.get("bytes_limit") or psutil.virtual_memory().total
+    return FLAGS.memory_fraction * total
 
 
 def add_ratios(rows: list[Row]) -> None:
@@ -362,17 +432,58 @@ def write_plot(rows: list[Row], path: str) -> None:
     figure.savefig(path, dpi=120)
 
 
-def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
-    """The issue's targets as (target, measured, met); met is None when not measured."""
-    layer = {(r.variant, r.length): r for r in rows if r.kind == "layer"}  # untimed rows: NaN
-    lengths = sorted({n for (_, n) in layer})
+def targets(rows: list[Row], platform: str) -> list[tuple[str, str, bool | None]]:
+    """The issues' targets for `platform` as (target, measured, met); met is None when not
+    measured: issue 11's on a CPU, issue 21's on a GPU or TPU."""
+    if platform in REFERENCE:
+        return accelerator_targets(rows, REFERENCE[platform])
+    return cpu_targets(rows)
 
-    def get(variant, length, field):
-        row = layer.get((variant, length))
+
+class Measured:
+    """Reads a run's rows: `get(variant, length, field)` of a layer row (NaN where it is missing
+    or untimed), and `check` builds a target's (target, measured, met) triple."""
+
+    def __init__(self, rows: list[Row]):
+        self.layer = {(r.variant, r.length): r for r in rows if r.kind == "layer"}
+        self.lengths = sorted({n for (_, n) in self.layer})
+
+    def get(self, variant: str, length: int, field: str):
+        row = self.layer.get((variant, length))
         return getattr(row, field) if row else float("nan")
 
-    def check(description, measured, ok):
+    @staticmethod
+    def check(description: str, measured: str, ok) -> tuple[str, str, bool | None]:
         return (description, measured, None if "nan" in measured else bool(ok))
+
+
+def accelerator_targets(rows: list[Row], reference: str) -> list[tuple[str, str, bool | None]]:
+    """Issue 21's targets on a GPU or TPU, each against the platform's own full attention
+    (`reference`) in the same run: every softmax variant, with and without attention dropout,
+    within 1.5x of it at 4K and 16K; local and block-local >= 10x faster than `full` at 16K; the
+    ListOps base step (attention dropout included) >= 30% of the matmul peak."""
+    measured, out = Measured(rows), []
+    for label in (*SOFTMAX, *(f"{name}_dropout" for name in SOFTMAX)):
+        ratios = [measured.get(label, n, "seconds") / measured.get(reference, n, "seconds")
+                  for n in (4096, 16384)]  # fmt: skip
+        out.append(measured.check(f"{label}: <= 1.5x {reference} full attention's time, 4K, 16K",
+                                  ", ".join(f"{r:.2f}x" for r in ratios),
+                                  max(ratios) <= 1.5))  # fmt: skip
+    for variant in ("local", "block_local"):
+        speed = measured.get("full", 16384, "seconds") / measured.get(variant, 16384, "seconds")
+        out.append(measured.check(f"{variant} (128) at 16K: >= 10x faster than full",
+                                  f"{speed:.1f}x", speed >= 10))  # fmt: skip
+    for r in (r for r in rows if r.kind == "train_step"):
+        out.append(measured.check(f"ListOps base step, {r.variant} (batch {r.batch}): >= 30% of "
+                                  f"the {FLAGS.dtype} matmul peak", f"{r.flop_utilisation:.0%}",
+                                  r.flop_utilisation >= 0.3))  # fmt: skip
+    return out
+
+
+def cpu_targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
+    """Issue 11's targets on the project's CPU machine (and issue 21's CPU ones)."""
+    measured = Measured(rows)
+    get, check, lengths = measured.get, measured.check, measured.lengths
 
     def per_token_drift(variant):
         timed = [n for n in lengths if get(variant, n, "status") == "ok"]
@@ -404,7 +515,7 @@ def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
                          f"x{drift:.2f}", 0.75 <= drift <= 1.25))  # fmt: skip
     for variant in POSITION_VARIANTS:
         ratio = get(variant, 4096, "seconds") / get("full", 4096, "seconds")
-        longest = max((n for n in lengths if (variant, n) in layer), default=4096)
+        longest = max((n for n in lengths if (variant, n) in measured.layer), default=4096)
         growth = get(variant, longest, "compiled_bytes") / get(variant, 4096, "compiled_bytes")
         linear = growth <= 1.25 * longest / 4096
         out.append(check(f"{variant} at 4K <= 1.3x full on the same kernel; memory linear to "
@@ -433,38 +544,51 @@ def targets(rows: list[Row]) -> list[tuple[str, str, bool | None]]:
     return out
 
 
-def write_markdown(rows: list[Row], path: str, peak_flops: float, seconds: float) -> None:
+def length_label(length: int) -> str:
+    """4096 -> "4K"; lengths below 1K as they are."""
+    return f"{length // 1024}K" if length >= 1024 else str(length)
+
+
+def write_markdown(
+    rows: list[Row], path: str, platform: str, peak_flops: float, seconds: float
+) -> None:
     layer = {(r.variant, r.length): r for r in rows if r.kind == "layer"}
     variants = list(dict.fromkeys(r.variant for r in rows if r.kind == "layer"))
-    table_lengths = [n for n in (1024, 2048, 3072, 4096) if any(k[1] == n for k in layer)]
+    table_lengths = sorted({n for (_, n) in layer if n <= FLAGS.max_timed_quadratic_length})
+    reference = REFERENCE.get(platform, "dense")
+    at = 4096 if platform == "cpu" else max(table_lengths, default=4096)
 
     def cell(variant, length, value):
         row = layer.get((variant, length))
         return value(row) if row and row.status == "ok" else "-"
 
-    head = " | ".join(f"{n // 1024}K" for n in table_lengths)
+    def speedup(row):
+        base = layer.get((reference, at))
+        return f"{base.seconds / row.seconds:.1f}x" if base and base.status == "ok" else "-"
+
+    head = " | ".join(length_label(n) for n in table_lengths)
     sizes = ", ".join(f"{n}²" for n in FLAGS.peak_sizes)
+    device = jax.devices()[0]
     lines = [
         "# Attention benchmark",
         "",
-        f"Machine: {os.cpu_count()} CPU cores, JAX {jax.__version__} on "
-        f"{jax.devices()[0].platform}; float32 matmul peak "
+        f"Machine: {os.cpu_count()} CPU cores, JAX {jax.__version__} on {device.platform} "
+        f"({device.device_kind}); {FLAGS.dtype} matmul peak "
         f"{peak_flops / 1e9:.1f} GFLOP/s (the best run of {sizes}). "
-        "One attention layer (projections included), forward "
+        f"One attention layer (projections included) in {FLAGS.dtype}, forward "
         f"plus backward, batch {FLAGS.batch}, {FLAGS.heads} heads of width {FLAGS.head_dim}; "
         f"median of {FLAGS.repeats}. The whole run took {seconds / 60:.1f} minutes.",
         "",
-        "## Steps per second (speed-up over dense full attention at 4K)",
+        f"## Steps per second (speed-up over {reference} full attention at {length_label(at)})",
         "",
-        f"| variant | {head} | speed-up at 4K |",
+        f"| variant | {head} | speed-up at {length_label(at)} |",
         "|---|" + "---|" * (len(table_lengths) + 1),
     ]
     for variant in variants:
         cells = [cell(variant, n, lambda r: f"{1 / r.seconds:.2f}") for n in table_lengths]
-        speedup = cell(variant, 4096, lambda r: f"{1 / r.time_vs_dense:.1f}x")
-        lines.append(f"| {variant} | {' | '.join(cells)} | {speedup} |")
+        lines.append(f"| {variant} | {' | '.join(cells)} | {cell(variant, at, speedup)} |")
     memory_lengths = sorted({r.length for r in rows if r.kind == "layer"})
-    memory_head = " | ".join(f"{n // 1024}K" if n >= 1024 else str(n) for n in memory_lengths)
+    memory_head = " | ".join(length_label(n) for n in memory_lengths)
     lines += [
         "",
         "## Peak memory (compiled program, GiB; also for programs too large to run)",
@@ -502,7 +626,7 @@ def write_markdown(rows: list[Row], path: str, peak_flops: float, seconds: float
         for r in causal:
             lines.append(f"| {r.variant} | {r.length} | {r.seconds * 1e3:.1f} | {r.status} |")
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    for description, measured, met in targets(rows):
+    for description, measured, met in targets(rows, platform):
         verdict = {True: "yes", False: "**no**", None: "not measured"}[met]
         lines.append(f"| {description} | {measured} | {verdict} |")
     skipped = [r for r in rows if r.status != "ok"]
@@ -513,21 +637,48 @@ def write_markdown(rows: list[Row], path: str, peak_flops: float, seconds: float
         file.write("\n".join(lines) + "\n")
 
 
+def check_flags(platform: str, labels: list[str]) -> None:
+    """One error line for a variant this bench does not know or this platform cannot run, before
+    anything is compiled or written."""
+    for flag, chosen, valid in (
+        ("variants", labels, VARIANTS),
+        ("causal_variants", FLAGS.causal_variants, VARIANTS),
+        ("train_variants", FLAGS.train_variants, ATTENTION),
+    ):
+        unknown = sorted(set(chosen) - set(valid))
+        if unknown:
+            fail(f"unknown --{flag} {unknown}; valid: {', '.join(valid)}")
+    elsewhere = sorted(set(labels) & set(GPU_ONLY)) if platform != "gpu" else []
+    if elsewhere:
+        fail(f"--variants {elsewhere} run on a GPU only; this is {platform}")
+
+
+def guarded(measure, kind: str, label: str, length: int, batch: int) -> Row:
+    """measure()'s row, or one whose status names the error (its traceback on stderr): a variant
+    that fails where it has never run (a kernel a compiler refuses) does not lose the others."""
+    try:
+        return measure()
+    except Exception as error:  # noqa: BLE001 - reported in the row and on stderr, then exit 1
+        traceback.print_exc()
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return Row(kind, label, length, batch, status=f"error: {type(error).__name__} {reason}")
+
+
 def main(argv) -> None:
     del argv
     started = time.perf_counter()
+    platform = jax.default_backend()
+    apply_platform_defaults(platform)
+    labels = FLAGS.variants or CPU_LABELS
+    check_flags(platform, labels)
     os.makedirs(FLAGS.out, exist_ok=True)
-    labels = FLAGS.variants or list(VARIANTS)
-    for flag, chosen in (("variants", labels), ("causal_variants", FLAGS.causal_variants)):
-        unknown = sorted(set(chosen) - set(VARIANTS))
-        if unknown:
-            fail(f"unknown --{flag} {unknown}; valid: {', '.join(VARIANTS)}")
-    budget = FLAGS.memory_fraction * psutil.virtual_memory().total
+    budget = memory_budget()
     peak_sizes = tuple(int(n) for n in FLAGS.peak_sizes)
-    peak_flops = matmul_flops_per_second(peak_sizes)
+    peak_flops = matmul_flops_per_second(peak_sizes, FLAGS.dtype)
     sizes = ", ".join(f"{n}²" for n in peak_sizes)
     print(
-        f"matmul peak: {peak_flops / 1e9:.1f} GFLOP/s (float32, the best run of {sizes})",
+        f"{platform}: matmul peak {peak_flops / 1e9:.1f} GFLOP/s ({FLAGS.dtype}, the best run "
+        f"of {sizes}); writing to {FLAGS.out}",
         flush=True,
     )
     rows = []
@@ -536,28 +687,34 @@ def main(argv) -> None:
         if label not in QUADRATIC_MEMORY:
             lengths += [int(n) for n in FLAGS.long_lengths]
         for length in lengths:
-            row = layer_row(label, length, peak_flops, budget)
+            measure = functools.partial(layer_row, label, length, peak_flops, budget)
+            row = guarded(measure, "layer", label, length, FLAGS.batch)
             rows.append(row)
             print(f"layer {label:14s} N={length:6d} {row.seconds:9.4f}s "
                   f"{row.compiled_bytes / 2**20:10.1f} MiB {row.status}", flush=True)  # fmt: skip
     for label in FLAGS.causal_variants:
         for length in (int(n) for n in FLAGS.causal_lengths):
-            row = layer_row(label, length, peak_flops, budget, causal=True)
+            measure = functools.partial(layer_row, label, length, peak_flops, budget, causal=True)
+            row = guarded(measure, "causal_layer", label, length, FLAGS.causal_batch)
             rows.append(row)
             print(f"causal {label:13s} N={length:6d} {row.seconds:9.4f}s {row.status}", flush=True)
     for label in FLAGS.train_variants:
         for length in (int(n) for n in FLAGS.train_lengths):
-            row = train_step_row(label, length, peak_flops, budget)
+            measure = functools.partial(train_step_row, label, length, peak_flops, budget)
+            row = guarded(measure, "train_step", label, length, FLAGS.train_batch)
             rows.append(row)
             print(f"train {label:14s} N={length:6d} {row.seconds:9.3f}s "
                   f"utilisation {row.flop_utilisation:.0%} {row.status}", flush=True)  # fmt: skip
     add_ratios(rows)
     write_csv(rows, os.path.join(FLAGS.out, "bench.csv"))
     write_plot(rows, os.path.join(FLAGS.out, "bench.png"))
-    write_markdown(
-        rows, os.path.join(FLAGS.out, "bench.md"), peak_flops, time.perf_counter() - started
-    )
+    write_markdown(rows, os.path.join(FLAGS.out, "bench.md"), platform, peak_flops,
+                   time.perf_counter() - started)  # fmt: skip
     print(f"wrote bench.csv, bench.png and bench.md to {FLAGS.out}")
+    failed = [f"{r.variant} at {r.length}" for r in rows if r.status.startswith("error")]
+    if failed:
+        fail(f"{len(failed)} row(s) failed ({', '.join(failed)}); see the tracebacks above",
+             EXIT_FAILED)  # fmt: skip
 
 
 if __name__ == "__main__":
