@@ -213,7 +213,8 @@ run_tests() {
   "$VENV/bin/ruff" check .
   "$VENV/bin/ruff" format --check .
   # One worker per core; a test file stays on one worker, so its module fixtures are built once.
-  exec "$VENV/bin/python" -m pytest -n auto --dist loadfile "$@"
+  # On a GPU the workers share it: none takes most of its memory up front (JAX's default).
+  XLA_PYTHON_CLIENT_PREALLOCATE=false exec "$VENV/bin/python" -m pytest -n auto --dist loadfile "$@"
 }
 
 command="${1:-}"

@@ -25,6 +25,13 @@ def padding_mask(lengths, length: int):
     return jnp.arange(length)[None, :] < jnp.asarray(lengths)[:, None]
 
 
+def interpret_off(platform: str) -> bool:
+    """Pallas's interpret mode everywhere but on the kernel's own platform ("gpu", "tpu"), where
+    the same test checks the compiled kernel. Run there with JAX_DEFAULT_MATMUL_PRECISION=highest:
+    float32 matmuls (the dense references', and the kernel's own dots) are TF32 otherwise."""
+    return jax.default_backend() != platform
+
+
 def build(name: str, options=None, *, heads: int = 2, dim: int = 8, causal=False, seed=0):
     """Variant `name` with in_features = heads * dim, so attend() takes (B, T, heads, dim)."""
     return make_attention(

@@ -4,7 +4,12 @@ with no key), ALiBi, T5's learned table and Shaw's terms (and their gradients), 
 dropout.py's bits; test_dropout.py has their statistics and the paths' agreement), lengths no
 block divides, T != S, gradients; the GPU kernel through the attention module at default options;
 and each lowers for its platform (Triton for a GPU, Mosaic for a TPU), which CI can check with no
-accelerator.
+accelerator. On its own platform each kernel runs compiled instead, so on a GPU
+
+    JAX_DEFAULT_MATMUL_PRECISION=highest pytest tests/attention/test_pallas.py
+
+checks the Triton kernels themselves against dense attention (the precision keeps float32 dots,
+the kernel's and the reference's, out of TF32).
 
 Each kernel runs at its own tiles: the GPU's 16 x 16 over 37 keys, the TPU's 8 x 128 (its
 smallest) over 300 keys, so both have several blocks on each side, runs of several steps (the
@@ -16,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from attention_testing import assert_same_function, build, padding_mask, qkv
+from attention_testing import assert_same_function, build, interpret_off, padding_mask, qkv
 from flax import nnx
 
 from research.attention.dispatch import Call, UnusableImplementation, require
@@ -31,21 +36,24 @@ Q_LEN = 21  # no block below divides it
 
 @dataclasses.dataclass(frozen=True)
 class Kernel:
-    """One platform's kernel as the tests run it: the keys' length and the tile."""
+    """One platform's kernel as the tests run it: the keys' length and the tile; compiled on its
+    platform, in interpret mode elsewhere."""
 
     attention: object
+    platform: str
     kv_len: int
     block_q: int
     block_k: int
 
     def __call__(self, *args, **kwargs):
-        blocks = dict(block_q=self.block_q, block_k=self.block_k, interpret=True)
+        interpret = interpret_off(self.platform)
+        blocks = dict(block_q=self.block_q, block_k=self.block_k, interpret=interpret)
         return self.attention(*args, **blocks, **kwargs)
 
 
 KERNELS = {
-    "gpu": Kernel(pallas_gpu_attention, kv_len=37, block_q=16, block_k=16),
-    "tpu": Kernel(pallas_tpu_attention, kv_len=300, block_q=8, block_k=128),
+    "gpu": Kernel(pallas_gpu_attention, "gpu", kv_len=37, block_q=16, block_k=16),
+    "tpu": Kernel(pallas_tpu_attention, "tpu", kv_len=300, block_q=8, block_k=128),
 }
 on_each_kernel = pytest.mark.parametrize("kernel", KERNELS.values(), ids=KERNELS.keys())
 

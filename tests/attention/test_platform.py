@@ -1,6 +1,7 @@
 """Platform kernels (research/attention/platform.py) against the dense reference.
 
-Splash runs here in Pallas interpret mode (slow: a few seconds per compile, so shapes are small).
+Splash runs in Pallas interpret mode off a TPU (slow: a few seconds per compile, so shapes are
+small), compiled on a TPU.
 cuDNN needs a GPU: there the cuDNN tests run cuDNN itself (in bfloat16, which it requires);
 elsewhere they run the same `jax.nn.dot_product_attention` call with implementation="xla", which
 checks our translation (band, key padding, bias), and the arguments it would hand cuDNN are checked
@@ -16,6 +17,7 @@ from attention_testing import (
     ATOL,
     assert_close,
     assert_same_function,
+    interpret_off,
     normal,
     padding_mask,
     qkv,
@@ -74,7 +76,9 @@ def test_splash_matches_reference_with_padding(band):
     key_mask = scattered_key_mask(300)
 
     def ours(q, k, v):
-        return splash_attention(q, k, v, key_mask, band, interpret=True, block_sizes=SMALL_BLOCKS)
+        return splash_attention(
+            q, k, v, key_mask, band, interpret=interpret_off("tpu"), block_sizes=SMALL_BLOCKS
+        )
 
     assert_same_function(ours, band_reference(band, key_mask), (q, k, v))
 
@@ -85,7 +89,7 @@ def test_splash_without_key_mask_at_a_block_multiple():
     q, k, v = qkv(1, batch=2, length=128, heads=2, dim=8)
 
     def ours(q, k, v):
-        return splash_attention(q, k, v, None, band, interpret=True)
+        return splash_attention(q, k, v, None, band, interpret=interpret_off("tpu"))
 
     assert_same_function(ours, band_reference(band), (q, k, v))
 
@@ -99,7 +103,7 @@ def test_splash_query_and_key_lengths_differ(q_len, kv_len):
     key_mask = padding_mask([kv_len - 7, 60], kv_len)
 
     def ours(q, k, v):
-        return splash_attention(q, k, v, key_mask, band, interpret=True)
+        return splash_attention(q, k, v, key_mask, band, interpret=interpret_off("tpu"))
 
     assert_same_function(ours, band_reference(band, key_mask), (q, k, v))
 
@@ -107,7 +111,8 @@ def test_splash_query_and_key_lengths_differ(q_len, kv_len):
 def test_splash_bfloat16_keeps_dtype():
     band = Band(causal=True)
     q, k, v = qkv(2, batch=1, length=64, heads=2, dim=8)
-    out = splash_attention(*(x.astype(jnp.bfloat16) for x in (q, k, v)), None, band, interpret=True)
+    q16, k16, v16 = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    out = splash_attention(q16, k16, v16, None, band, interpret=interpret_off("tpu"))
     assert out.dtype == jnp.bfloat16
     assert_close(out.astype(jnp.float32), band_reference(band)(q, k, v), atol=3e-2)
 
