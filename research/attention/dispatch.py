@@ -151,14 +151,15 @@ def choose_implementation(requested: str, call: Call) -> tuple[str, str]:
 
 def default_blocks(backend: str, band: Band) -> tuple[int, int]:
     """The kernel's (block_q, block_k) by platform and band, from measurements on CPU (forward +
-    backward, B=8, H=4, D=64 at 4K; run-to-run noise on this machine is about 15%):
+    backward of the attention alone, B=8, H=4, D=64 at 4K, medians of 5 in one script; run-to-run
+    noise on this machine is about 15%):
 
-    - full and causal attention: 512 x 1024 tiles (3.7-4.3 s; 512 x 512: 4.1 s, 256 x 512:
-      4.5 s, 128 x 512: 5.5 s, 128 x 128: 8.3 s);
+    - full and causal attention: 512 x 1024 tiles (full 3.6 s; 512 x 512 and 1024 x 1024: 3.8 s,
+      1024 x 512 and 256 x 1024: 4.0 s, 256 x 512: 4.1 s);
     - bands of reach r (a window, a block): query blocks of about 2r, at least 128 and at most
       512, a whole number of blocks; the key tile is then the band's span (kernel.py), so block_k
-      does not apply. Window 128: 256 rows 0.85 s, 128 rows 0.95 s, 64 rows 0.96 s, 512 rows
-      1.15 s; blocks of 128 with neighbours: 256 rows 0.74 s, 128 rows 0.87 s.
+      does not apply. Window 128: 256 rows 0.68 s, 128 rows 0.71 s, 512 rows 0.83 s; blocks of
+      128 with neighbours: 256 rows 0.72 s, 128 rows 0.77 s, 512 rows 0.96 s.
 
     Blocks longer than a sequence shrink to it."""
     if band.block is not None:

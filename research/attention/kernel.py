@@ -256,7 +256,12 @@ def _group_forward(plan: _Plan, params, seed, q_XTD, k_XSD, v_XSD, mask_XS, rows
 def _group_backward(plan: _Plan, params, seed, inputs, out_XTD, lse_XT, do_XTD):
     """(dq, dk, dv, dparams) of one group of rows. Aligned key blocks are visited by key block, dk
     and dv accumulating per block while dq is added into place; a sliding band's key tiles
-    overlap, so its tiles go by query block, dq accumulating and dk, dv added into place."""
+    overlap, so its tiles go by query block, dq accumulating and dk, dv added into place.
+
+    dk and dv are computed and accumulated transposed, (x, D, S), and turned once at the end: a
+    tile's p^T do and ds^T q contract the tile's long query axis, which XLA's CPU dot runs at
+    half its rate with the (T, S) operand transposed, and at full rate as do^T p and q^T ds (512 x
+    1024 tiles of one row, forward + backward: the backward tile 4.9 -> 2.9 ms)."""
     q_XTD, k_XSD, v_XSD, mask_XS, rows_X = inputs
     bq, bk = plan.block_q, plan.key_tile
     terms = plan.terms
@@ -277,7 +282,7 @@ def _group_backward(plan: _Plan, params, seed, inputs, out_XTD, lse_XT, do_XTD):
         p = jnp.exp(logits - _slice(lse_XT, tile.q_start, bq)[..., None])
         keep = _keep_mask(plan, seed, rows_X, qi, k_start)
         p_kept = p if keep is None else scale_kept(p, keep, plan.dropout_rate)
-        dv = jnp.einsum("xts,xtd->xsd", p_kept.astype(do.dtype), do, **f32)
+        dv_DS = jnp.einsum("xtd,xts->xds", do, p_kept.astype(do.dtype), **f32)
         dp = jnp.einsum("xtd,xsd->xts", do, v, **f32)
         if terms is not None and terms.scheme.adds_value:
             value_fn = lambda prm, w: terms.value(prm, w, offset)  # noqa: E731
@@ -288,13 +293,13 @@ def _group_backward(plan: _Plan, params, seed, inputs, out_XTD, lse_XT, do_XTD):
         if keep is not None:
             dp = scale_kept(dp, keep, plan.dropout_rate)
         ds = p * (dp - _slice(delta_XT, tile.q_start, bq)[..., None])
-        dk = jnp.einsum("xts,xtd->xsd", ds.astype(q.dtype), q, **f32)
+        dk_DS = jnp.einsum("xtd,xts->xds", q, ds.astype(q.dtype), **f32)
         dq = jnp.einsum("xts,xsd->xtd", ds.astype(k.dtype), k, **f32)
         if bias_pullback is not None:
             dparams_bias, dq_bias = bias_pullback(ds)
             dq = dq + dq_bias
             dparams = jax.tree.map(jnp.add, dparams, dparams_bias)
-        return dq, dk, dv, dparams
+        return dq, dk_DS, dv_DS, dparams
 
     def step(carry, tile_index):
         acc_a, acc_b, dq, dk, dv, dparams = carry
@@ -303,35 +308,35 @@ def _group_backward(plan: _Plan, params, seed, inputs, out_XTD, lse_XT, do_XTD):
 
         def nothing(dparams):  # a tile of padding alone: zero gradients
             zeros = lambda *shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
-            return zeros(x, bq, dim), zeros(x, bk, dim), zeros(x, bk, dim_v), dparams
+            return zeros(x, bq, dim), zeros(x, dim, bk), zeros(x, dim_v, bk), dparams
 
         work = lambda dparams: tile_grads(tile, qi, k_start, dparams)  # noqa: E731
         dq_tile, dk_tile, dv_tile, dparams = tile.visit(work, nothing, dparams)
         acc_a, acc_b = jnp.where(first, 0.0, acc_a), jnp.where(first, 0.0, acc_b)
-        if by_key:  # acc = (dk, dv) of this key block
+        if by_key:  # acc = (dk, dv) of this key block, transposed
             acc_a, acc_b = acc_a + dk_tile, acc_b + dv_tile
-            dk, dv = _put(dk, acc_a, k_start), _put(dv, acc_b, k_start)
+            dk, dv = _put(dk, acc_a, k_start, 2), _put(dv, acc_b, k_start, 2)
             dq = _put(dq, _slice(dq, tile.q_start, bq) + dq_tile, tile.q_start)
         else:  # acc = dq of this query block (acc_b unused)
             acc_a = acc_a + dq_tile
             dq = _put(dq, acc_a, tile.q_start)
-            dk = _put(dk, _slice(dk, k_start, bk) + dk_tile, k_start)
-            dv = _put(dv, _slice(dv, k_start, bk) + dv_tile, k_start)
+            dk = _put(dk, _slice(dk, k_start, bk, 2) + dk_tile, k_start, 2)
+            dv = _put(dv, _slice(dv, k_start, bk, 2) + dv_tile, k_start, 2)
         return (acc_a, acc_b, dq, dk, dv, dparams), None
 
-    x, dim, dim_v = q_XTD.shape[0], q_XTD.shape[-1], v_XSD.shape[-1]
+    x, dim, dim_v, kv_len = q_XTD.shape[0], q_XTD.shape[-1], v_XSD.shape[-1], k_XSD.shape[1]
     init = (
-        jnp.zeros((x, bk, dim) if by_key else (x, bq, dim), jnp.float32),
-        jnp.zeros((x, bk, dim_v) if by_key else (x, 1, 1), jnp.float32),
+        jnp.zeros((x, dim, bk) if by_key else (x, bq, dim), jnp.float32),
+        jnp.zeros((x, dim_v, bk) if by_key else (x, 1, 1), jnp.float32),
         jnp.zeros(q_XTD.shape, jnp.float32),
-        jnp.zeros(k_XSD.shape, jnp.float32),
-        jnp.zeros(v_XSD.shape, jnp.float32),
+        jnp.zeros((x, dim, kv_len), jnp.float32),
+        jnp.zeros((x, dim_v, kv_len), jnp.float32),
         jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), params),
     )
     major = k_start_P if by_key else qi_P
     tiles = (jnp.asarray(qi_P), jnp.asarray(k_start_P), jnp.asarray(_firsts(major)))
-    (_, _, dq, dk, dv, dparams), _ = jax.lax.scan(step, init, tiles)
-    return dq, dk, dv, dparams
+    (_, _, dq, dk_DS, dv_DS, dparams), _ = jax.lax.scan(step, init, tiles)
+    return dq, jnp.swapaxes(dk_DS, 1, 2), jnp.swapaxes(dv_DS, 1, 2), dparams
 
 
 def _groups(x: Array | None, size: int) -> Array | None:
