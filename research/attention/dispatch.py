@@ -38,8 +38,8 @@ from research.errors import check_choice, check_positive
 from research.intmath import round_up
 
 IMPLEMENTATIONS = ("auto", "kernel", "dense", "cudnn", "pallas", "splash")
-# On CPU, dense beats the kernel's loop up to here (fwd + bwd, B=8, H=4, D=64: 256 -> dense 26 ms,
-# kernel 32 ms; 512 -> dense 112 ms, kernel 91 ms).
+# On CPU, dense beats the kernel's loop up to here (fwd + bwd, B=8, H=4, D=64, 2026-12-07: 256 ->
+# dense 20 ms, kernel 28 ms; 512 -> dense 105 ms, kernel 69 ms).
 DENSE_MAX_LENGTH = 256
 
 
