@@ -51,7 +51,7 @@ flags.DEFINE_integer("repeats", 3, "Timed repeats (the median is reported).")
 flags.DEFINE_list("train_lengths", ["2000"], "Lengths of the train-step benchmark (ListOps: 2000).")
 flags.DEFINE_list("train_variants", list(ATTENTION), "Train-step variants (default: all).")
 flags.DEFINE_integer("train_batch", 4, "Batch of the timed train step.")
-flags.DEFINE_integer("train_repeats", 1, "Timed repeats of the train step (the median).")
+flags.DEFINE_integer("train_repeats", 3, "Timed repeats of the train step (the median).")
 flags.DEFINE_integer(
     "fit_batch", 32, "Batch whose compiled train-step memory must fit the machine (ListOps: 32)."
 )
@@ -358,7 +358,8 @@ def train_step_flops(label: str, state, config, batch_size: int, length: int) ->
 def train_step_row(label: str, length: int, peak_flops: float, budget: float) -> Row:
     """One optimizer step of the ListOps base model (emb 512, 8 heads, 4 layers, dropout 0.1 on
     activations and attention weights) at `length`: timed at --train_batch (one warm-up call, then
-    one timed), and compiled at --fit_batch for the memory the published batch needs."""
+    the median of --train_repeats; a single timing varied by 25% on the CPU), and compiled at
+    --fit_batch for the memory the published batch needs."""
     row = Row("train_step", label, length, FLAGS.train_batch)
     compiled, args, config = _listops_step(label, length, FLAGS.train_batch)
     if FLAGS.fit_batch != FLAGS.train_batch:

@@ -19,7 +19,7 @@ def test_bench_writes_csv_plot_and_report(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "research.bench", "--lengths=64", "--long_lengths=128",
          "--variants=dense,full,full_dropout,rope_dropout,local,linear,performer",
-         "--train_lengths=64",
+         "--train_lengths=64", "--train_repeats=1",
          "--train_variants=local", "--train_batch=2", "--fit_batch=2", "--batch=2",
          "--heads=2", "--head_dim=8", "--repeats=1", "--peak_sizes=256",
          "--causal_variants=linear,performer", "--causal_lengths=16", "--causal_batch=2",
