@@ -28,6 +28,7 @@ from flax import nnx
 
 from research.attention import ATTENTION, make_attention
 from research.attention.base import SelfAttention
+from research.attention.full import SoftmaxAttention
 from research.attention.sparsity import Band
 from research.errors import EXIT_FAILED, fail
 from research.training.steps import cast_floating, create_train_state, make_train_step
@@ -87,8 +88,9 @@ BENCH_OPTIONS = {
     "block_local": {"block_size": 128, "neighbours": True},
     "performer": {"num_features": 256},
 }
-# The variants with attention weights, which attention dropout acts on.
-SOFTMAX = tuple(name for name in ATTENTION if name not in ("linear", "performer"))
+# The softmax variants (one band plus a position scheme: full.SoftmaxAttention), the ones with
+# attention weights for attention dropout to act on.
+SOFTMAX = tuple(name for name, cls in ATTENTION.items() if issubclass(cls, SoftmaxAttention))
 # LRA's attention dropout rate, on the labels NAME_dropout (trained, in training mode).
 DROPOUT_RATE = 0.1
 # label -> (registry name, options, FLOPs are N^2 (quadratic) or linear in N): the XLA reference,

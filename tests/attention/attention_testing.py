@@ -25,7 +25,7 @@ def padding_mask(lengths, length: int):
     return jnp.arange(length)[None, :] < jnp.asarray(lengths)[:, None]
 
 
-def interpret_off(platform: str) -> bool:
+def interpret_unless_on(platform: str) -> bool:
     """Pallas's interpret mode everywhere but on the kernel's own platform ("gpu", "tpu"), where
     the same test checks the compiled kernel. Run there with JAX_DEFAULT_MATMUL_PRECISION=highest:
     float32 matmuls (the dense references', and the kernel's own dots) are TF32 otherwise."""

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from attention_testing import assert_same_function, interpret_off, padding_mask, qkv
+from attention_testing import assert_same_function, interpret_unless_on, padding_mask, qkv
 
 from research.attention.dispatch import dense_attention
 from research.attention.dropout import drop_weights, dropout_seed, keep_bits
@@ -56,7 +56,7 @@ def test_every_path_drops_the_same_weights(band):
                                       dropout_rate=rate, dropout_key=key)  # fmt: skip
 
     def pallas(attention, platform):
-        interpret = interpret_off(platform)
+        interpret = interpret_unless_on(platform)
         return lambda q, k, v: attention(q, k, v, key_mask, band, dropout_rate=rate,
                                          dropout_key=key, interpret=interpret)  # fmt: skip
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from attention_testing import assert_same_function, build, interpret_off, padding_mask, qkv
+from attention_testing import assert_same_function, build, interpret_unless_on, padding_mask, qkv
 from flax import nnx
 
 from research.attention.dispatch import Call, UnusableImplementation, require
@@ -46,7 +46,7 @@ class Kernel:
     block_k: int
 
     def __call__(self, *args, **kwargs):
-        interpret = interpret_off(self.platform)
+        interpret = interpret_unless_on(self.platform)
         blocks = dict(block_q=self.block_q, block_k=self.block_k, interpret=interpret)
         return self.attention(*args, **blocks, **kwargs)
 

@@ -17,7 +17,7 @@ from attention_testing import (
     ATOL,
     assert_close,
     assert_same_function,
-    interpret_off,
+    interpret_unless_on,
     normal,
     padding_mask,
     qkv,
@@ -77,7 +77,7 @@ def test_splash_matches_reference_with_padding(band):
 
     def ours(q, k, v):
         return splash_attention(
-            q, k, v, key_mask, band, interpret=interpret_off("tpu"), block_sizes=SMALL_BLOCKS
+            q, k, v, key_mask, band, interpret=interpret_unless_on("tpu"), block_sizes=SMALL_BLOCKS
         )
 
     assert_same_function(ours, band_reference(band, key_mask), (q, k, v))
@@ -89,7 +89,7 @@ def test_splash_without_key_mask_at_a_block_multiple():
     q, k, v = qkv(1, batch=2, length=128, heads=2, dim=8)
 
     def ours(q, k, v):
-        return splash_attention(q, k, v, None, band, interpret=interpret_off("tpu"))
+        return splash_attention(q, k, v, None, band, interpret=interpret_unless_on("tpu"))
 
     assert_same_function(ours, band_reference(band), (q, k, v))
 
@@ -103,7 +103,7 @@ def test_splash_query_and_key_lengths_differ(q_len, kv_len):
     key_mask = padding_mask([kv_len - 7, 60], kv_len)
 
     def ours(q, k, v):
-        return splash_attention(q, k, v, key_mask, band, interpret=interpret_off("tpu"))
+        return splash_attention(q, k, v, key_mask, band, interpret=interpret_unless_on("tpu"))
 
     assert_same_function(ours, band_reference(band, key_mask), (q, k, v))
 
@@ -112,7 +112,7 @@ def test_splash_bfloat16_keeps_dtype():
     band = Band(causal=True)
     q, k, v = qkv(2, batch=1, length=64, heads=2, dim=8)
     q16, k16, v16 = (x.astype(jnp.bfloat16) for x in (q, k, v))
-    out = splash_attention(q16, k16, v16, None, band, interpret=interpret_off("tpu"))
+    out = splash_attention(q16, k16, v16, None, band, interpret=interpret_unless_on("tpu"))
     assert out.dtype == jnp.bfloat16
     assert_close(out.astype(jnp.float32), band_reference(band)(q, k, v), atol=3e-2)
 
